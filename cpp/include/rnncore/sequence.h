@@ -1,0 +1,126 @@
+// Whole-sequence forward pass and backpropagation through time for stacked, optionally
+// bidirectional RNN / LSTM / GRU layers. Usable from C++ without Python.
+//
+// Layout (all arrays dense, C order, PyTorch's conventions so weights move unchanged):
+//   x        [T, N, I]            time-major input
+//   y        [T, N, D*H]          top layer's output, [forward, reverse] on the last axis
+//   h0, h_n  [L*D, N, H]          ordered layer0-fwd, layer0-rev, layer1-fwd, ...
+//   c0, c_n  [L*D, N, H]          LSTM only
+//   lengths  [N]                  each in 1..T, or nullptr for all T; sequence b runs steps
+//                                 0..lengths[b]-1 (the reverse direction starts at lengths[b]-1),
+//                                 y is zero past its length, its final state is the state after
+//                                 its own last step.
+//   weights  one DirectionWeights per (layer, direction), layer-major: l0-fwd, l0-rev, l1-fwd...
+//            w_ih [G*H, I_k], w_hh [G*H, H], b_ih [G*H], b_hh [G*H] (biases nullptr = no bias),
+//            I_0 = I, I_k = D*H for k > 0, G = gate_count(cell).
+// No argument may alias another unless stated.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "rnncore/cell.h"
+
+namespace rnncore {
+
+struct ModelConfig {
+  CellKind cell = CellKind::Lstm;
+  int64_t input_size = 0;
+  int64_t hidden_size = 0;
+  int64_t num_layers = 1;
+  bool bidirectional = false;
+  bool bias = true;
+
+  int directions() const noexcept { return bidirectional ? 2 : 1; }
+  int gates() const noexcept { return gate_count(cell); }
+  int64_t layer_input_size(int64_t layer) const noexcept {
+    return layer == 0 ? input_size : directions() * hidden_size;
+  }
+  // Throws std::invalid_argument when a size is not positive.
+  void validate() const;
+  bool operator==(const ModelConfig& o) const noexcept {
+    return cell == o.cell && input_size == o.input_size && hidden_size == o.hidden_size &&
+           num_layers == o.num_layers && bidirectional == o.bidirectional && bias == o.bias;
+  }
+};
+
+template <typename S>
+struct DirectionWeights {
+  const S* w_ih = nullptr;
+  const S* w_hh = nullptr;
+  const S* b_ih = nullptr;
+  const S* b_hh = nullptr;
+};
+
+// Gradient outputs for one (layer, direction); every array is overwritten (not accumulated).
+template <typename S>
+struct DirectionGrads {
+  S* w_ih = nullptr;
+  S* w_hh = nullptr;
+  S* b_ih = nullptr;  // ignored (may be nullptr) for a model without bias
+  S* b_hh = nullptr;
+};
+
+// What BPTT needs from a forward pass, owned here so that the caller's arrays may change after
+// the forward call. Per (layer, direction), in time order t (not processing order):
+//   gates     [T, N, G*H]  activations (RNN: h'; LSTM: i f g o; GRU: r z n)
+//   h_prev    [T, N, H]    the state each step started from
+//   c_prev    [T, N, H]    LSTM
+//   tanh_c    [T, N, H]    LSTM: tanh(c')
+//   hn        [T, N, H]    GRU: W_hn h + b_hn
+// plus every layer's input (x for layer 0, the previous layer's output above it).
+template <typename S>
+class TrainingCache {
+ public:
+  struct Direction {
+    std::vector<S> gates, h_prev, c_prev, tanh_c, hn;
+  };
+
+  const ModelConfig& config() const noexcept { return config_; }
+  int64_t steps() const noexcept { return steps_; }
+  int64_t batch() const noexcept { return batch_; }
+  const std::vector<int64_t>& lengths() const noexcept { return lengths_; }
+  bool has_lengths() const noexcept { return !lengths_.empty(); }
+  std::size_t nbytes() const noexcept;
+
+ private:
+  template <typename T>
+  friend void sequence_forward(const ModelConfig&, const std::vector<DirectionWeights<T>>&,
+                               int64_t, int64_t, const T*, const T*, const T*, const int64_t*, T*,
+                               T*, T*, TrainingCache<T>*);
+  template <typename T>
+  friend void sequence_backward(const ModelConfig&, const std::vector<DirectionWeights<T>>&,
+                                const TrainingCache<T>&, const T*, const T*, const T*, T*, T*,
+                                T*, const std::vector<DirectionGrads<T>>&);
+
+  ModelConfig config_;
+  int64_t steps_ = 0, batch_ = 0;
+  std::vector<int64_t> lengths_;
+  std::vector<std::vector<S>> layer_inputs_;  // [L] each [T, N, I_k]
+  std::vector<Direction> directions_;         // [L*D]
+};
+
+// Runs the whole stack. h0/c0 may be nullptr (zeros); c0/c_n are used only by the LSTM (c_n may
+// be nullptr for other cells). When `cache` is non-null it is filled for sequence_backward.
+// Throws std::invalid_argument on inconsistent sizes or lengths outside 1..T.
+template <typename S>
+void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                      int64_t steps, int64_t batch, const S* x, const S* h0, const S* c0,
+                      const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache);
+
+// Backpropagation through time. grad_y [T, N, D*H] may be nullptr (zero); grad_h_n, grad_c_n
+// [L*D, N, H] may be nullptr (zero). Writes grad_x [T, N, I], grad_h0 and (LSTM) grad_c0
+// [L*D, N, H] and every DirectionGrads. The weights must be those of the forward call.
+template <typename S>
+void sequence_backward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                       const TrainingCache<S>& cache, const S* grad_y, const S* grad_h_n,
+                       const S* grad_c_n, S* grad_x, S* grad_h0, S* grad_c0,
+                       const std::vector<DirectionGrads<S>>& grads);
+
+// The floating-point operations of one forward pass (multiply-adds count 2), for GFLOP/s.
+double forward_flops(const ModelConfig& config, int64_t steps, int64_t batch) noexcept;
+
+}  // namespace rnncore
