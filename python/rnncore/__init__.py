@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from . import reference
 from ._core import get_num_threads, set_num_threads
+from .grads import clip_grad_norm, global_norm, per_step_grad_norms
 from .layers import GRU, LSTM, RNN, ForwardCache, Gradients
+from .losses import log_softmax, mse, one_hot, softmax, softmax_cross_entropy
+from .nn import Embedding, Linear, ParameterRow, parameter_count, parameter_table
+from .optim import SGD, Adam, AdamW
 
 __version__ = "0.1.0"
 
@@ -19,6 +23,22 @@ __all__ = [
     "GRU",
     "Gradients",
     "ForwardCache",
+    "Linear",
+    "Embedding",
+    "parameter_count",
+    "parameter_table",
+    "ParameterRow",
+    "softmax_cross_entropy",
+    "mse",
+    "one_hot",
+    "softmax",
+    "log_softmax",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "clip_grad_norm",
+    "global_norm",
+    "per_step_grad_norms",
     "reference",
     "get_num_threads",
     "set_num_threads",

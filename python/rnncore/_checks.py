@@ -19,12 +19,20 @@ def describe(value: Any) -> str:
     """A short description of a value for error messages: type, and shape/dtype for arrays."""
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape} and dtype {value.dtype}"
-    return f"{type(value).__name__} {value!r}" if _is_small(value) else type(value).__name__
+    if _is_small(value):
+        return f"{type(value).__name__} {value!r}"
+    if isinstance(value, (tuple, list)):
+        # Never the repr of the items: they may be whole arrays.
+        return f"a {type(value).__name__} of length {len(value)}"
+    return type(value).__name__
+
+
+_SCALARS = (numbers.Number, str, bool, type(None))
 
 
 def _is_small(value: Any) -> bool:
-    return isinstance(value, (numbers.Number, str, bool, type(None))) or (
-        isinstance(value, (tuple, list)) and len(value) <= 4
+    return isinstance(value, _SCALARS) or (
+        isinstance(value, (tuple, list)) and len(value) <= 4 and all(isinstance(v, _SCALARS) for v in value)
     )
 
 
@@ -48,6 +56,8 @@ def boolean(name: str, value: Any) -> bool:
 
 
 def float_dtype(name: str, value: Any) -> np.dtype:
+    if value is None:  # np.dtype(None) would silently mean float64
+        raise TypeError(f"{name}: expected float32 or float64, got None")
     try:
         dtype = np.dtype(value)
     except TypeError:

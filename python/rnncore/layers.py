@@ -175,7 +175,16 @@ class _RecurrentBase:
             array = _checks.real_array(f"state_dict[{name!r}]", state_dict[name], self.dtype)
             _checks.exact_shape(f"state_dict[{name!r}]", array, shape)
             loaded[name] = np.array(array, dtype=self.dtype, order="C", copy=True)
-        self._params = loaded
+        current = self._params
+        if all(isinstance(current.get(name), np.ndarray) and current[name].shape == value.shape
+               and current[name].dtype == value.dtype and current[name].flags.c_contiguous
+               and current[name].flags.writeable for name, value in loaded.items()):
+            # Copy into the live arrays (as torch does), so that an optimizer built on
+            # parameters() before the load keeps updating the model's weights.
+            for name, value in loaded.items():
+                current[name][...] = value
+        else:
+            self._params = loaded
         self._version += 1
 
     def num_parameters(self) -> int:
@@ -209,13 +218,13 @@ class _RecurrentBase:
             )
         if array.shape[-1] != self.input_size:
             raise ValueError(f"x: expected input_size {self.input_size} on the last axis, got shape {array.shape}")
+        if 0 in array.shape:  # checked before the reshapes below, so the shape reported is the caller's
+            raise ValueError(f"x: expected at least one step and one sequence, got shape {array.shape}")
         unbatched = array.ndim == 2
         if unbatched:
             array = array[:, None, :]
         elif self.batch_first:
             array = array.transpose(1, 0, 2)
-        if array.shape[0] == 0 or array.shape[1] == 0:
-            raise ValueError(f"x: expected at least one step and one sequence, got shape {array.shape}")
         return np.ascontiguousarray(array), unbatched
 
     def _state_shape(self, batch: int, unbatched: bool) -> tuple[int, ...]:
@@ -241,6 +250,8 @@ class _RecurrentBase:
         if lengths is None:
             return None
         array = _checks.to_numpy("lengths", lengths)
+        if array.size == 0:
+            raise ValueError(f"lengths: expected shape ({batch},), one length per sequence, got {array.shape}")
         if array.dtype.kind not in "iu":
             raise TypeError(f"lengths: expected integers, got dtype {array.dtype}")
         if unbatched and array.ndim == 0:
