@@ -947,10 +947,10 @@ def test_non_contiguous_arrays_equal_their_contiguous_copies(cell, backend, batc
     grad_y = np.random.default_rng(7).standard_normal(y.shape[::-1]).T  # non-contiguous
     g = m.backward(cache, grad_y)
     gc = m.backward(cachec, np.ascontiguousarray(grad_y))
-    np.testing.assert_array_equal(g.input, gc.input)
+    # Not bitwise: the compiled kernels' vectorised tanh/logistic and reductions may round the
+    # last bit differently depending on the alignment of the arrays they allocate.
+    np.testing.assert_allclose(g.input, gc.input, rtol=1e-13, atol=1e-15)
     for name in g.params:
-        # Not bitwise: the compiled backward's bias gradients vary in the last bit from call to
-        # call (even on one cache), with the alignment of the arrays it allocates.
         np.testing.assert_allclose(g.params[name], gc.params[name], rtol=1e-13, atol=1e-15, err_msg=name)
 
 
