@@ -6,13 +6,18 @@
 #include <pybind11/stl.h>
 
 #include <Eigen/Core>
+#include <algorithm>
+#include <chrono>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "rnncore/io.h"
+#include "rnncore/model.h"
 #include "rnncore/parallel.h"
 #include "rnncore/sequence.h"
+#include "rnncore/stream.h"
 
 namespace py = pybind11;
 using rnncore::CellKind;
@@ -207,6 +212,204 @@ void bind_cache(py::module_& m, const char* name) {
       .def_property_readonly("batch", &rnncore::TrainingCache<S>::batch);
 }
 
+// ------------------------------------------------------------------ streaming
+// The per-call path is kept short: rnncore.streaming has already converted the frame to a
+// C-contiguous array of the stream's dtype in the common case, so this checks and runs. Below
+// kStreamGilWork multiply-adds a step is shorter than releasing and retaking the GIL.
+constexpr double kStreamGilWork = 2.0e5;
+
+template <typename S>
+struct StreamBinding {
+  using Stream = rnncore::Stream<S>;
+
+  static double work(const Stream& s) {
+    const ModelConfig& c = s.config();
+    return static_cast<double>(s.batch_size()) * c.num_layers * c.gates() * c.hidden_size *
+           static_cast<double>(c.input_size + c.hidden_size);
+  }
+
+  // The array behind `obj` after checking dtype, C order and shape: batch_shape (leading dims
+  // with the batch) or, when the batch is 1, the same without the batch axis.
+  static py::array checked_frames(const py::handle& obj, const char* name,
+                                  const std::vector<int64_t>& batched, bool writeable,
+                                  bool need_contiguous = true) {
+    if (!py::array_t<S>::check_(obj)) {
+      if (!py::array::check_(obj)) {
+        throw py::type_error(std::string(name) + ": expected a numpy array, got " +
+                             std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+      }
+      throw py::type_error(std::string(name) + ": expected dtype " +
+                           std::string(py::str(py::dtype::of<S>())) + ", got " +
+                           std::string(py::str(py::reinterpret_borrow<py::array>(obj).dtype())));
+    }
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    const py::ssize_t nd = a.ndim();
+    const auto want = static_cast<py::ssize_t>(batched.size());
+    bool ok = false;
+    if (nd == want) {
+      ok = true;
+      for (py::ssize_t i = 0; i < nd; ++i) ok = ok && a.shape(i) == batched[static_cast<std::size_t>(i)];
+    } else if (nd == want - 1 && batched[static_cast<std::size_t>(want - 2)] == 1) {
+      // The unbatched form: the batch axis (second to last) left out.
+      ok = true;
+      for (py::ssize_t i = 0, j = 0; i < want; ++i) {
+        if (i == want - 2) continue;
+        ok = ok && a.shape(j++) == batched[static_cast<std::size_t>(i)];
+      }
+    }
+    if (!ok) {
+      std::vector<int64_t> unbatched = batched;
+      unbatched.erase(unbatched.end() - 2);
+      const bool single = batched[batched.size() - 2] == 1;
+      throw py::value_error(std::string(name) + ": expected shape " + shape_string(batched) +
+                            (single ? " or " + shape_string(unbatched) : std::string()) + ", got " +
+                            shape_string(a));
+    }
+    if (need_contiguous && !(a.flags() & py::array::c_style)) {
+      throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+    }
+    if (writeable && !a.writeable()) throw py::value_error(std::string(name) + ": the array is read-only");
+    return a;
+  }
+
+  // out: None (a new array shaped like x but with H last) or an array to write into.
+  static py::array output_for(const Stream& s, const py::array& x, const py::handle& out,
+                              std::vector<int64_t> batched) {
+    if (out.is_none()) {
+      std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+      shape.back() = static_cast<py::ssize_t>(s.output_size());
+      return py::array_t<S>(shape);
+    }
+    batched.back() = s.output_size();
+    return checked_frames(out, "out", batched, true);
+  }
+
+  // A frame that is not C-contiguous (a strided view) is copied once; `out` must be contiguous.
+  static py::array contiguous(const py::handle& obj) {
+    auto a = py::reinterpret_borrow<py::array>(obj);
+    if (a.flags() & py::array::c_style) return a;
+    return py::array_t<S, py::array::c_style>::ensure(obj);
+  }
+
+  static py::object step(Stream& s, const py::handle& x_in, const py::handle& out_obj) {
+    checked_frames(x_in, "x_t", {s.batch_size(), s.input_size()}, false, false);
+    const py::array x = contiguous(x_in);
+    py::array out = output_for(s, x, out_obj, {s.batch_size(), s.input_size()});
+    const S* x_data = static_cast<const S*>(x.data());
+    S* y_data = static_cast<S*>(out.mutable_data());
+    if (work(s) >= kStreamGilWork) {
+      py::gil_scoped_release release;
+      s.step(x_data, y_data);
+    } else {
+      s.step(x_data, y_data);
+    }
+    return std::move(out);
+  }
+
+  static py::object step_many(Stream& s, const py::handle& x_obj, const py::handle& out_obj) {
+    if (!py::array::check_(x_obj) || py::reinterpret_borrow<py::array>(x_obj).ndim() < 2) {
+      throw py::value_error("chunk: expected an array (T, N, I) or, for one stream, (T, I)");
+    }
+    const int64_t T = py::reinterpret_borrow<py::array>(x_obj).shape(0);
+    checked_frames(x_obj, "chunk", {T, s.batch_size(), s.input_size()}, false, false);
+    const py::array x = contiguous(x_obj);
+    py::array out = output_for(s, x, out_obj, {T, s.batch_size(), s.input_size()});
+    // In place (out is chunk, I == H) works frame by frame; any other overlap would overwrite
+    // frames before they are read.
+    const char* xb = static_cast<const char*>(x.data());
+    const char* ob = static_cast<const char*>(out.data());
+    const bool overlap = xb < ob + out.nbytes() && ob < xb + x.nbytes();
+    if (overlap && !(xb == ob && x.nbytes() == out.nbytes())) {
+      throw py::value_error("out: shares memory with chunk (only exactly in place, with I == H, is allowed)");
+    }
+    const S* x_data = static_cast<const S*>(x.data());
+    S* y_data = static_cast<S*>(out.mutable_data());
+    {
+      py::gil_scoped_release release;
+      s.step_many(T, x_data, y_data);
+    }
+    return std::move(out);
+  }
+
+  static py::tuple get_state(const Stream& s) {
+    const std::vector<int64_t> shape{s.config().num_layers, s.batch_size(), s.output_size()};
+    auto h = empty<S>(shape);
+    py::object c = py::none();
+    S* c_data = nullptr;
+    if (s.has_cell_state()) {
+      auto arr = empty<S>(shape);
+      c_data = arr.mutable_data();
+      c = arr;
+    }
+    s.get_state(h.mutable_data(), c_data);
+    return py::make_tuple(h, c);
+  }
+
+  static void set_state(Stream& s, const py::array& h, const py::object& c) {
+    const std::vector<int64_t> shape{s.config().num_layers, s.batch_size(), s.output_size()};
+    const S* h_data = checked<S>(h, "h", shape);
+    const S* c_data = s.has_cell_state() ? checked_optional<S>(c, "c", shape) : nullptr;
+    s.set_state(h_data, c_data);
+  }
+
+  static void reset_rows(Stream& s, const std::vector<int64_t>& rows) {
+    for (int64_t r : rows) {
+      if (r < 0 || r >= s.batch_size()) {
+        throw py::value_error("rows: expected row indices in 0.." + std::to_string(s.batch_size() - 1) +
+                              ", got " + std::to_string(r));
+      }
+    }
+    for (int64_t r : rows) s.reset_row(r);
+  }
+
+  static void bind(py::module_& m, const char* name) {
+    py::class_<Stream>(m, name, "A packed, stateful streaming model (private: use Model.stream()).")
+        .def(py::init([](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
+                         bool bias, const std::vector<py::array>& weight_arrays, int64_t batch) {
+               const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, false, bias);
+               if (batch < 1) throw py::value_error("batch_size: expected >= 1, got " + std::to_string(batch));
+               return std::make_unique<Stream>(c, checked_weights<S>(c, weight_arrays), batch);
+             }),
+             py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
+             py::arg("bias"), py::arg("weights"), py::arg("batch_size"))
+        .def("step", &step, py::arg("x_t"), py::arg("out").none(true) = py::none())
+        .def("step_many", &step_many, py::arg("chunk"), py::arg("out").none(true) = py::none())
+        .def("get_state", &get_state)
+        .def("set_state", &set_state, py::arg("h"), py::arg("c").none(true) = py::none())
+        .def("reset", &Stream::reset)
+        .def("reset_rows", &reset_rows, py::arg("rows"))
+        .def_property_readonly("batch_size", &Stream::batch_size);
+  }
+};
+
+// ------------------------------------------------------------------ model files (C++ reader)
+// The C++ reader and writer, bound so the Python tests hold both implementations to one format.
+template <typename S>
+py::tuple read_model_file_impl(const rnncore::Model<S>& model) {
+  const ModelConfig& c = model.config();
+  py::dict config;
+  config["cell"] = rnncore::cell_name(c.cell);
+  config["input_size"] = c.input_size;
+  config["hidden_size"] = c.hidden_size;
+  config["num_layers"] = c.num_layers;
+  config["bias"] = c.bias;
+  config["bidirectional"] = c.bidirectional;
+  py::dict params;
+  for (std::size_t i = 0; i < model.specs().size(); ++i) {
+    auto a = empty<S>(model.specs()[i].shape);
+    std::copy(model.parameter(i).begin(), model.parameter(i).end(), a.mutable_data());
+    params[py::str(model.specs()[i].name)] = a;
+  }
+  return py::make_tuple(config, params);
+}
+
+template <typename S>
+py::bytes serialize_model_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays) {
+  const rnncore::Model<S> model(c, checked_weights<S>(c, weight_arrays));
+  const std::vector<unsigned char> bytes = rnncore::serialize_model(model);
+  return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
 py::dict build_info() {
   py::dict d;
 #if defined(__clang__)
@@ -281,11 +484,60 @@ PYBIND11_MODULE(_core, m) {
       py::arg("grad_y").none(true), py::arg("grad_h_n").none(true), py::arg("grad_c_n").none(true),
       "BPTT. Returns (grad_x, grad_h0, grad_c0 or None, [weight grads in the order of weights]).");
 
+  StreamBinding<float>::bind(m, "StreamF32");
+  StreamBinding<double>::bind(m, "StreamF64");
+
+  py::register_exception<rnncore::ModelFileError>(m, "ModelFileError", PyExc_ValueError);
+  m.def(
+      "read_model_file",
+      [](const std::string& path, const std::string& dtype, uint64_t max_bytes) -> py::tuple {
+        if (dtype == "float32") return read_model_file_impl(rnncore::load_model<float>(path, max_bytes));
+        if (dtype == "float64") return read_model_file_impl(rnncore::load_model<double>(path, max_bytes));
+        throw py::value_error("dtype: expected float32 or float64, got " + dtype);
+      },
+      py::arg("path"), py::arg("dtype") = "float32",
+      py::arg("max_bytes") = rnncore::kDefaultMaxModelFileBytes,
+      "The C++ reader (rnncore/io.h): (config dict, {name: array}); raises ModelFileError.");
+  m.def(
+      "serialize_model",
+      [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
+         bool bias, const std::vector<py::array>& weights) -> py::bytes {
+        const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
+        if (weights.empty()) throw py::value_error("weights: expected arrays");
+        if (weights[0].dtype().is(py::dtype::of<float>())) return serialize_model_impl<float>(c, weights);
+        return serialize_model_impl<double>(c, weights);
+      },
+      "The bytes the C++ writer (rnncore::save_model) produces for these weights.");
+
   m.def("forward_flops", [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
                             bool bidirectional, int64_t steps, int64_t batch) {
     return rnncore::forward_flops(make_config(cell, input_size, hidden_size, num_layers, bidirectional, true),
                                   steps, batch);
   });
+  m.def(
+      "gemm_gflops",
+      [](int64_t rows, int64_t cols, int64_t depth, int repeats) {
+        // C[rows, cols] = A[rows, depth] * B[cols, depth]^T in float32 through Eigen, at the
+        // current thread count: the yardstick ("GEMM peak") that rnncore.benchmark reports
+        // kernel rates against. Returns the best rate over `repeats` timed products, in GFLOP/s.
+        if (rows <= 0 || cols <= 0 || depth <= 0 || repeats <= 0) {
+          throw py::value_error("gemm_gflops: sizes and repeats must be positive");
+        }
+        using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+        py::gil_scoped_release release;
+        const Mat a = Mat::Random(rows, depth), b = Mat::Random(cols, depth);
+        Mat c(rows, cols);
+        c.noalias() = a * b.transpose();  // warm-up
+        double best = 1e300;
+        for (int r = 0; r < repeats; ++r) {
+          const auto start = std::chrono::steady_clock::now();
+          c.noalias() = a * b.transpose();
+          best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        return 2.0 * static_cast<double>(rows) * cols * depth / best * 1e-9;
+      },
+      py::arg("rows"), py::arg("cols"), py::arg("depth"), py::arg("repeats") = 5,
+      "Float32 GEMM rate of Eigen at the current threads, GFLOP/s (the benchmark yardstick).");
   m.def("build_info", &build_info, "Compiler, SIMD level, Eigen version, OpenMP and CUDA flags.");
   m.def("get_num_threads", &rnncore::max_threads);
   m.def("set_num_threads", [](int n) {

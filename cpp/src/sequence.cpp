@@ -9,6 +9,7 @@
 #include <string>
 
 #include "rnncore/parallel.h"
+#include "recurrent_gemm.h"
 
 namespace rnncore {
 
@@ -100,17 +101,33 @@ RowVec<S> folded_bias(const DirectionRun<S>& run) {
   return bias;
 }
 
+// The hidden units [begin, end) that thread `thread` of `threads` owns in the time loop: whole
+// panel chunks of the packed recurrent weights, so its share of the recurrent product and of the
+// pointwise cell math touch the same units and need no barrier between them.
+struct UnitRange {
+  int64_t chunk_begin, chunk_end, begin, end;
+  int64_t count() const { return end - begin; }
+};
+
+template <typename S>
+UnitRange unit_range(const detail::PackedPanels<S>& packed, int64_t H, int thread, int threads) {
+  const int64_t chunks = packed.chunks();
+  const int64_t c0 = chunks * thread / threads, c1 = chunks * (thread + 1) / threads;
+  return {c0, c1, detail::PackedPanels<S>::chunk_begin(c0),
+          std::min(H, detail::PackedPanels<S>::chunk_begin(c1))};
+}
+
 template <typename S>
 void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, const S* c0, S* out,
                        int64_t out_stride, S* h_n, S* c_n,
                        typename TrainingCache<S>::Direction* cache) {
   const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
-  const int64_t rows = T * N, NH = N * H;
+  const int64_t rows = T * N, NH = N * H, G = gate_count(run.cell);
   const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
   const bool relu = run.cell == CellKind::RnnRelu;
 
-  std::vector<S> local_gates;
-  std::vector<S>& gates_buf = cache != nullptr ? cache->gates : local_gates;
+  Buffer<S> local_gates;
+  Buffer<S>& gates_buf = cache != nullptr ? cache->gates : local_gates;
   gates_buf.resize(static_cast<std::size_t>(rows * gh));
   S* gates = gates_buf.data();
 
@@ -120,14 +137,19 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
   if (run.w.b_ih != nullptr || run.w.b_hh != nullptr) projected.rowwise() += folded_bias(run);
   const S* b_hn = (gru && run.w.b_hh != nullptr) ? run.w.b_hh + 2 * H : nullptr;
 
+  // W_hh^T packed once: B[k, g*H + j] = W_hh[g*H + j, k], one panel group per gate.
+  detail::PackedPanels<S> w_hh_t;
+  const S* w_hh = run.w.w_hh;
+  w_hh_t.pack(H, G, H, [&](int64_t k, int64_t col) { return w_hh[col * H + k]; });
+
   // Two state buffers swapped each step (a row that is masked out copies its old value over).
   std::vector<S> state(static_cast<std::size_t>(4 * NH), S(0));
-  S* h = state.data();
-  S* h_next = h + NH;
-  S* c = h_next + NH;
-  S* c_next = c + NH;
-  if (h0 != nullptr) copy_rows(h0, h, NH);
-  if (lstm && c0 != nullptr) copy_rows(c0, c, NH);
+  S* const h_first = state.data();
+  S* const h_second = h_first + NH;
+  S* const c_first = h_second + NH;
+  S* const c_second = c_first + NH;
+  if (h0 != nullptr) copy_rows(h0, h_first, NH);
+  if (lstm && c0 != nullptr) copy_rows(c0, c_first, NH);
 
   std::vector<S> hidden_proj(gru ? static_cast<std::size_t>(N * gh) : 0);
   std::vector<S> step_scratch;  // tanh(c') or W_hn h + b_hn when nothing is cached
@@ -141,60 +163,75 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
   } else if (lstm || gru) {
     step_scratch.resize(static_cast<std::size_t>(NH));
   }
-  const auto w_hh_t = view(run.w.w_hh, gh, H).transpose();
 
-  for (int64_t s = 0; s < T; ++s) {
-    const int64_t t = run.time_of(s);
-    S* gates_t = gates + t * N * gh;
-    S* tanh_c_t = nullptr;
-    S* hn_t = nullptr;
-    if (cache != nullptr) {
-      copy_rows(h, cache->h_prev.data() + t * NH, NH);
-      if (lstm) {
-        copy_rows(c, cache->c_prev.data() + t * NH, NH);
-        tanh_c_t = cache->tanh_c.data() + t * NH;
+  const double step_flops = 2.0 * static_cast<double>(N) * gh * H;
+  const int threads = time_loop_threads(step_flops, w_hh_t.chunks());
+  parallel_team(threads, [&](int thread, int team) {
+    const UnitRange u = unit_range(w_hh_t, H, thread, team);
+    const int64_t j0 = u.begin, n = u.count();
+    Buffer<S> scratch(static_cast<std::size_t>(w_hh_t.scratch_size(N)));
+    S* h = h_first;
+    S* h_next = h_second;
+    S* c = c_first;
+    S* c_next = c_second;
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = run.time_of(s);
+      S* gates_t = gates + t * N * gh;
+      S* tanh_c_t = nullptr;
+      S* hn_t = nullptr;
+      if (cache != nullptr) {
+        for (int64_t b = 0; b < N; ++b) {
+          copy_rows(h + b * H + j0, cache->h_prev.data() + t * NH + b * H + j0, n);
+          if (lstm) copy_rows(c + b * H + j0, cache->c_prev.data() + t * NH + b * H + j0, n);
+        }
+        if (lstm) tanh_c_t = cache->tanh_c.data() + t * NH;
+        if (gru) hn_t = cache->hn.data() + t * NH;
+      } else {
+        tanh_c_t = hn_t = step_scratch.data();
       }
-      if (gru) hn_t = cache->hn.data() + t * NH;
-    } else {
-      tanh_c_t = hn_t = step_scratch.data();
-    }
 
-    if (gru) {
-      view(hidden_proj.data(), N, gh).noalias() = view(static_cast<const S*>(h), N, H) * w_hh_t;
-    } else {
-      view(gates_t, N, gh).noalias() += view(static_cast<const S*>(h), N, H) * w_hh_t;
-    }
+      if (gru) {
+        w_hh_t.multiply(h, H, N, hidden_proj.data(), gh, false, u.chunk_begin, u.chunk_end,
+                        scratch.data());
+      } else {
+        w_hh_t.multiply(h, H, N, gates_t, gh, true, u.chunk_begin, u.chunk_end, scratch.data());
+      }
 
-    for (int64_t b = 0; b < N; ++b) {
-      S* y_row = out + (t * N + b) * out_stride;
-      const int64_t o = b * H;
-      if (!run.active(t, b)) {
-        copy_rows(h + o, h_next + o, H);
-        if (lstm) copy_rows(c + o, c_next + o, H);
-        std::fill(y_row, y_row + H, S(0));
-        continue;
+      for (int64_t b = 0; b < N; ++b) {
+        S* y_part = out + (t * N + b) * out_stride + j0;
+        const int64_t o = b * H + j0;
+        if (!run.active(t, b)) {
+          copy_rows(h + o, h_next + o, n);
+          if (lstm) copy_rows(c + o, c_next + o, n);
+          std::fill(y_part, y_part + n, S(0));
+          continue;
+        }
+        S* g = gates_t + b * gh + j0;
+        switch (run.cell) {
+          case CellKind::RnnTanh:
+          case CellKind::RnnRelu:
+            cell::rnn_forward_part(n, relu, g, h_next + o);
+            break;
+          case CellKind::Lstm:
+            cell::lstm_forward_part(n, H, g, c + o, c_next + o, tanh_c_t + o, h_next + o);
+            break;
+          case CellKind::Gru:
+            cell::gru_forward_part(n, H, g, hidden_proj.data() + b * gh + j0,
+                                   b_hn != nullptr ? b_hn + j0 : nullptr, h + o, hn_t + o,
+                                   h_next + o);
+            break;
+        }
+        copy_rows(h_next + o, y_part, n);
       }
-      S* g = gates_t + b * gh;
-      switch (run.cell) {
-        case CellKind::RnnTanh:
-        case CellKind::RnnRelu:
-          cell::rnn_forward_row(H, relu, g, h_next + o);
-          break;
-        case CellKind::Lstm:
-          cell::lstm_forward_row(H, g, c + o, c_next + o, tanh_c_t + o, h_next + o);
-          break;
-        case CellKind::Gru:
-          cell::gru_forward_row(H, g, hidden_proj.data() + b * gh, b_hn, h + o, hn_t + o,
-                                h_next + o);
-          break;
-      }
-      copy_rows(h_next + o, y_row, H);
+      std::swap(h, h_next);
+      std::swap(c, c_next);
+      team_barrier(team);  // the next step's product reads every unit of h
     }
-    std::swap(h, h_next);
-    std::swap(c, c_next);
-  }
-  if (h_n != nullptr) copy_rows(h, h_n, NH);
-  if (lstm && c_n != nullptr) copy_rows(c, c_n, NH);
+  });
+  const S* h_last = T % 2 == 0 ? h_first : h_second;
+  const S* c_last = T % 2 == 0 ? c_first : c_second;
+  if (h_n != nullptr) copy_rows(h_last, h_n, NH);
+  if (lstm && c_n != nullptr) copy_rows(c_last, c_n, NH);
 }
 
 // grad_in_gates / grad_hidden_gates [T*N, G*H] receive dL/d(W_ih x + b_ih) and
@@ -206,69 +243,93 @@ void direction_backward(const DirectionRun<S>& run, const S* in,
                         S* grad_in_gates, S* grad_hidden_gates, S* grad_h0, S* grad_c0,
                         const DirectionGrads<S>& grads) {
   const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
-  const int64_t rows = T * N, NH = N * H;
+  const int64_t rows = T * N, NH = N * H, G = gate_count(run.cell);
   const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
   const bool relu = run.cell == CellKind::RnnRelu;
 
   std::vector<S> state(static_cast<std::size_t>(5 * NH), S(0));
-  S* dh = state.data();
-  S* dh_next = dh + NH;
-  S* dc = dh_next + NH;
-  S* dc_next = dc + NH;
-  S* dh_total = dc_next + NH;
-  if (grad_h_n != nullptr) copy_rows(grad_h_n, dh, NH);
-  if (lstm && grad_c_n != nullptr) copy_rows(grad_c_n, dc, NH);
-  const auto w_hh = view(run.w.w_hh, gh, H);
+  S* const dh_first = state.data();
+  S* const dh_second = dh_first + NH;
+  S* const dc_first = dh_second + NH;
+  S* const dc_second = dc_first + NH;
+  S* const dh_total = dc_second + NH;
+  if (grad_h_n != nullptr) copy_rows(grad_h_n, dh_first, NH);
+  if (lstm && grad_c_n != nullptr) copy_rows(grad_c_n, dc_first, NH);
 
-  for (int64_t s = T - 1; s >= 0; --s) {
-    const int64_t t = run.time_of(s);
-    const S* gates_t = cache.gates.data() + t * N * gh;
-    S* dgi_t = grad_in_gates + t * N * gh;
-    S* dgh_t = grad_hidden_gates + t * N * gh;
-    for (int64_t b = 0; b < N; ++b) {
-      const int64_t o = b * H;
-      S* dgi = dgi_t + b * gh;
-      S* dgh = dgh_t + b * gh;
-      if (!run.active(t, b)) {
-        // The state passed through unchanged, and so does its gradient.
-        std::fill(dgi, dgi + gh, S(0));
-        if (gru) std::fill(dgh, dgh + gh, S(0));
-        copy_rows(dh + o, dh_next + o, H);
-        if (lstm) copy_rows(dc + o, dc_next + o, H);
-        continue;
+  // W_hh packed once: B[k, j] = W_hh[k, j], k over the G*H gate rows, j over the H units.
+  detail::PackedPanels<S> w_hh_packed;
+  const S* w_hh = run.w.w_hh;
+  w_hh_packed.pack(gh, 1, H, [&](int64_t k, int64_t j) { return w_hh[k * H + j]; });
+
+  const double step_flops = 2.0 * static_cast<double>(N) * gh * H;
+  const int threads = time_loop_threads(step_flops, w_hh_packed.chunks());
+  parallel_team(threads, [&](int thread, int team) {
+    const UnitRange u = unit_range(w_hh_packed, H, thread, team);
+    const int64_t j0 = u.begin, n = u.count();
+    Buffer<S> scratch(static_cast<std::size_t>(w_hh_packed.scratch_size(N)));
+    S* dh = dh_first;
+    S* dh_next = dh_second;
+    S* dc = dc_first;
+    S* dc_next = dc_second;
+    for (int64_t s = T - 1; s >= 0; --s) {
+      const int64_t t = run.time_of(s);
+      const S* gates_t = cache.gates.data() + t * N * gh;
+      S* dgi_t = grad_in_gates + t * N * gh;
+      S* dgh_t = grad_hidden_gates + t * N * gh;
+      for (int64_t b = 0; b < N; ++b) {
+        const int64_t o = b * H + j0;
+        S* dgi = dgi_t + b * gh + j0;
+        S* dgh = dgh_t + b * gh + j0;
+        if (!run.active(t, b)) {
+          // The state passed through unchanged, and so does its gradient.
+          for (int64_t k = 0; k < G; ++k) {
+            std::fill(dgi + k * H, dgi + k * H + n, S(0));
+            if (gru) std::fill(dgh + k * H, dgh + k * H + n, S(0));
+          }
+          copy_rows(dh + o, dh_next + o, n);
+          if (lstm) copy_rows(dc + o, dc_next + o, n);
+          continue;
+        }
+        S* dht = dh_total + o;
+        if (grad_out != nullptr) {
+          const S* gy = grad_out + (t * N + b) * grad_out_stride + j0;
+          for (int64_t j = 0; j < n; ++j) dht[j] = dh[o + j] + gy[j];
+        } else {
+          copy_rows(dh + o, dht, n);
+        }
+        const S* g = gates_t + b * gh + j0;
+        switch (run.cell) {
+          case CellKind::RnnTanh:
+          case CellKind::RnnRelu:
+            cell::rnn_backward_part(n, relu, g, dht, dgi);
+            std::fill(dh_next + o, dh_next + o + n, S(0));
+            break;
+          case CellKind::Lstm:
+            cell::lstm_backward_part(n, H, g, cache.c_prev.data() + t * NH + o,
+                                     cache.tanh_c.data() + t * NH + o, dht, dc + o, dgi,
+                                     dc_next + o);
+            std::fill(dh_next + o, dh_next + o + n, S(0));
+            break;
+          case CellKind::Gru:
+            cell::gru_backward_part(n, H, g, cache.hn.data() + t * NH + o,
+                                    cache.h_prev.data() + t * NH + o, dht, dgi, dgh,
+                                    dh_next + o);
+            break;
+        }
       }
-      S* dht = dh_total + o;
-      if (grad_out != nullptr) {
-        const S* gy = grad_out + (t * N + b) * grad_out_stride;
-        for (int64_t j = 0; j < H; ++j) dht[j] = dh[o + j] + gy[j];
-      } else {
-        copy_rows(dh + o, dht, H);
-      }
-      const S* g = gates_t + b * gh;
-      switch (run.cell) {
-        case CellKind::RnnTanh:
-        case CellKind::RnnRelu:
-          cell::rnn_backward_row(H, relu, g, dht, dgi);
-          std::fill(dh_next + o, dh_next + o + H, S(0));
-          break;
-        case CellKind::Lstm:
-          cell::lstm_backward_row(H, g, cache.c_prev.data() + t * NH + o,
-                                  cache.tanh_c.data() + t * NH + o, dht, dc + o, dgi,
-                                  dc_next + o);
-          std::fill(dh_next + o, dh_next + o + H, S(0));
-          break;
-        case CellKind::Gru:
-          cell::gru_backward_row(H, g, cache.hn.data() + t * NH + o,
-                                 cache.h_prev.data() + t * NH + o, dht, dgi, dgh, dh_next + o);
-          break;
-      }
+      // The product below reads every unit's gate gradients. Nothing else needs a barrier: each
+      // thread only reads and writes its own units of dh, dc and dh_next.
+      team_barrier(team);
+      w_hh_packed.multiply(dgh_t, gh, N, dh_next, H, true, u.chunk_begin, u.chunk_end,
+                           scratch.data());
+      std::swap(dh, dh_next);
+      std::swap(dc, dc_next);
     }
-    view(dh_next, N, H).noalias() += view(static_cast<const S*>(dgh_t), N, gh) * w_hh;
-    std::swap(dh, dh_next);
-    std::swap(dc, dc_next);
-  }
-  if (grad_h0 != nullptr) copy_rows(dh, grad_h0, NH);
-  if (lstm && grad_c0 != nullptr) copy_rows(dc, grad_c0, NH);
+  });
+  const S* dh_last = T % 2 == 0 ? dh_first : dh_second;
+  const S* dc_last = T % 2 == 0 ? dc_first : dc_second;
+  if (grad_h0 != nullptr) copy_rows(dh_last, grad_h0, NH);
+  if (lstm && grad_c0 != nullptr) copy_rows(dc_last, grad_c0, NH);
 
   // Weight gradients as one GEMM each over all T*N rows (oneDNN's merged-GEMM trick).
   const auto dgi_all = view(static_cast<const S*>(grad_in_gates), rows, gh);
@@ -276,8 +337,15 @@ void direction_backward(const DirectionRun<S>& run, const S* in,
   view(grads.w_ih, gh, run.input_size).noalias() =
       dgi_all.transpose() * view(in, rows, run.input_size);
   view(grads.w_hh, gh, H).noalias() = dgh_all.transpose() * view(cache.h_prev.data(), rows, H);
-  if (grads.b_ih != nullptr) Eigen::Map<RowVec<S>>(grads.b_ih, gh) = dgi_all.colwise().sum();
-  if (grads.b_hh != nullptr) Eigen::Map<RowVec<S>>(grads.b_hh, gh) = dgh_all.colwise().sum();
+  // Bias gradients as row sums added row by row (contiguous, vectorised), not colwise().sum(),
+  // which walks the row-major array column by column.
+  const auto sum_rows = [&](const S* data, S* sum) {
+    Eigen::Map<RowVec<S>> total(sum, gh);
+    total.setZero();
+    for (int64_t r = 0; r < rows; ++r) total += Eigen::Map<const RowVec<S>>(data + r * gh, gh);
+  };
+  if (grads.b_ih != nullptr) sum_rows(grad_in_gates, grads.b_ih);
+  if (grads.b_hh != nullptr) sum_rows(grad_hidden_gates, grads.b_hh);
 }
 
 void check_weights(const ModelConfig& config, std::size_t count) {
@@ -336,12 +404,12 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
     cache->layer_inputs_[0].assign(x, x + steps * batch * config.input_size);
   }
   // Outputs of the layers below the top: kept in the cache when training, else ping-ponged.
-  std::vector<S> ping, pong;
+  Buffer<S> ping, pong;
   const S* in = cache != nullptr ? cache->layer_inputs_[0].data() : x;
   for (int64_t k = 0; k < L; ++k) {
     S* out = y;
     if (k + 1 < L) {
-      std::vector<S>& next = cache != nullptr ? cache->layer_inputs_[k + 1] : (k % 2 ? pong : ping);
+      Buffer<S>& next = cache != nullptr ? cache->layer_inputs_[k + 1] : (k % 2 ? pong : ping);
       next.resize(static_cast<std::size_t>(steps * batch * out_width));
       out = next.data();
     }
@@ -376,12 +444,12 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
   const int64_t* lengths = cache.has_lengths() ? cache.lengths_.data() : nullptr;
 
-  std::vector<std::vector<S>> grad_in_gates(D), grad_hidden_gates(gru ? D : 0);
+  std::vector<Buffer<S>> grad_in_gates(D), grad_hidden_gates(gru ? D : 0);
   for (int d = 0; d < D; ++d) {
     grad_in_gates[d].resize(static_cast<std::size_t>(rows * gh));
     if (gru) grad_hidden_gates[d].resize(static_cast<std::size_t>(rows * gh));
   }
-  std::vector<S> grad_between[2];  // dL/d(output of layer k-1), ping-ponged
+  Buffer<S> grad_between[2];  // dL/d(output of layer k-1), ping-ponged
   const S* grad_out = grad_y;
   for (int64_t k = config.num_layers - 1; k >= 0; --k) {
     const S* in = cache.layer_inputs_[k].data();
@@ -401,7 +469,7 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
     const int64_t in_width = config.layer_input_size(k);
     S* grad_in = grad_x;
     if (k > 0) {
-      std::vector<S>& buf = grad_between[k % 2];
+      Buffer<S>& buf = grad_between[k % 2];
       buf.resize(static_cast<std::size_t>(rows * in_width));
       grad_in = buf.data();
     }

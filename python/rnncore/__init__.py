@@ -10,7 +10,9 @@ from __future__ import annotations
 from . import reference
 from ._core import get_num_threads, set_num_threads
 from .grads import clip_grad_norm, global_norm, per_step_grad_norms
+from .io import ModelFileError, load
 from .layers import GRU, LSTM, RNN, ForwardCache, Gradients
+from .streaming import Stream
 from .losses import log_softmax, mse, one_hot, softmax, softmax_cross_entropy
 from .nn import Embedding, Linear, ParameterRow, parameter_count, parameter_table
 from .optim import SGD, Adam, AdamW
@@ -23,6 +25,10 @@ __all__ = [
     "GRU",
     "Gradients",
     "ForwardCache",
+    "Stream",
+    "load",
+    "save",
+    "ModelFileError",
     "Linear",
     "Embedding",
     "parameter_count",
@@ -45,6 +51,13 @@ __all__ = [
     "build_info",
     "__version__",
 ]
+
+
+def save(model, path) -> None:
+    """Write a model to a safetensors file: the same as model.save(path)."""
+    from .io import save as _save
+
+    _save(model, path)
 
 
 def build_info() -> dict:

@@ -206,6 +206,28 @@ class _RecurrentBase:
     def _clone_kwargs(self) -> dict[str, Any]:
         return {}
 
+    # ------------------------------------------------------------------ streaming and files
+    def stream(self, batch_size: int = 1) -> Any:
+        """A stream that runs this model one frame at a time with the state carried between
+        calls (rnncore.streaming.Stream). Unidirectional models only; the stream keeps a packed
+        copy of the current weights."""
+        from .streaming import Stream
+
+        return Stream(self, batch_size)
+
+    def save(self, path: Any) -> None:
+        """Write the model to a safetensors file (rnncore.io); rnncore.load(path) reads it back."""
+        from . import io
+
+        io.save(self, path)
+
+    def load(self, path: Any, *, max_bytes: int | None = None) -> None:
+        """Load parameters from a file written by save() for a model of the same kind and sizes.
+        On any error (OSError, rnncore.ModelFileError) the model is left as it was."""
+        from . import io
+
+        io.load_into(self, path, max_bytes=io.MAX_FILE_BYTES if max_bytes is None else max_bytes)
+
     # ------------------------------------------------------------------ input handling
     def _canonical_input(self, x: Any) -> tuple[np.ndarray, bool]:
         """x as (T, N, I) time-major C-contiguous in the model's dtype, and whether it was unbatched."""

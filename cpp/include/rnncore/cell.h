@@ -11,6 +11,7 @@
 
 #include <Eigen/Core>
 #include <cstdint>
+#include <type_traits>
 
 namespace rnncore {
 
@@ -34,26 +35,75 @@ inline auto sigmoid(const Eigen::ArrayBase<S>& a) {
   return a.logistic();
 }
 
+// Fused forward pointwise passes: whole SIMD packets of units go through every gate in registers
+// (one pass instead of one Eigen expression per gate, which matters at H = 32..256 where each
+// expression's loop overhead is comparable to its work). Float only, where Eigen has vectorised
+// tanh and logistic; the tail and double use the Eigen expressions below.
+namespace fused {
+template <typename S>
+constexpr bool enabled() {
+  return std::is_same<S, float>::value && Eigen::internal::packet_traits<S>::Vectorizable &&
+         Eigen::internal::packet_traits<S>::HasTanh;
+}
+template <typename S>
+using Packet = typename Eigen::internal::packet_traits<S>::type;
+template <typename S>
+constexpr int64_t width() {
+  return Eigen::internal::unpacket_traits<Packet<S>>::size;
+}
+template <typename P>
+inline P logistic(const P& x) {
+  return Eigen::internal::scalar_logistic_op<typename Eigen::internal::unpacket_traits<P>::type>()
+      .packetOp(x);
+}
+}  // namespace fused
+
+// Each cell has a `_part` form and a `_row` form. The part form works on `count` consecutive
+// hidden units of one batch row: gate k of unit j sits at gates[k * gate_stride + j] (so a caller
+// passes pointers already offset to its first unit, and gate_stride = H for PyTorch's layout);
+// every other array holds those `count` units contiguously. The sequence kernels give each thread
+// a range of hidden units; the row form (count = gate_stride = H) serves whole rows.
+
 // ---------------------------------------------------------------- vanilla RNN
 // `gates` holds a = W_ih x + b_ih + W_hh h + b_hh on entry and h' = act(a) on exit; BPTT reads
 // the activation back from it, so it doubles as the cache.
 template <typename S>
-inline void rnn_forward_row(int64_t H, bool relu, S* gates, S* h_new) noexcept {
-  Vec<S> a(gates, H);
+inline void rnn_forward_part(int64_t count, bool relu, S* gates, S* h_new) noexcept {
+  if constexpr (fused::enabled<S>()) {
+    using namespace Eigen::internal;
+    using P = fused::Packet<S>;
+    constexpr int64_t W = fused::width<S>();
+    int64_t j = 0;
+    for (; j + W <= count; j += W) {
+      const P a = ploadu<P>(gates + j);
+      const P h = relu ? pmax(a, pset1<P>(S(0))) : ptanh(a);
+      pstoreu(gates + j, h);
+      pstoreu(h_new + j, h);
+    }
+    gates += j;
+    h_new += j;
+    count -= j;
+  }
+  Vec<S> a(gates, count);
   if (relu) {
     a = a.max(S(0));
   } else {
     a = a.tanh();
   }
-  Vec<S>(h_new, H) = a;
+  Vec<S>(h_new, count) = a;
+}
+
+template <typename S>
+inline void rnn_forward_row(int64_t H, bool relu, S* gates, S* h_new) noexcept {
+  rnn_forward_part(H, relu, gates, h_new);
 }
 
 // grad_h: dL/dh' (output gradient plus the carried state gradient). Writes dL/da into grad_gates.
 template <typename S>
-inline void rnn_backward_row(int64_t H, bool relu, const S* gates, const S* grad_h,
-                             S* grad_gates) noexcept {
-  CVec<S> h(gates, H), dh(grad_h, H);
-  Vec<S> da(grad_gates, H);
+inline void rnn_backward_part(int64_t count, bool relu, const S* gates, const S* grad_h,
+                              S* grad_gates) noexcept {
+  CVec<S> h(gates, count), dh(grad_h, count);
+  Vec<S> da(grad_gates, count);
   if (relu) {
     da = (h > S(0)).select(dh, S(0));
   } else {
@@ -61,82 +111,175 @@ inline void rnn_backward_row(int64_t H, bool relu, const S* gates, const S* grad
   }
 }
 
-// ---------------------------------------------------------------------- LSTM
-// `gates` (4H) holds the summed pre-activations on entry and the activations i, f, g, o on exit.
 template <typename S>
-inline void lstm_forward_row(int64_t H, S* gates, const S* c_prev, S* c_new, S* tanh_c,
-                             S* h_new) noexcept {
-  Vec<S> i(gates, H), f(gates + H, H), g(gates + 2 * H, H), o(gates + 3 * H, H);
+inline void rnn_backward_row(int64_t H, bool relu, const S* gates, const S* grad_h,
+                             S* grad_gates) noexcept {
+  rnn_backward_part(H, relu, gates, grad_h, grad_gates);
+}
+
+// ---------------------------------------------------------------------- LSTM
+// `gates` (4 gate rows) holds the summed pre-activations on entry and the activations i, f, g, o
+// on exit.
+template <typename S>
+inline void lstm_forward_part(int64_t count, int64_t gate_stride, S* gates, const S* c_prev,
+                              S* c_new, S* tanh_c, S* h_new) noexcept {
+  if constexpr (fused::enabled<S>()) {
+    using namespace Eigen::internal;
+    using P = fused::Packet<S>;
+    constexpr int64_t W = fused::width<S>();
+    int64_t j = 0;
+    for (; j + W <= count; j += W) {
+      S* a = gates + j;
+      const P i = fused::logistic(ploadu<P>(a));
+      const P f = fused::logistic(ploadu<P>(a + gate_stride));
+      const P g = ptanh(ploadu<P>(a + 2 * gate_stride));
+      const P o = fused::logistic(ploadu<P>(a + 3 * gate_stride));
+      pstoreu(a, i);
+      pstoreu(a + gate_stride, f);
+      pstoreu(a + 2 * gate_stride, g);
+      pstoreu(a + 3 * gate_stride, o);
+      const P c = padd(pmul(f, ploadu<P>(c_prev + j)), pmul(i, g));
+      const P tc = ptanh(c);
+      pstoreu(c_new + j, c);
+      pstoreu(tanh_c + j, tc);
+      pstoreu(h_new + j, pmul(o, tc));
+    }
+    gates += j;
+    c_prev += j;
+    c_new += j;
+    tanh_c += j;
+    h_new += j;
+    count -= j;
+  }
+  Vec<S> i(gates, count), f(gates + gate_stride, count), g(gates + 2 * gate_stride, count),
+      o(gates + 3 * gate_stride, count);
   i = sigmoid(i);
   f = sigmoid(f);
   g = g.tanh();
   o = sigmoid(o);
-  Vec<S> c(c_new, H), tc(tanh_c, H);
-  c = f * CVec<S>(c_prev, H) + i * g;
+  Vec<S> c(c_new, count), tc(tanh_c, count);
+  c = f * CVec<S>(c_prev, count) + i * g;
   tc = c.tanh();
-  Vec<S>(h_new, H) = o * tc;
+  Vec<S>(h_new, count) = o * tc;
 }
 
-// grad_h, grad_c: dL/dh', dL/dc' at this step. Writes dL/d(pre-activations) into grad_gates and
-// dL/dc into grad_c_prev (which may alias grad_c).
+template <typename S>
+inline void lstm_forward_row(int64_t H, S* gates, const S* c_prev, S* c_new, S* tanh_c,
+                             S* h_new) noexcept {
+  lstm_forward_part(H, H, gates, c_prev, c_new, tanh_c, h_new);
+}
+
+// grad_h, grad_c: dL/dh', dL/dc' at this step. Writes dL/d(pre-activations) into grad_gates (gate
+// rows gate_stride apart, like gates) and dL/dc into grad_c_prev (which may alias grad_c).
+template <typename S>
+inline void lstm_backward_part(int64_t count, int64_t gate_stride, const S* gates,
+                               const S* c_prev, const S* tanh_c, const S* grad_h,
+                               const S* grad_c, S* grad_gates, S* grad_c_prev) noexcept {
+  CVec<S> i(gates, count), f(gates + gate_stride, count), g(gates + 2 * gate_stride, count),
+      o(gates + 3 * gate_stride, count);
+  CVec<S> tc(tanh_c, count), dh(grad_h, count), cp(c_prev, count);
+  Vec<S> di(grad_gates, count), df(grad_gates + gate_stride, count),
+      dg(grad_gates + 2 * gate_stride, count), dout(grad_gates + 3 * gate_stride, count);
+  // dc = dL/dc' is built in grad_c_prev itself (element by element, so aliasing grad_c is
+  // fine) and scaled by f last: no temporary, so no allocation in the time loop.
+  Vec<S> dc(grad_c_prev, count);
+  dout = dh * tc * o * (S(1) - o);
+  dc = CVec<S>(grad_c, count) + dh * o * (S(1) - tc.square());
+  di = dc * g * i * (S(1) - i);
+  df = dc * cp * f * (S(1) - f);
+  dg = dc * i * (S(1) - g.square());
+  dc *= f;
+}
+
 template <typename S>
 inline void lstm_backward_row(int64_t H, const S* gates, const S* c_prev, const S* tanh_c,
                               const S* grad_h, const S* grad_c, S* grad_gates,
                               S* grad_c_prev) noexcept {
-  CVec<S> i(gates, H), f(gates + H, H), g(gates + 2 * H, H), o(gates + 3 * H, H);
-  CVec<S> tc(tanh_c, H), dh(grad_h, H), cp(c_prev, H);
-  Vec<S> di(grad_gates, H), df(grad_gates + H, H), dg(grad_gates + 2 * H, H),
-      dout(grad_gates + 3 * H, H);
-  // dc is kept in a temporary because grad_c_prev may alias grad_c.
-  const Eigen::Array<S, Eigen::Dynamic, 1> dc =
-      CVec<S>(grad_c, H) + dh * o * (S(1) - tc.square());
-  dout = dh * tc * o * (S(1) - o);
-  di = dc * g * i * (S(1) - i);
-  df = dc * cp * f * (S(1) - f);
-  dg = dc * i * (S(1) - g.square());
-  Vec<S>(grad_c_prev, H) = dc * f;
+  lstm_backward_part(H, H, gates, c_prev, tanh_c, grad_h, grad_c, grad_gates, grad_c_prev);
 }
 
 // ----------------------------------------------------------------------- GRU
-// gates (3H): on entry W_i x + b_i (with b_hr, b_hz already added to the r and z rows);
-// on exit the activations r, z, n. hidden_proj (3H): W_h h (no bias). hn_out (H) receives
-// W_hn h + b_hn, which BPTT needs for dL/dr.
+// gates (3 gate rows): on entry W_i x + b_i (with b_hr, b_hz already added to the r and z rows);
+// on exit the activations r, z, n. hidden_proj (3 gate rows, the same gate_stride): W_h h (no
+// bias). hn_out receives W_hn h + b_hn, which BPTT needs for dL/dr. b_hn may be nullptr.
 template <typename S>
-inline void gru_forward_row(int64_t H, S* gates, const S* hidden_proj, const S* b_hn,
-                            const S* h_prev, S* hn_out, S* h_new) noexcept {
-  Vec<S> r(gates, H), z(gates + H, H), n(gates + 2 * H, H);
-  CVec<S> hr(hidden_proj, H), hz(hidden_proj + H, H), hn_raw(hidden_proj + 2 * H, H);
-  Vec<S> hn(hn_out, H);
+inline void gru_forward_part(int64_t count, int64_t gate_stride, S* gates, const S* hidden_proj,
+                             const S* b_hn, const S* h_prev, S* hn_out, S* h_new) noexcept {
+  if constexpr (fused::enabled<S>()) {
+    using namespace Eigen::internal;
+    using P = fused::Packet<S>;
+    constexpr int64_t W = fused::width<S>();
+    int64_t j = 0;
+    for (; j + W <= count; j += W) {
+      S* a = gates + j;
+      const S* hp = hidden_proj + j;
+      P hn = ploadu<P>(hp + 2 * gate_stride);
+      if (b_hn != nullptr) hn = padd(hn, ploadu<P>(b_hn + j));
+      const P r = fused::logistic(padd(ploadu<P>(a), ploadu<P>(hp)));
+      const P z = fused::logistic(padd(ploadu<P>(a + gate_stride), ploadu<P>(hp + gate_stride)));
+      const P n = ptanh(padd(ploadu<P>(a + 2 * gate_stride), pmul(r, hn)));
+      pstoreu(a, r);
+      pstoreu(a + gate_stride, z);
+      pstoreu(a + 2 * gate_stride, n);
+      pstoreu(hn_out + j, hn);
+      pstoreu(h_new + j, padd(n, pmul(z, psub(ploadu<P>(h_prev + j), n))));
+    }
+    gates += j;
+    hidden_proj += j;
+    if (b_hn != nullptr) b_hn += j;
+    h_prev += j;
+    hn_out += j;
+    h_new += j;
+    count -= j;
+  }
+  Vec<S> r(gates, count), z(gates + gate_stride, count), n(gates + 2 * gate_stride, count);
+  CVec<S> hr(hidden_proj, count), hz(hidden_proj + gate_stride, count),
+      hn_raw(hidden_proj + 2 * gate_stride, count);
+  Vec<S> hn(hn_out, count);
   if (b_hn != nullptr) {
-    hn = hn_raw + CVec<S>(b_hn, H);
+    hn = hn_raw + CVec<S>(b_hn, count);
   } else {
     hn = hn_raw;
   }
   r = sigmoid(r + hr);
   z = sigmoid(z + hz);
   n = (n + r * hn).tanh();
-  CVec<S> hp(h_prev, H);
-  Vec<S>(h_new, H) = n + z * (hp - n);
+  CVec<S> hp(h_prev, count);
+  Vec<S>(h_new, count) = n + z * (hp - n);
+}
+
+template <typename S>
+inline void gru_forward_row(int64_t H, S* gates, const S* hidden_proj, const S* b_hn,
+                            const S* h_prev, S* hn_out, S* h_new) noexcept {
+  gru_forward_part(H, H, gates, hidden_proj, b_hn, h_prev, hn_out, h_new);
 }
 
 // Writes the gradient of the input-side pre-activations into grad_input_gates (r, z, n rows),
-// that of the hidden-side ones (W_h h + b_h) into grad_hidden_gates, and the part of dL/dh that
-// does not go through W_hh (the z * h term) into grad_h_prev_direct.
+// that of the hidden-side ones (W_h h + b_h) into grad_hidden_gates (both gate_stride apart), and
+// the part of dL/dh that does not go through W_hh (the z * h term) into grad_h_prev_direct.
+template <typename S>
+inline void gru_backward_part(int64_t count, int64_t gate_stride, const S* gates, const S* hn_in,
+                              const S* h_prev, const S* grad_h, S* grad_input_gates,
+                              S* grad_hidden_gates, S* grad_h_prev_direct) noexcept {
+  CVec<S> r(gates, count), z(gates + gate_stride, count), n(gates + 2 * gate_stride, count),
+      hn(hn_in, count), hp(h_prev, count), dh(grad_h, count);
+  Vec<S> dxr(grad_input_gates, count), dxz(grad_input_gates + gate_stride, count),
+      dxn(grad_input_gates + 2 * gate_stride, count);
+  dxn = dh * (S(1) - z) * (S(1) - n.square());  // dL/d(n's pre-activation)
+  dxz = dh * (hp - n) * z * (S(1) - z);
+  dxr = dxn * hn * r * (S(1) - r);
+  Vec<S>(grad_hidden_gates, count) = dxr;
+  Vec<S>(grad_hidden_gates + gate_stride, count) = dxz;
+  Vec<S>(grad_hidden_gates + 2 * gate_stride, count) = dxn * r;
+  Vec<S>(grad_h_prev_direct, count) = dh * z;
+}
+
 template <typename S>
 inline void gru_backward_row(int64_t H, const S* gates, const S* hn_in, const S* h_prev,
                              const S* grad_h, S* grad_input_gates, S* grad_hidden_gates,
                              S* grad_h_prev_direct) noexcept {
-  CVec<S> r(gates, H), z(gates + H, H), n(gates + 2 * H, H), hn(hn_in, H), hp(h_prev, H),
-      dh(grad_h, H);
-  Vec<S> dxr(grad_input_gates, H), dxz(grad_input_gates + H, H), dxn(grad_input_gates + 2 * H, H);
-  const Eigen::Array<S, Eigen::Dynamic, 1> dn_pre = dh * (S(1) - z) * (S(1) - n.square());
-  dxn = dn_pre;
-  dxz = dh * (hp - n) * z * (S(1) - z);
-  dxr = dn_pre * hn * r * (S(1) - r);
-  Vec<S>(grad_hidden_gates, H) = dxr;
-  Vec<S>(grad_hidden_gates + H, H) = dxz;
-  Vec<S>(grad_hidden_gates + 2 * H, H) = dn_pre * r;
-  Vec<S>(grad_h_prev_direct, H) = dh * z;
+  gru_backward_part(H, H, gates, hn_in, h_prev, grad_h, grad_input_gates, grad_hidden_gates,
+                    grad_h_prev_direct);
 }
 
 }  // namespace cell

@@ -48,4 +48,53 @@ void parallel_directions(int directions, double flops, Fn&& fn) {
   for (int d = 0; d < directions; ++d) fn(d);
 }
 
+
+// Threads for a time loop whose steps each do `step_flops` of recurrent product split into
+// `parts` independent column chunks. Every step ends in a barrier (the next step reads the whole
+// state), which costs about a microsecond when both cores are free and much more when another
+// process holds one, so a thread is only added per kMinStepFlopsPerThread of work per step
+// (about 10 us on one core of this machine).
+constexpr double kMinStepFlopsPerThread = 1.5e6;
+
+inline int time_loop_threads(double step_flops, long long parts) noexcept {
+#ifdef _OPENMP
+  if (omp_in_parallel()) return 1;
+  long long n = static_cast<long long>(step_flops / kMinStepFlopsPerThread);
+  n = n < parts ? n : parts;
+  const long long cap = omp_get_max_threads();
+  n = n < cap ? n : cap;
+  return n < 1 ? 1 : static_cast<int>(n);
+#else
+  (void)step_flops;
+  (void)parts;
+  return 1;
+#endif
+}
+
+// Runs fn(thread, threads) on `threads` threads (inline when 1). fn may use team_barrier().
+// fn must not throw: a barrier cannot be left early, so exceptions are not supported here.
+template <typename Fn>
+void parallel_team(int threads, Fn&& fn) noexcept {
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    fn(omp_get_thread_num(), omp_get_num_threads());
+    return;
+  }
+#endif
+  (void)threads;
+  fn(0, 1);
+}
+
+// Waits for the team of parallel_team (a no-op with one thread).
+inline void team_barrier(int threads) noexcept {
+#ifdef _OPENMP
+  if (threads > 1) {
+#pragma omp barrier
+  }
+#else
+  (void)threads;
+#endif
+}
+
 }  // namespace rnncore

@@ -20,6 +20,8 @@
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "rnncore/cell.h"
@@ -46,6 +48,32 @@ struct ModelConfig {
            num_layers == o.num_layers && bidirectional == o.bidirectional && bias == o.bias;
   }
 };
+
+// std::allocator whose resize() leaves new elements uninitialised: the kernels write every
+// element of their workspaces before reading it, and zero-filling megabytes per call (plus the
+// page faults it triggers) cost several percent of a training step.
+template <typename T>
+struct UninitializedAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() noexcept = default;
+  template <typename U>
+  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+// A workspace or cache array (see UninitializedAllocator).
+template <typename S>
+using Buffer = std::vector<S, UninitializedAllocator<S>>;
 
 template <typename S>
 struct DirectionWeights {
@@ -76,7 +104,7 @@ template <typename S>
 class TrainingCache {
  public:
   struct Direction {
-    std::vector<S> gates, h_prev, c_prev, tanh_c, hn;
+    Buffer<S> gates, h_prev, c_prev, tanh_c, hn;
   };
 
   const ModelConfig& config() const noexcept { return config_; }
@@ -99,7 +127,7 @@ class TrainingCache {
   ModelConfig config_;
   int64_t steps_ = 0, batch_ = 0;
   std::vector<int64_t> lengths_;
-  std::vector<std::vector<S>> layer_inputs_;  // [L] each [T, N, I_k]
+  std::vector<Buffer<S>> layer_inputs_;  // [L] each [T, N, I_k]
   std::vector<Direction> directions_;         // [L*D]
 };
 

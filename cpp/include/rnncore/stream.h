@@ -1,0 +1,134 @@
+// Frame-by-frame inference with the state carried between calls: the real-time path.
+//
+//   rnncore::Model<float> model = rnncore::load_model<float>("model.safetensors");  // io.h
+//   rnncore::Stream<float> stream(model, /*batch_size=*/1);
+//   for (each frame) stream.step(frame, output);     // frame [N, I] in, output [N, H] out
+//
+// Layout (dense, C order):
+//   x  [N, I]          one frame per batch row (step); [T, N, I] for step_many
+//   y  [N, H]          the top layer's new h; [T, N, H] for step_many
+//   h  [L, N, H]       the state of every layer, as the model's h0 / h_n
+//   c  [L, N, H]       LSTM only
+// Each batch row is an independent stream: reset_row() restarts one while the others go on, and
+// a row's result does not depend on the batch size or on the other rows (bit for bit).
+//
+// How a step is fast. At construction the weights of each layer are packed once, RTNeural
+// style, so that a step is one fused matrix-vector product over [x; h] per layer:
+//   gates = [W_ih | W_hh] [x; h] + (b_ih + b_hh)
+// The packed matrix is cut into panels of a few SIMD registers' worth of rows; each panel's
+// columns are stored contiguously (with its bias first), so a step streams the weights once,
+// front to back, with the accumulators held in registers. The GRU's n rows are two panel groups
+// (W_in x + b_in and W_hn h + b_hn) because r multiplies only the second; no zero blocks are
+// multiplied. The pointwise part is cell.h's, the same code the sequence kernels run.
+//
+// The hot path (step, step_many, reset, reset_row, get_state, set_state) never allocates and is
+// noexcept; all memory is taken at construction. A Stream holds its own packed copy of the
+// weights: changing the model afterwards does not change the stream.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <vector>
+
+#include "rnncore/model.h"
+#include "rnncore/sequence.h"
+
+namespace rnncore {
+
+namespace detail {
+// 64-byte aligned storage (a cache line; enough for any SIMD load the kernels issue).
+template <typename T>
+struct AlignedAllocator {
+  using value_type = T;
+  static constexpr std::size_t alignment = 64;
+  AlignedAllocator() = default;
+  template <typename U>
+  AlignedAllocator(const AlignedAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(alignment)));
+  }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t(alignment)); }
+  template <typename U>
+  bool operator==(const AlignedAllocator<U>&) const noexcept { return true; }
+  template <typename U>
+  bool operator!=(const AlignedAllocator<U>&) const noexcept { return false; }
+};
+template <typename T>
+using AlignedVector = std::vector<T, AlignedAllocator<T>>;
+}  // namespace detail
+
+template <typename S>
+class Stream {
+ public:
+  // Packs the weights of a unidirectional model for batch_size independent streams, all starting
+  // from the zero state. Throws std::invalid_argument for a bidirectional model (its reverse
+  // direction needs the whole sequence) or batch_size < 1.
+  Stream(const Model<S>& model, int64_t batch_size);
+  // The same from weight views laid out as in sequence.h (biases read only when config.bias).
+  Stream(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+         int64_t batch_size);
+
+  const ModelConfig& config() const noexcept { return config_; }
+  int64_t batch_size() const noexcept { return batch_; }
+  int64_t input_size() const noexcept { return config_.input_size; }
+  int64_t output_size() const noexcept { return config_.hidden_size; }
+  // Elements of h (and of c): num_layers * batch_size * hidden_size.
+  int64_t state_size() const noexcept { return config_.num_layers * batch_ * config_.hidden_size; }
+  bool has_cell_state() const noexcept { return config_.cell == CellKind::Lstm; }
+
+  // One frame for every batch row: x [N, I] in, y [N, H] out. y may alias x.
+  void step(const S* x, S* y) noexcept;
+  // `steps` frames in a row: x [T, N, I], y [T, N, H]; the same as calling step T times (bit for
+  // bit). y may alias x only when I == H.
+  void step_many(int64_t steps, const S* x, S* y) noexcept;
+
+  // Every row back to the zero state.
+  void reset() noexcept;
+  // One row back to the zero state; a row outside 0..N-1 is ignored.
+  void reset_row(int64_t row) noexcept;
+
+  // Copies the state out: h [L, N, H] and, for the LSTM, c [L, N, H] (c may be nullptr; it is
+  // not touched for the other cells).
+  void get_state(S* h, S* c) const noexcept;
+  // Sets the state: h [L, N, H] and c [L, N, H]; nullptr means zeros (c is ignored for cells
+  // other than the LSTM).
+  void set_state(const S* h, const S* c) noexcept;
+
+ private:
+  // A block of up to panel-height gate rows that read columns [col_begin, col_begin + cols) of
+  // [x; h]. Its storage (at weights_offset in the layer's packed buffer) is the bias (one
+  // panel-height column), then each column's panel-height weights, zero-padded past `rows`.
+  struct Panel {
+    int64_t weights_offset;
+    int64_t col_begin;
+    int64_t cols;
+    int64_t out_offset;  // where row 0 of the panel goes in a batch row's scratch
+    int64_t rows;
+  };
+  struct Layer {
+    int64_t input_size = 0;
+    int64_t width = 0;                  // input_size + hidden_size: a row of xh
+    std::vector<Panel> panels;
+    detail::AlignedVector<S> packed;
+    detail::AlignedVector<S> xh;        // [N, width]: the layer's input, then its own h
+    detail::AlignedVector<S> cell;      // [N, H], LSTM
+  };
+
+  void pack_layer(int64_t layer, const DirectionWeights<S>& w);
+  void add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* b_ih, const S* b_hh,
+                  int64_t first_row, int64_t rows, int64_t col_begin, int64_t cols,
+                  int64_t out_offset);
+  void run_layer(Layer& layer) noexcept;
+
+  ModelConfig config_;
+  int64_t batch_ = 0;
+  int64_t scratch_stride_ = 0;          // per batch row
+  std::vector<Layer> layers_;
+  detail::AlignedVector<S> scratch_;    // [N, scratch_stride_]
+};
+
+extern template class Stream<float>;
+extern template class Stream<double>;
+
+}  // namespace rnncore

@@ -1,0 +1,130 @@
+"""`rnncore gradflow`: how far back the gradient of a loss at the last step reaches.
+
+For each cell (vanilla RNN, LSTM, GRU, with the demo's matched parameter counts) we take the
+adding-problem model of ``rnncore.demo`` (cell + Linear head on the last hidden state, MSE
+loss on the last output) and measure ``||dL/dx_t||`` for every input step t, from the last
+step T-1 back to t = 0. The model is the one its seed initialises (PyTorch's default
+initialisation, no forget-gate bias trick), or, with ``train_steps``, that model after so many
+Adam steps on the adding problem. The norm of step t is the Frobenius norm over the batch and
+input features (``rnncore.per_step_grad_norms``); we average it over several random batches
+as a geometric mean (the mean of log10), because the values span many orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .demo import CELL_NAMES, DemoConfig, LastStepRegressor, adding_batch, matched_hidden_sizes, train_cell
+from .grads import per_step_grad_norms
+from .losses import mse
+
+__all__ = ["GradFlow", "step_gradient_norms", "measure", "format_table", "plot_norms"]
+
+
+@dataclass
+class GradFlow:
+    cell: str  # "RNN", "LSTM" or "GRU"
+    hidden_size: int
+    norms: np.ndarray  # (T,), geometric mean over batches of ||dL/dx_t||
+
+    @property
+    def decay(self) -> float:
+        """||dL/dx_0|| / ||dL/dx_{T-1}||: how much of the gradient reaches the first step."""
+        return float(self.norms[0] / self.norms[-1])
+
+
+def step_gradient_norms(model: LastStepRegressor, x: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``||dL/dx_t||`` for t = 0 … T-1, L = MSE of the prediction from the last hidden state."""
+    recurrent = model.recurrent
+    _, state, cache = recurrent.forward(x)
+    prediction, head_cache = model.head.forward(model._last_hidden(state))
+    _, grad_prediction = mse(prediction, target)
+    grad_last, _ = model.head.backward(head_cache, grad_prediction)
+    grad_state = (grad_last[None], None) if model.cell == "lstm" else grad_last[None]
+    grads = recurrent.backward(cache, None, grad_state)
+    return per_step_grad_norms(grads.input)
+
+
+def measure(cell: str, hidden_size: int, steps: int = 100, batch: int = 64, batches: int = 8,
+            seed: int = 0, train_steps: int = 0, progress: bool = True) -> GradFlow:
+    """The per-step gradient norms of one cell, geometric mean over ``batches`` random batches.
+
+    The model is initialised with ``seed`` (float64, so that norms down to ~1e-300 are
+    resolved) and, when ``train_steps`` > 0, first trained that many steps on the adding
+    problem with the demo's settings.
+    """
+    model = LastStepRegressor(cell, hidden_size, seed=seed, dtype=np.float64)
+    if train_steps:
+        config = DemoConfig(steps_per_sequence=steps, train_steps=train_steps, seed=seed,
+                            progress=progress, eval_every=max(train_steps, 1), test_size=256)
+        result = train_cell(cell, hidden_size, config, model=model)
+        if result.interrupted:
+            raise KeyboardInterrupt
+    rng = np.random.default_rng(seed + 2)
+    logs = []
+    for _ in range(batches):
+        x, target = adding_batch(rng, steps, batch, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            logs.append(np.log10(step_gradient_norms(model, x, target)))
+    return GradFlow(CELL_NAMES[cell], hidden_size, 10.0 ** np.mean(logs, axis=0))
+
+
+def measure_all(cells, lstm_hidden: int = 32, **kwargs) -> list[GradFlow]:
+    sizes = matched_hidden_sizes(lstm_hidden, cells)
+    return [measure(cell, sizes[cell], **kwargs) for cell in cells]
+
+
+def table_steps(steps: int, every: int) -> list[int]:
+    """T-1, T-1-every, …, and always 0."""
+    rows = list(range(steps - 1, -1, -every))
+    if rows[-1] != 0:
+        rows.append(0)
+    return rows
+
+
+def format_table(flows: list[GradFlow], every: int = 10) -> str:
+    steps = len(flows[0].norms)
+    header = f"{'t':>5} " + " ".join(f"{f'{f.cell} H={f.hidden_size}':>14}" for f in flows)
+    lines = [header]
+    for t in table_steps(steps, every):
+        lines.append(f"{t:>5} " + " ".join(f"{f.norms[t]:>14.3e}" for f in flows))
+    lines.append(f"{'x0/xT':>5} " + " ".join(f"{f.decay:>14.3e}" for f in flows))
+    return "\n".join(lines)
+
+
+def plot_norms(flows: list[GradFlow], path: str, title: str) -> bool:
+    """A log-scale PNG of ||dL/dx_t|| against t; False when matplotlib is absent."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for f in flows:
+        steps = np.arange(len(f.norms))
+        shown = np.where(f.norms > 0, f.norms, np.nan)  # log scale: leave exact zeros out
+        axes.plot(steps, shown, label=f"{f.cell} (H={f.hidden_size})")
+    axes.set_yscale("log")
+    axes.set_xlabel("input step t (the loss is on the last step)")
+    axes.set_ylabel(r"$\|\partial L / \partial x_t\|$")
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    axes.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def decades(value: float) -> str:
+    """A ratio as orders of magnitude, e.g. 1e-20 -> '20.0 decades'."""
+    if value <= 0 or not math.isfinite(value):
+        return "all (underflow)" if value == 0 else "n/a"
+    return f"{-math.log10(value):.1f} decades"

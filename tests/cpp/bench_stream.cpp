@@ -1,0 +1,119 @@
+// Latency of Stream::step: p50 and p99 per step for the cases of issue 5 (RTNeural's set).
+//
+//   bench_stream [--reps N] [--quick]
+//
+// Steps are timed in blocks of B consecutive calls (B chosen so a block lasts ~2 us, since a
+// clock read costs ~20 ns, as much as a whole small step); the per-step time of each block is one
+// sample, and p50 / p99 are taken over the samples. The state is carried between calls, as in a
+// real stream.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "rnncore/stream.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Result {
+  double p50_us, p99_us;
+};
+
+Result time_steps(rnncore::Stream<float>& stream, int reps) {
+  const int64_t N = stream.batch_size();
+  std::vector<float> x(static_cast<std::size_t>(N * stream.input_size()));
+  std::mt19937 rng(0);
+  std::normal_distribution<float> g;
+  for (float& v : x) v = g(rng);
+  std::vector<float> y(static_cast<std::size_t>(N * stream.output_size()));
+  // Warm up, and pick the block size.
+  auto t0 = Clock::now();
+  int warm = 0;
+  while (Clock::now() - t0 < std::chrono::milliseconds(50)) {
+    stream.step(x.data(), y.data());
+    ++warm;
+  }
+  const double per_step = std::chrono::duration<double>(Clock::now() - t0).count() / warm;
+  const int block = std::max(1, static_cast<int>(2e-6 / per_step));
+  std::vector<double> samples(static_cast<std::size_t>(reps));
+  for (int r = 0; r < reps; ++r) {
+    const auto start = Clock::now();
+    for (int i = 0; i < block; ++i) stream.step(x.data(), y.data());
+    samples[static_cast<std::size_t>(r)] =
+        std::chrono::duration<double, std::micro>(Clock::now() - start).count() / block;
+  }
+  std::sort(samples.begin(), samples.end());
+  auto pct = [&](double q) { return samples[static_cast<std::size_t>(q * (samples.size() - 1))]; };
+  return {pct(0.5), pct(0.99)};
+}
+
+rnncore::Model<float> random_model(rnncore::CellKind cell, int64_t I, int64_t H) {
+  rnncore::ModelConfig c;
+  c.cell = cell;
+  c.input_size = I;
+  c.hidden_size = H;
+  rnncore::Model<float> m(c);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-0.2f, 0.2f);
+  for (std::size_t i = 0; i < m.specs().size(); ++i) {
+    for (float& v : m.parameter(i)) v = u(rng);
+  }
+  return m;
+}
+
+struct Case {
+  rnncore::CellKind cell;
+  int64_t input_size, hidden_size, batch;
+  double target_us;  // issue 5: 0.7x RTNeural (0 = no target)
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int reps = 3000;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc) {
+      reps = std::max(10, std::atoi(argv[++i]));
+    } else if (a == "--quick") {
+      reps = 300;
+    } else {
+      std::fprintf(stderr, "usage: %s [--reps N] [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+  using rnncore::CellKind;
+  const Case cases[] = {
+      {CellKind::Lstm, 1, 16, 1, 0.10},   {CellKind::Lstm, 1, 32, 1, 0.19},
+      {CellKind::Lstm, 1, 64, 1, 0.9},    {CellKind::Lstm, 1, 128, 1, 3.0},
+      {CellKind::Lstm, 128, 128, 1, 6.8}, {CellKind::Lstm, 256, 256, 1, 31},
+      {CellKind::Gru, 1, 16, 1, 0.10},    {CellKind::Gru, 1, 32, 1, 0.17},
+      {CellKind::Gru, 1, 64, 1, 0.63},    {CellKind::Gru, 1, 128, 1, 2.2},
+      {CellKind::Gru, 128, 128, 1, 4.8},  {CellKind::Gru, 256, 256, 1, 21},
+      {CellKind::Lstm, 1, 16, 64, 0},     {CellKind::Lstm, 1, 64, 64, 0},
+      {CellKind::Lstm, 128, 128, 64, 0},  {CellKind::Gru, 1, 64, 64, 0},
+  };
+  std::printf("%-5s %5s %5s %5s %10s %10s %9s %8s %10s %9s\n", "cell", "in", "H", "batch",
+              "p50_us", "p99_us", "target", "GFLOP/s", "weights_kB", "GB/s");
+  for (const Case& k : cases) {
+    const auto model = random_model(k.cell, k.input_size, k.hidden_size);
+    rnncore::Stream<float> stream(model, k.batch);
+    const Result r = time_steps(stream, reps);
+    const double gh = rnncore::gate_count(k.cell) * k.hidden_size;
+    const double weights = gh * (k.input_size + k.hidden_size) * sizeof(float);
+    const double flops = 2.0 * gh * (k.input_size + k.hidden_size) * k.batch;
+    char target[32] = "-";
+    if (k.target_us > 0) std::snprintf(target, sizeof target, "%.2f%s", k.target_us, r.p50_us <= k.target_us ? "" : "!");
+    std::printf("%-5s %5lld %5lld %5lld %10.3f %10.3f %9s %8.1f %10.1f %9.1f\n",
+                rnncore::cell_name(k.cell), static_cast<long long>(k.input_size),
+                static_cast<long long>(k.hidden_size), static_cast<long long>(k.batch), r.p50_us,
+                r.p99_us, target, flops / (r.p50_us * 1e3), weights / 1e3,
+                weights / (r.p50_us * 1e3));
+  }
+  return 0;
+}

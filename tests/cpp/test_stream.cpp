@@ -1,0 +1,250 @@
+// Stream (stream.h) against the whole-sequence kernels (sequence.h), with no allocation.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <new>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "rnncore/model.h"
+#include "rnncore/stream.h"
+
+// Counts every allocation in this test binary, to check the hot path makes none.
+static std::atomic<long> g_allocations{0};
+void* operator new(std::size_t n) {
+  ++g_allocations;
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  ++g_allocations;
+  const std::size_t align = static_cast<std::size_t>(a);
+  if (void* p = std::aligned_alloc(align, (n + align - 1) / align * align)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
+namespace {
+
+using rnncore::CellKind;
+using rnncore::Model;
+using rnncore::ModelConfig;
+using rnncore::Stream;
+
+static_assert(noexcept(std::declval<Stream<float>&>().step(nullptr, nullptr)), "step is noexcept");
+static_assert(noexcept(std::declval<Stream<float>&>().step_many(1, nullptr, nullptr)), "");
+static_assert(noexcept(std::declval<Stream<float>&>().reset_row(0)), "");
+static_assert(noexcept(std::declval<Stream<float>&>().set_state(nullptr, nullptr)), "");
+
+template <typename S>
+Model<S> random_model(const ModelConfig& config, unsigned seed) {
+  Model<S> model(config);
+  std::mt19937 rng(seed);
+  // PyTorch's default initialisation, U(-1/sqrt(H), 1/sqrt(H)).
+  const double bound = 1.0 / std::sqrt(static_cast<double>(config.hidden_size));
+  std::uniform_real_distribution<double> u(-bound, bound);
+  for (std::size_t i = 0; i < model.specs().size(); ++i) {
+    for (S& v : model.parameter(i)) v = static_cast<S>(u(rng));
+  }
+  return model;
+}
+
+template <typename S>
+std::vector<S> random_vector(std::size_t n, unsigned seed, double scale = 1.0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> g(0.0, scale);
+  std::vector<S> v(n);
+  for (S& x : v) x = static_cast<S>(g(rng));
+  return v;
+}
+
+ModelConfig make_config(CellKind cell, int64_t I, int64_t H, int64_t L, bool bias = true) {
+  ModelConfig c;
+  c.cell = cell;
+  c.input_size = I;
+  c.hidden_size = H;
+  c.num_layers = L;
+  c.bias = bias;
+  return c;
+}
+
+struct Case {
+  CellKind cell;
+  int64_t input_size, hidden_size, num_layers;
+  bool bias;
+};
+
+class StreamMatchesSequence : public ::testing::TestWithParam<Case> {};
+
+template <typename S>
+void check_against_sequence(const Case& k, double tolerance) {
+  const ModelConfig config = make_config(k.cell, k.input_size, k.hidden_size, k.num_layers, k.bias);
+  const auto model = random_model<S>(config, 7);
+  const int64_t T = 23, N = 3, H = k.hidden_size, L = k.num_layers;
+  const auto x = random_vector<S>(static_cast<std::size_t>(T * N * k.input_size), 1);
+  const auto h0 = random_vector<S>(static_cast<std::size_t>(L * N * H), 2, 0.5);
+  const auto c0 = random_vector<S>(static_cast<std::size_t>(L * N * H), 3, 0.5);
+  const bool lstm = k.cell == CellKind::Lstm;
+
+  std::vector<S> y(static_cast<std::size_t>(T * N * H)), h_n(h0.size()), c_n(c0.size());
+  rnncore::sequence_forward<S>(config, model.weights(), T, N, x.data(), h0.data(),
+                               lstm ? c0.data() : nullptr, nullptr, y.data(), h_n.data(),
+                               c_n.data(), nullptr);
+
+  Stream<S> stream(model, N);
+  stream.set_state(h0.data(), c0.data());
+  std::vector<S> y_stream(y.size());
+  for (int64_t t = 0; t < T; ++t) {
+    stream.step(x.data() + t * N * k.input_size, y_stream.data() + t * N * H);
+  }
+  // Relative past 1: the relu RNN's outputs are unbounded.
+  for (std::size_t i = 0; i < y.size(); ++i) {
+    ASSERT_NEAR(y_stream[i], y[i], tolerance * (1 + std::abs(y[i]))) << "y at " << i;
+  }
+  std::vector<S> h(h0.size()), c(c0.size());
+  stream.get_state(h.data(), c.data());
+  for (std::size_t i = 0; i < h.size(); ++i) {
+    ASSERT_NEAR(h[i], h_n[i], tolerance * (1 + std::abs(h_n[i]))) << "h_n at " << i;
+  }
+  if (lstm) {
+    for (std::size_t i = 0; i < c.size(); ++i) {
+      ASSERT_NEAR(c[i], c_n[i], tolerance * (1 + std::abs(c_n[i]))) << "c_n at " << i;
+    }
+  }
+}
+
+TEST_P(StreamMatchesSequence, Float32) { check_against_sequence<float>(GetParam(), 1e-6); }
+TEST_P(StreamMatchesSequence, Float64) { check_against_sequence<double>(GetParam(), 1e-12); }
+
+INSTANTIATE_TEST_SUITE_P(
+    Cells, StreamMatchesSequence,
+    ::testing::Values(Case{CellKind::RnnTanh, 5, 7, 1, true}, Case{CellKind::RnnRelu, 3, 33, 2, true},
+                      Case{CellKind::Lstm, 1, 16, 1, true}, Case{CellKind::Lstm, 9, 37, 3, true},
+                      Case{CellKind::Lstm, 4, 8, 2, false}, Case{CellKind::Gru, 1, 16, 1, true},
+                      Case{CellKind::Gru, 6, 45, 2, true}, Case{CellKind::Gru, 2, 5, 1, false}),
+    [](const ::testing::TestParamInfo<Case>& info) {
+      const Case& k = info.param;
+      return std::string(rnncore::cell_name(k.cell)) + "_I" + std::to_string(k.input_size) + "_H" +
+             std::to_string(k.hidden_size) + "_L" + std::to_string(k.num_layers) +
+             (k.bias ? "" : "_nobias");
+    });
+
+TEST(Stream, RowsAreIndependentAndBitIdenticalAcrossBatchSizes) {
+  const auto model = random_model<float>(make_config(CellKind::Lstm, 4, 24, 2), 3);
+  const int64_t T = 10, N = 4, I = 4, H = 24;
+  const auto x = random_vector<float>(static_cast<std::size_t>(T * N * I), 5);
+  Stream<float> batched(model, N);
+  std::vector<float> y(static_cast<std::size_t>(T * N * H));
+  batched.step_many(T, x.data(), y.data());
+  for (int64_t b = 0; b < N; ++b) {
+    Stream<float> single(model, 1);
+    std::vector<float> y1(static_cast<std::size_t>(H));
+    for (int64_t t = 0; t < T; ++t) {
+      single.step(x.data() + (t * N + b) * I, y1.data());
+      for (int64_t j = 0; j < H; ++j) ASSERT_EQ(y1[j], y[(t * N + b) * H + j]);
+    }
+  }
+}
+
+TEST(Stream, StepManyIsStepRepeated) {
+  const auto model = random_model<float>(make_config(CellKind::Gru, 3, 20, 2), 4);
+  const int64_t T = 9, N = 2, I = 3, H = 20;
+  const auto x = random_vector<float>(static_cast<std::size_t>(T * N * I), 6);
+  Stream<float> a(model, N), b(model, N);
+  std::vector<float> ya(static_cast<std::size_t>(T * N * H)), yb(ya.size());
+  a.step_many(T, x.data(), ya.data());
+  for (int64_t t = 0; t < T; ++t) b.step(x.data() + t * N * I, yb.data() + t * N * H);
+  EXPECT_EQ(ya, yb);
+}
+
+TEST(Stream, ResetRowRestartsOnlyThatRow) {
+  const auto model = random_model<float>(make_config(CellKind::Lstm, 2, 12, 2), 8);
+  const int64_t N = 3, I = 2, H = 12;
+  const auto x = random_vector<float>(static_cast<std::size_t>(20 * N * I), 9);
+  Stream<float> stream(model, N), fresh(model, N);
+  std::vector<float> y(static_cast<std::size_t>(N * H)), y_fresh(y.size());
+  for (int64_t t = 0; t < 10; ++t) stream.step(x.data() + t * N * I, y.data());
+  std::vector<float> before(static_cast<std::size_t>(2 * N * H));
+  stream.get_state(before.data(), nullptr);
+  stream.reset_row(1);
+  stream.reset_row(-1);  // ignored
+  stream.reset_row(N);   // ignored
+  std::vector<float> h(before.size()), c(before.size());
+  stream.get_state(h.data(), c.data());
+  for (int64_t l = 0; l < 2; ++l) {
+    for (int64_t b = 0; b < N; ++b) {
+      for (int64_t j = 0; j < H; ++j) {
+        const std::size_t at = static_cast<std::size_t>((l * N + b) * H + j);
+        EXPECT_EQ(h[at], b == 1 ? 0.0f : before[at]);
+        if (b == 1) EXPECT_EQ(c[at], 0.0f);
+      }
+    }
+  }
+  // Row 1 now behaves like a fresh stream fed from step 10 on.
+  for (int64_t t = 10; t < 20; ++t) {
+    stream.step(x.data() + t * N * I, y.data());
+    fresh.step(x.data() + t * N * I, y_fresh.data());
+    for (int64_t j = 0; j < H; ++j) ASSERT_EQ(y[H + j], y_fresh[H + j]);
+  }
+  stream.reset();
+  stream.get_state(h.data(), c.data());
+  for (float v : h) EXPECT_EQ(v, 0.0f);
+  for (float v : c) EXPECT_EQ(v, 0.0f);
+}
+
+TEST(Stream, HotPathDoesNotAllocate) {
+  for (CellKind cell : {CellKind::RnnTanh, CellKind::Lstm, CellKind::Gru}) {
+    const auto model = random_model<float>(make_config(cell, 5, 40, 2), 10);
+    Stream<float> stream(model, 2);
+    std::vector<float> x(static_cast<std::size_t>(4 * 2 * 5), 0.5f), y(static_cast<std::size_t>(4 * 2 * 40));
+    std::vector<float> h(static_cast<std::size_t>(stream.state_size())), c(h.size());
+    const long before = g_allocations.load();
+    stream.step(x.data(), y.data());
+    stream.step_many(4, x.data(), y.data());
+    stream.reset_row(1);
+    stream.get_state(h.data(), c.data());
+    stream.set_state(h.data(), c.data());
+    stream.reset();
+    EXPECT_EQ(g_allocations.load(), before) << rnncore::cell_name(cell);
+  }
+}
+
+TEST(Stream, OutputMayAliasInput) {
+  const auto model = random_model<float>(make_config(CellKind::Gru, 16, 16, 1), 11);
+  const auto x = random_vector<float>(16, 12);
+  Stream<float> a(model, 1), b(model, 1);
+  std::vector<float> y(16), inout(x);
+  a.step(x.data(), y.data());
+  b.step(inout.data(), inout.data());
+  EXPECT_EQ(y, inout);
+}
+
+TEST(Stream, RefusesBidirectionalAndBadBatch) {
+  ModelConfig config = make_config(CellKind::Lstm, 3, 4, 1);
+  config.bidirectional = true;
+  Model<float> bidirectional(config);
+  EXPECT_THROW(Stream<float>(bidirectional, 1), std::invalid_argument);
+  Model<float> model(make_config(CellKind::Lstm, 3, 4, 1));
+  EXPECT_THROW(Stream<float>(model, 0), std::invalid_argument);
+  EXPECT_THROW(Stream<float>(model.config(), {}, 1), std::invalid_argument);
+}
+
+TEST(Model, BuildsFromWeightViewsAndNamesParameters) {
+  const auto model = random_model<double>(make_config(CellKind::Gru, 3, 4, 2), 13);
+  Model<double> copy(model.config(), model.weights());
+  for (std::size_t i = 0; i < model.specs().size(); ++i) EXPECT_EQ(copy.parameter(i), model.parameter(i));
+  EXPECT_EQ(model.specs()[4].name, "weight_ih_l1");
+  EXPECT_EQ(model.specs()[4].shape, (std::vector<int64_t>{12, 4}));
+  EXPECT_EQ(model.parameter("bias_hh_l1").size(), 12u);
+  EXPECT_THROW(model.parameter("weight_ih_l2"), std::out_of_range);
+}
+
+}  // namespace

@@ -1,0 +1,279 @@
+"""The `rnncore` command: every subcommand on tiny settings, bad arguments, unreadable files."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import rnncore as rc
+from rnncore.__main__ import main
+from rnncore._progress import SimpleBar
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+HAS_BENCHMARK = importlib.util.find_spec("rnncore.benchmark") is not None
+
+TINY_DEMO = ["demo", "--T", "8", "--steps", "20", "--eval-every", "10", "--test-size", "50",
+             "--hidden", "4", "--no-progress"]
+TINY_CHARLM = ["charlm", "--steps", "4", "--batch", "4", "--bptt", "8", "--hidden", "8",
+               "--embedding", "4", "--eval-every", "2", "--sample-chars", "30", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def keep_threads():
+    previous = rc.get_num_threads()
+    yield
+    rc.set_num_threads(previous)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, expected_code, prog):
+    assert code == expected_code
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: ")
+    assert "Traceback" not in err
+
+
+def text_file(tmp_path, name="corpus.txt", repeat=80):
+    path = tmp_path / name
+    path.write_text("the quick brown fox jumps over the lazy dog.\n" * repeat, encoding="utf-8")
+    return str(path)
+
+
+# ---------------------------------------------------------------- help and info
+@pytest.mark.parametrize("command", ["demo", "gradflow", "charlm", "check", "info"])
+def test_every_command_has_help(capsys, command):
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: rnncore {command}")
+
+
+def test_no_command_prints_the_command_list_and_fails(capsys):
+    code, out, _ = run(capsys)
+    assert code == 2
+    for command in ("demo", "gradflow", "charlm", "bench", "check", "info"):
+        assert command in out
+
+
+def test_info_prints_version_and_build(capsys):
+    code, out, _ = run(capsys, "info")
+    assert code == 0
+    assert "version" in out and rc.__version__ in out and "openmp" in out
+
+
+def test_check_passes(capsys):
+    code, out, _ = run(capsys, "check", "--seed", "1")
+    assert code == 0
+    assert "all kernels agree with the reference" in out
+
+
+# ---------------------------------------------------------------- demo
+def test_demo_tiny_prints_the_table_and_writes_the_curves(capsys, tmp_path):
+    out_dir = tmp_path / "out"
+    code, out, _ = run(capsys, *TINY_DEMO, "--out", str(out_dir))
+    assert code == 0
+    header = next(line for line in out.splitlines() if line.startswith("cell "))
+    assert "test MSE" in header and "baseline" in header and "steps/s" in header and "params" in header
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["RNN"], ["LSTM"], ["GRU"])]
+    assert [r[0] for r in rows] == ["RNN", "LSTM", "GRU"]
+    for row in rows:
+        assert row[3] == "20" and row[5] == "0.167"  # steps done, the baseline
+        float(row[4]), float(row[6])  # test MSE and steps per second are numbers
+    assert (out_dir / "adding_curves.csv").read_text().startswith("cell,hidden,step,test_mse")
+    if HAS_MATPLOTLIB:
+        assert (out_dir / "adding_curves.png").stat().st_size > 1000
+    else:
+        assert "install matplotlib" in out and not (out_dir / "adding_curves.png").exists()
+
+
+def test_demo_runs_only_the_cells_asked_for_with_the_same_seed_twice(capsys, tmp_path):
+    argv = [*TINY_DEMO, "--cells", "gru,lstm", "--seed", "5", "--no-plot", "--out", str(tmp_path)]
+    code, first, _ = run(capsys, *argv)
+    assert code == 0
+    rows = [line for line in first.splitlines() if line.startswith(("RNN ", "LSTM ", "GRU "))]
+    assert [r.split()[0] for r in rows] == ["GRU", "LSTM"]
+    _, second, _ = run(capsys, *argv)
+    mse = lambda text: [line.split()[4] for line in text.splitlines() if line.startswith(("GRU ", "LSTM "))]
+    assert mse(first) == mse(second)  # a fixed seed gives the same results
+
+
+def test_demo_interrupted_prints_the_partial_table(capsys, tmp_path, monkeypatch):
+    from rnncore import demo
+
+    calls = {"n": 0}
+    original = demo.LastStepRegressor.loss_and_grads
+
+    def interrupt_on_the_30th_step(self, x, target):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt
+        return original(self, x, target)
+
+    monkeypatch.setattr(demo.LastStepRegressor, "loss_and_grads", interrupt_on_the_30th_step)
+    code, out, _ = run(capsys, *TINY_DEMO, "--out", str(tmp_path), "--no-plot")
+    assert code == 130
+    assert "interrupted" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith(("RNN ", "LSTM ", "GRU "))]
+    assert [(r[0], r[3]) for r in rows] == [("RNN", "20"), ("LSTM", "9")]  # GRU never started
+
+
+def test_demo_out_that_is_a_file_is_a_one_line_error(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, *TINY_DEMO, "--cells", "gru", "--out", str(blocker))
+    assert_one_line_error(code, err, 1, "rnncore demo")
+
+
+# ---------------------------------------------------------------- gradflow
+def test_gradflow_tiny_prints_norms_from_the_last_step_to_the_first(capsys, tmp_path):
+    code, out, _ = run(capsys, "gradflow", "--T", "12", "--batch", "4", "--batches", "2",
+                       "--every", "5", "--hidden", "4", "--out", str(tmp_path))
+    assert code == 0
+    steps = [line.split()[0] for line in out.splitlines()
+             if line.split() and line.split()[0].isdigit()]
+    assert steps == ["11", "6", "1", "0"]
+    assert "x0/xT" in out and "RNN H=" in out and "LSTM H=" in out and "GRU H=" in out
+    if HAS_MATPLOTLIB:
+        assert (tmp_path / "gradflow.png").stat().st_size > 1000
+    else:
+        assert "install matplotlib" in out
+
+
+def test_gradflow_after_training_steps(capsys, tmp_path):
+    code, out, _ = run(capsys, "gradflow", "--T", "6", "--batch", "4", "--batches", "1", "--cells", "lstm",
+                       "--train-steps", "3", "--hidden", "4", "--no-plot", "--no-progress")
+    assert code == 0
+    assert "after 3 training steps" in out
+
+
+# ---------------------------------------------------------------- charlm
+def test_charlm_on_a_text_file_reports_bits_per_character_and_samples(capsys, tmp_path):
+    code, out, _ = run(capsys, *TINY_CHARLM, "--text", text_file(tmp_path), "--prime", "the ")
+    assert code == 0
+    assert "held-out bits per character:" in out
+    sample = out.split("--- sample")[1].split("\n", 1)[1].rsplit("\n---", 1)[0]
+    assert sample.startswith("the ") and len(sample) == 4 + 30
+
+
+def test_charlm_defaults_to_python_standard_library_sources(capsys):
+    code, out, _ = run(capsys, *TINY_CHARLM, "--max-chars", "3000", "--temperature", "0")
+    assert code == 0
+    assert "stdlib modules from" in out and "bits per character" in out
+
+
+def test_charlm_missing_file_is_a_one_line_error(capsys, tmp_path):
+    code, _, err = run(capsys, *TINY_CHARLM, "--text", str(tmp_path / "missing.txt"))
+    assert_one_line_error(code, err, 1, "rnncore charlm")
+    assert "cannot read" in err and "missing.txt" in err
+
+
+def test_charlm_directory_binary_and_short_files_are_one_line_errors(capsys, tmp_path):
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(bytes(range(256)) * 20)
+    short = tmp_path / "short.txt"
+    short.write_text("abc", encoding="utf-8")
+    for path in (tmp_path, binary, short):
+        code, _, err = run(capsys, *TINY_CHARLM, "--text", str(path))
+        assert_one_line_error(code, err, 1, "rnncore charlm")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
+def test_charlm_unreadable_file_is_a_one_line_error(capsys, tmp_path):
+    path = text_file(tmp_path)
+    os.chmod(path, 0)
+    code, _, err = run(capsys, *TINY_CHARLM, "--text", path)
+    assert_one_line_error(code, err, 1, "rnncore charlm")
+
+
+# ---------------------------------------------------------------- bench
+def test_bench_runs_the_harness_or_says_it_is_missing(capsys):
+    if HAS_BENCHMARK:
+        code, out, _ = run(capsys, "bench", "--help")
+        assert code == 0 and "usage" in out.lower()
+    else:
+        code, _, err = run(capsys, "bench")
+        assert_one_line_error(code, err, 1, "rnncore bench")
+
+
+# ---------------------------------------------------------------- bad arguments
+@pytest.mark.parametrize("argv", [
+    ["demo", "--T", "1"],
+    ["demo", "--T", "ten"],
+    ["demo", "--steps", "0"],
+    ["demo", "--cells", "lstm,transformer"],
+    ["demo", "--cells", ","],
+    ["demo", "--lr", "-0.1"],
+    ["demo", "--lr", "nan"],
+    ["demo", "--seed", "-1"],
+    ["demo", "--threads", "0"],
+    ["demo", "--bogus"],
+    ["gradflow", "--every", "0"],
+    ["gradflow", "--batches", "x"],
+    ["charlm", "--temperature", "-1"],
+    ["charlm", "--bptt", "0"],
+    ["charlm", "--max-chars", "5"],
+    ["frobnicate"],
+])
+def test_bad_arguments_exit_2_with_one_line(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    prog = "rnncore" if argv[0] == "frobnicate" else f"rnncore {argv[0]}"
+    assert_one_line_error(code, err, 2, prog)
+
+
+# ---------------------------------------------------------------- progress
+def test_simple_progress_bar_logs_plain_lines_when_not_a_terminal(tmp_path):
+    with open(tmp_path / "log", "w") as handle:
+        with SimpleBar(5, desc="job", file=handle) as bar:
+            for _ in range(5):
+                bar.update(1)
+                bar.set_postfix_str("loss 1.0")
+    text = (tmp_path / "log").read_text()
+    assert "\r" not in text
+    assert text.splitlines()[-1].startswith("job: 100%|") and "5/5" in text and "loss 1.0" in text
+
+
+# ---------------------------------------------------------------- as a process
+def test_python_m_rnncore_demo_in_a_subprocess(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "rnncore", *TINY_DEMO, "--cells", "lstm", "--out", str(tmp_path), "--no-plot"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "LSTM" in result.stdout and "0.167" in result.stdout
+
+
+def test_python_m_rnncore_bad_argument_in_a_subprocess():
+    result = subprocess.run([sys.executable, "-m", "rnncore", "demo", "--steps", "-3"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "rnncore demo: error: argument --steps: expected an integer >= 1, got -3 (see rnncore demo --help)"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
+def test_ctrl_c_stops_the_demo_cleanly_with_a_partial_table(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rnncore", "demo", "--T", "20", "--steps", "100000", "--test-size", "50",
+         "--hidden", "8", "--no-progress", "--no-plot", "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stdout:  # the header ends with the test-set line; training follows
+        lines.append(line)
+        if line.lstrip().startswith("test set:"):
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    out = "".join(lines) + out
+    assert "interrupted" in out
+    assert any(line.startswith("RNN ") and "(interrupted)" in line for line in out.splitlines())
