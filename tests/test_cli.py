@@ -167,7 +167,7 @@ def test_charlm_on_a_text_file_reports_bits_per_character_and_samples(capsys, tm
 def test_charlm_defaults_to_python_standard_library_sources(capsys):
     code, out, _ = run(capsys, *TINY_CHARLM, "--max-chars", "3000", "--temperature", "0")
     assert code == 0
-    assert "stdlib modules from" in out and "bits per character" in out
+    assert "stdlib modules" in out and "bits per character" in out
 
 
 def test_charlm_missing_file_is_a_one_line_error(capsys, tmp_path):

@@ -177,6 +177,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         unsolved = [r.cell for r in results if not r.solved]
         print(f"solved (test MSE < {demo.SOLVED_MSE}): {', '.join(solved) or 'none'}; "
               f"not solved: {', '.join(unsolved) or 'none'}")
+        if len(results) > 1:
+            print("every cell had the same data, steps, learning rate and seed")
+        if "RNN" in unsolved and solved:
+            print("why the vanilla RNN fails: see `rnncore gradflow` (the gradient per input step)")
     return INTERRUPTED if interrupted else 0
 
 
@@ -192,7 +196,7 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
     print(f"rnncore gradflow: ||dL/dx_t|| for the adding-problem model {state}, T={args.T}")
     print(f"  loss: MSE of a Linear head on the last hidden state; geometric mean over {args.batches} "
           f"random batches of {args.batch}, float64; model seed {args.seed}")
-    print(f"  hidden sizes matched to the LSTM's parameter count: "
+    print("  hidden sizes matched to the LSTM's parameter count: "
           + ", ".join(f"{c.upper()} H={sizes[c]}" for c in args.cells), flush=True)
     flows = []
     with _threads(args.threads):

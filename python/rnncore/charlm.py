@@ -61,7 +61,8 @@ def default_corpus(max_chars: int) -> tuple[str, str]:
             break
     if not parts:
         raise TextError(f"no standard-library sources found in {folder}; pass --text FILE")
-    return "".join(parts)[:max_chars], f"{len(used)} stdlib modules from {folder} ({', '.join(used)})"
+    names = ", ".join(used[:3]) + (", …" if len(used) > 3 else "")
+    return "".join(parts)[:max_chars], f"Python source, {len(used)} stdlib modules ({names}) from {folder}"
 
 
 def read_text(path: str, max_chars: int) -> tuple[str, str]:
@@ -195,10 +196,9 @@ def train(model: CharLM, train_ids: np.ndarray, held_ids: np.ndarray, config: Ch
             result.train_loss = running
             if len(held_ids) > 1 and (step % config.eval_every == 0 or step == config.steps):
                 result.curve.append((step, model.bits_per_character(held_ids)))
-                bar.set_postfix_str(f"train {running:.3f} bpc, held-out {result.curve[-1][1]:.3f} bpc",
-                                    refresh=False)
-            elif step % 10 == 0:
-                bar.set_postfix_str(f"train {running:.3f} bpc", refresh=False)
+            if step % 10 == 0 or step == config.steps:
+                held = f", held-out {result.curve[-1][1]:.3f}" if result.curve else ""
+                bar.set_postfix_str(f"train {running:.3f}{held} bpc", refresh=False)
             bar.update(1)
     except KeyboardInterrupt:
         result.interrupted = True
