@@ -1,7 +1,9 @@
 # Chooses RNNCORE_ARCH_FLAGS (see RNNCORE_ARCH in CMakeLists.txt).
 #
 # Measured on this project's AMD EPYC (Zen 5, g++ 12, Eigen 3.4, one core, float32 GEMM
-# 3200x1024x256): baseline SSE2 ~28 GFLOP/s, -mavx2 -mfma ~112, AVX-512 (F/BW/VL/DQ/CD) ~200.
+# 3200x1024x256): baseline SSE2 ~46 GFLOP/s, -mavx2 -mfma ~112, AVX-512 (F/BW/VL/DQ/CD) ~190-200,
+# -march=native ~120-130 (2 threads: AVX2 ~190, AVX-512 ~270-330). On this Zen 5 part AVX-512
+# runs at full width, so it is the default where the building CPU has it.
 # -march=native tunes for znver3 in g++ 12 and costs Eigen's GEMM 1.3-1.6x, so the ISA flags are
 # given one by one with generic tuning. "auto" picks the widest level the *building* CPU runs;
 # "generic" (or a CPU without AVX2) gives the baseline x86-64 build that runs anywhere.

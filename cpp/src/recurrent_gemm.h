@@ -29,27 +29,62 @@ class PackedPanels {
   using Packet = typename Eigen::internal::packet_traits<S>::type;
   static constexpr int kPacket = Eigen::internal::unpacket_traits<Packet>::size;
   static constexpr int kPanel = 2 * kPacket;
-  static constexpr int kRows = 6;  // rows of `a` per micro-kernel call: 12 accumulators
+  // Rows of `a` per micro-kernel call: 2 * kRows accumulators + 2 panel packets + 1 broadcast
+  // must fit the vector registers (16 below AVX-512, 32 with it; 8 rows measured ~5-10% above 6
+  // there on large row counts, 12 no better).
+#ifdef EIGEN_VECTORIZE_AVX512
+  static constexpr int kRows = 8;
+#else
+  static constexpr int kRows = 6;
+#endif
   // Depth per slice: a 16 KiB slice of a panel.
   // Prefetch distance: 4 KiB of panel ahead (measured best among 2, 4 and 8 KiB at H = 1024).
   static constexpr int64_t kPrefetch = 4096 / (kPanel * static_cast<int64_t>(sizeof(S)));
   static constexpr int64_t kDepthSlice = 16384 / (kPanel * static_cast<int64_t>(sizeof(S)));
 
-  // B[k, g * group_width + j] = at(k, g * group_width + j), for k < depth, g < groups,
-  // j < group_width.
-  template <typename At>
-  void pack(int64_t depth, int64_t groups, int64_t group_width, At&& at) {
+  // Packs B[k, col] = source[col * ld + k] (transposed = true: B is a row-major matrix's
+  // transpose, e.g. W_hh^T from W_hh [G*H, H]) or source[k * ld + col] (transposed = false), for
+  // k < depth and col < groups * group_width. The loops follow the source's rows so that its
+  // reads are contiguous: packing runs on every call and must stay a small cost at N = 1.
+  void pack(const S* source, int64_t ld, bool transposed, int64_t depth, int64_t groups,
+            int64_t group_width) {
     depth_ = depth;
     groups_ = groups;
     group_width_ = group_width;
     chunks_ = (group_width + kPanel - 1) / kPanel;
-    data_.assign(static_cast<std::size_t>(groups * chunks_ * depth * kPanel), S(0));
+    data_.resize(static_cast<std::size_t>(groups * chunks_ * depth * kPanel));
     for (int64_t g = 0; g < groups; ++g) {
       for (int64_t c = 0; c < chunks_; ++c) {
         S* panel = panel_data(g, c);
-        const int64_t width = chunk_width(c);
-        for (int64_t k = 0; k < depth; ++k) {
-          for (int64_t j = 0; j < width; ++j) panel[k * kPanel + j] = at(k, g * group_width + c * kPanel + j);
+        const int64_t width = chunk_width(c), col0 = g * group_width + c * kPanel;
+        if (width < kPanel) std::fill(panel, panel + depth * kPanel, S(0));
+        if (transposed) {
+          // Square tiles of kPacket columns x kPacket depth rows are transposed in registers;
+          // element by element this costs a quarter of an H = 256 LSTM's N = 1 inference call.
+          using namespace Eigen::internal;
+          int64_t j = 0;
+          for (; j + kPacket <= width; j += kPacket) {
+            const S* src = source + (col0 + j) * ld;
+            int64_t k = 0;
+            for (; k + kPacket <= depth; k += kPacket) {
+              PacketBlock<Packet, kPacket> tile;
+              for (int q = 0; q < kPacket; ++q) tile.packet[q] = ploadu<Packet>(src + q * ld + k);
+              ptranspose(tile);
+              for (int q = 0; q < kPacket; ++q) pstoreu(panel + (k + q) * kPanel + j, tile.packet[q]);
+            }
+            for (; k < depth; ++k) {
+              for (int q = 0; q < kPacket; ++q) panel[k * kPanel + j + q] = src[q * ld + k];
+            }
+          }
+          for (; j < width; ++j) {
+            const S* src = source + (col0 + j) * ld;
+            for (int64_t k = 0; k < depth; ++k) panel[k * kPanel + j] = src[k];
+          }
+        } else {
+          for (int64_t k = 0; k < depth; ++k) {
+            const S* src = source + k * ld + col0;
+            std::copy(src, src + width, panel + k * kPanel);
+          }
         }
       }
     }
@@ -115,15 +150,9 @@ class PackedPanels {
             block<kRows>(scratch + r * depth_ + k0 * kRows, panel, k1 - k0, o + r * out_stride,
                          out_stride, width, acc);
           }
-          const S* ar = scratch + r * depth_ + k0 * (rows - r);
-          S* orow = o + r * out_stride;
-          switch (rows - r) {
-            case 5: block<5>(ar, panel, k1 - k0, orow, out_stride, width, acc); break;
-            case 4: block<4>(ar, panel, k1 - k0, orow, out_stride, width, acc); break;
-            case 3: block<3>(ar, panel, k1 - k0, orow, out_stride, width, acc); break;
-            case 2: block<2>(ar, panel, k1 - k0, orow, out_stride, width, acc); break;
-            case 1: block<1>(ar, panel, k1 - k0, orow, out_stride, width, acc); break;
-            default: break;
+          if (r < rows) {
+            tail_block<kRows - 1>(static_cast<int>(rows - r), scratch + r * depth_ + k0 * (rows - r),
+                                  panel, k1 - k0, o + r * out_stride, out_stride, width, acc);
           }
         }
       }
@@ -156,8 +185,19 @@ class PackedPanels {
     for (int j = 0; j < width; ++j) o[j] = accumulate ? o[j] + tmp[j] : tmp[j];
   }
 
+  // block<rows> for a run-time rows in 1..R.
   template <int R>
+  static void tail_block(int rows, const S* a, const S* panel, int64_t depth, S* o,
+                         int64_t out_stride, int width, bool accumulate) noexcept {
+    if (rows == R) {
+      block<R>(a, panel, depth, o, out_stride, width, accumulate);
+    } else if constexpr (R > 1) {
+      tail_block<R - 1>(rows, a, panel, depth, o, out_stride, width, accumulate);
+    }
+  }
+
   // a: R rows packed k-major (a[k * R + r]).
+  template <int R>
   static void block(const S* a, const S* panel, int64_t depth, S* o, int64_t out_stride,
                     int width, bool accumulate) noexcept {
     using namespace Eigen::internal;

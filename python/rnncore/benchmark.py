@@ -241,11 +241,12 @@ def _memory(case: Case, torch) -> dict:
     return out
 
 
-def _measure(runners: dict, repeats: int, min_seconds: float) -> dict:
+def _measure(runners: dict, repeats: int, min_seconds: float, settle_seconds: float = 0.05) -> dict:
     """Median seconds per call per implementation, the implementations interleaved per round."""
     inner = {}
     for name, fn in runners.items():
         fn()  # warm-up (first-call allocations, ORT's session init, oneDNN primitive creation)
+        time.sleep(settle_seconds)
         once = _timeit(fn)
         inner[name] = max(1, int(min_seconds / max(once, 1e-6)))
     samples = {name: [] for name in runners}
@@ -253,6 +254,10 @@ def _measure(runners: dict, repeats: int, min_seconds: float) -> dict:
     for round_ in range(repeats):
         order = names[round_ % len(names):] + names[:round_ % len(names)]  # rotate who goes first
         for name in order:
+            # The previous implementation's worker threads keep spinning for a while after its
+            # call returns (ONNX Runtime's pool, libgomp's); on a 2-core machine they would steal
+            # the next implementation's cores. A short pause lets them park.
+            time.sleep(settle_seconds)
             samples[name].append(_timeit(runners[name], inner[name]))
     return {name: statistics.median(values) for name, values in samples.items()}
 
@@ -285,6 +290,10 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
     for threads in sorted(peaks):
         end_peaks[threads], _ = measure_peak(threads)
         log(f"# float32 GEMM peak at {threads} thread(s), end of run: {end_peaks[threads]:.1f} GFLOP/s")
+    # "% peak" is taken against the better of the two measurements: a low one only means another
+    # process held a core at that moment.
+    for r in results:
+        r.peak_gflops = max(peaks[r.case.threads], end_peaks[r.case.threads])
     meta = {
         "peak_gflops_start": peaks, "peak_gflops_end": end_peaks, "peak_source": peak_source,
         "peak_shape": PEAK_SHAPE, "notes": notes, "repeats": repeats, "python": sys.version.split()[0],
@@ -326,6 +335,27 @@ def format_row(r: Result) -> str:
 
 def format_table(results: list[Result]) -> str:
     return "\n".join([HEADER, "-" * len(HEADER), *[format_row(r) for r in results]])
+
+
+def markdown_table(records: list[dict]) -> str:
+    """A saved run (the "results" of --json) as a markdown table."""
+    def num(value, spec):
+        return "-" if value is None or value != value else format(value, spec)
+
+    lines = ["| case | rnncore ms | GFLOP/s | % peak | torch ms | torch/rnncore | ORT ms | ORT/rnncore | cache KiB/step/layer (torch) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in records:
+        ms, ratio = r["ms"], r.get("ratio_vs_rnncore", {})
+        mem = r.get("memory_bytes_per_step_layer") or {}
+        mem_text = "-"
+        if mem:
+            mem_text = f"{mem['rnncore'] / 1024:.0f}" + (f" ({mem['torch'] / 1024:.0f})" if mem.get("torch") else "")
+        lines.append(
+            f"| {r['name']} | {num(ms.get('rnncore'), '.3f')} | {num(r['gflops'].get('rnncore'), '.0f')} "
+            f"| {num(r['percent_of_peak'].get('rnncore'), '.0f')} | {num(ms.get('torch'), '.3f')} "
+            f"| {num(ratio.get('torch'), '.2f')} | {num(ms.get('ort'), '.3f')} | {num(ratio.get('ort'), '.2f')} "
+            f"| {mem_text} |")
+    return "\n".join(lines)
 
 
 def write_png(results: list[Result], path: str) -> Optional[str]:
@@ -390,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-time", type=float, default=0.05, help="seconds per timed sample (calls are batched)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--png", metavar="PATH", help="write a ratio chart (needs matplotlib)")
+    p.add_argument("--markdown", metavar="PATH", help="also write the table as markdown")
+    p.add_argument("--report", metavar="JSON", help="print a saved --json run as markdown and exit (runs nothing)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch (and ONNX Runtime, which needs it)")
     p.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
     return p
@@ -416,6 +448,10 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.report:
+        with open(args.report) as f:
+            print(markdown_table(json.load(f)["results"]))
+        return 0
     repeats = args.repeats or (7 if args.full else 5)
     cases = build_cases(args)
     print(f"# rnncore benchmark: {len(cases)} cases, medians of {repeats} interleaved rounds; "
@@ -424,6 +460,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("-" * len(HEADER))
     results, meta = run_cases(cases, repeats=repeats, min_seconds=args.min_time,
                               with_torch=not args.no_torch, with_ort=not args.no_ort)
+    print("# final table (% peak against the better of the start and end GEMM measurements):")
+    print(format_table(results))
     for note in meta["notes"]:
         print(f"# note: {note}")
     if args.json:
@@ -431,6 +469,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             json.dump({"meta": meta, "argv": sys.argv if argv is None else argv,
                        "results": [r.as_dict() for r in results]}, f, indent=1, default=str)
         print(f"# wrote {args.json}")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown_table([r.as_dict() for r in results]) + "\n")
+        print(f"# wrote {args.markdown}")
     if args.png:
         problem = write_png(results, args.png)
         print(f"# {problem}" if problem else f"# wrote {args.png}")

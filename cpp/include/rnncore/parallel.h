@@ -9,6 +9,15 @@
 
 namespace rnncore {
 
+// Whether the caller already runs inside an active OpenMP team (then kernels stay serial).
+inline bool in_parallel() noexcept {
+#ifdef _OPENMP
+  return omp_in_parallel() != 0;
+#else
+  return false;
+#endif
+}
+
 inline int max_threads() noexcept {
 #ifdef _OPENMP
   return omp_get_max_threads();
@@ -54,7 +63,7 @@ void parallel_directions(int directions, double flops, Fn&& fn) {
 // state), which costs about a microsecond when both cores are free and much more when another
 // process holds one, so a thread is only added per kMinStepFlopsPerThread of work per step
 // (about 10 us on one core of this machine).
-constexpr double kMinStepFlopsPerThread = 1.5e6;
+constexpr double kMinStepFlopsPerThread = 0.25e6;
 
 inline int time_loop_threads(double step_flops, long long parts) noexcept {
 #ifdef _OPENMP

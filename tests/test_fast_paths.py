@@ -1,0 +1,155 @@
+"""The fast paths of the compiled kernels, each against the NumPy reference.
+
+The kernels pack W_hh / W_ih into column panels two SIMD packets wide (32 floats with AVX-512,
+16 with AVX2; half that in float64), run 8-row (AVX-512) or 6-row micro-kernels with a separate path for 1-2 rows,
+cut the depth into slices (128 float rows with AVX-512), cut the T*N rows of the input product
+into blocks of 96, run the pointwise cell math on whole packets with an Eigen tail, and split the
+time loop over threads by hidden-unit chunks. The sizes below straddle every one of those edges:
+hidden sizes below, at and above a packet and a panel, batches of 1, 2 and around 6 and 8, input
+widths that are not multiples of anything, depths above one slice, T*N across row blocks.
+
+Tolerances are those of test_kernels.py: float64 rtol 1e-10, float32 vs the float64 reference
+rtol/atol 1e-5 (relative to the largest magnitude, as there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rnncore as rc
+from rnncore import _core
+
+CELLS = {
+    "rnn_tanh": lambda **kw: rc.RNN(nonlinearity="tanh", **kw),
+    "rnn_relu": lambda **kw: rc.RNN(nonlinearity="relu", **kw),
+    "lstm": lambda **kw: rc.LSTM(**kw),
+    "gru": lambda **kw: rc.GRU(**kw),
+}
+
+
+def model_for(cell, input_size, hidden_size, dtype, **kw):
+    return CELLS[cell](input_size=input_size, hidden_size=hidden_size, dtype=dtype, seed=3, **kw)
+
+
+def forward_backward(model, x, lengths=None, backend="cpp", seed=5):
+    """Outputs, final state and every gradient, flattened into one dict of float64 arrays."""
+    y, state, cache = model.forward(x, None, lengths, backend=backend)
+    rng = np.random.default_rng(seed)
+    grad_y = rng.standard_normal(y.shape).astype(model.dtype)
+    states = state if isinstance(state, tuple) else (state,)
+    grad_state = tuple(rng.standard_normal(s.shape).astype(model.dtype) for s in states)
+    g = model.backward(cache, grad_y, grad_state if isinstance(state, tuple) else grad_state[0])
+    out = {"y": y, "grad_input": g.input}
+    for i, s in enumerate(states):
+        out[f"state{i}"] = s
+    hx = g.hx if isinstance(g.hx, tuple) else (g.hx,)
+    for i, s in enumerate(hx):
+        out[f"grad_hx{i}"] = s
+    out.update({f"grad_{k}": v for k, v in g.params.items()})
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+def assert_close(got, want, rtol, atol=0.0, what=""):
+    for key in want:
+        scale = max(1.0, float(np.max(np.abs(want[key])))) if want[key].size else 1.0
+        err = float(np.max(np.abs(got[key] - want[key]))) / scale if want[key].size else 0.0
+        assert err <= rtol + atol, f"{what} {key}: max relative error {err:.3g} > {rtol + atol:g}"
+
+
+def check_against_reference(cell, input_size, hidden_size, steps, batch, lengths=None, **kw):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((steps, batch, input_size))
+    m64 = model_for(cell, input_size, hidden_size, np.float64, **kw)
+    want = forward_backward(m64, x, lengths, backend="numpy")
+    got64 = forward_backward(m64, x, lengths)
+    assert_close(got64, want, 1e-10, what=f"float64 {cell} H={hidden_size} N={batch}")
+    m32 = m64.astype(np.float32)
+    got32 = forward_backward(m32, x.astype(np.float32), lengths)
+    assert_close(got32, want, 1e-5, 1e-5, what=f"float32 {cell} H={hidden_size} N={batch}")
+
+
+@pytest.fixture
+def threads():
+    """Restores the thread count a test changes."""
+    before = _core.get_num_threads()
+    yield
+    _core.set_num_threads(before)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("hidden_size", [1, 7, 15, 16, 17, 31, 33, 47])
+def test_odd_hidden_sizes_match_reference(cell, hidden_size):
+    check_against_reference(cell, input_size=9, hidden_size=hidden_size, steps=4, batch=3)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("batch", [1, 2, 5, 6, 7, 8, 9, 13])
+def test_batch_sizes_around_the_micro_kernel_rows_match_reference(cell, batch):
+    check_against_reference(cell, input_size=19, hidden_size=37, steps=5, batch=batch)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_depth_above_one_slice_and_rows_across_blocks_match_reference(cell):
+    # H = 150 > 128 rows per depth slice; T*N = 3*65 = 195 rows crosses two 96-row blocks.
+    check_against_reference(cell, input_size=131, hidden_size=150, steps=3, batch=65)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_single_hidden_unit_and_single_input(cell):
+    check_against_reference(cell, input_size=1, hidden_size=1, steps=7, batch=2)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
+@pytest.mark.parametrize("lengths", [[9, 9, 7, 7, 3, 2, 1, 1], [2, 9, 1, 5, 9, 4, 9, 3]],
+                         ids=["sorted", "unsorted"])
+def test_lengths_on_threaded_time_loop_match_reference(cell, lengths, threads):
+    # H = 80, N = 8: each step's product (2*N*G*H*H >= 0.25 MFLOP for LSTM and GRU) is big enough
+    # for the time loop to split its hidden units (3 chunks) over two threads.
+    _core.set_num_threads(2)
+    check_against_reference(cell, input_size=33, hidden_size=80, steps=9, batch=8, lengths=lengths,
+                            bidirectional=True, num_layers=2)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("hidden_size,batch", [(96, 16), (67, 1), (40, 3)])
+def test_one_and_two_threads_agree(cell, hidden_size, batch, threads):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((20, batch, hidden_size)).astype(np.float32)
+    model = model_for(cell, hidden_size, hidden_size, np.float32, bidirectional=True)
+    results = []
+    for n in (1, 2):
+        _core.set_num_threads(n)
+        results.append(forward_backward(model, x))
+    # Each output element is summed in the same order whatever the split; only Eigen's weight-
+    # gradient GEMMs may split their sums differently.
+    assert_close(results[1], results[0], 1e-5, what=f"threads 2 vs 1, {cell}")
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_inference_equals_training_forward(cell):
+    # The inference path keeps no cache and reuses scratch buffers; its outputs must be identical.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((12, 5, 21)).astype(np.float32)
+    model = model_for(cell, 21, 45, np.float32, num_layers=2)
+    y_infer, state_infer = model(x)
+    y_train, state_train, _ = model.forward(x)
+    np.testing.assert_array_equal(y_infer, y_train)
+    for a, b in zip(np.atleast_1d(state_infer) if not isinstance(state_infer, tuple) else state_infer,
+                    np.atleast_1d(state_train) if not isinstance(state_train, tuple) else state_train):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_benchmark_harness_runs_without_peers(tmp_path):
+    from rnncore import benchmark
+
+    out = tmp_path / "bench.json"
+    code = benchmark.main(["--cells", "gru", "--shapes", "8x2x3", "--modes", "inference,training",
+                           "--repeats", "1", "--min-time", "0.001", "--no-torch", "--json", str(out)])
+    assert code == 0
+    import json
+
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["results"]] == ["infer gru 8x2x3 t1", "train gru 8x2x3 t1"]
+    assert all(r["ms"]["rnncore"] > 0 for r in data["results"])
+    assert any("PyTorch disabled" in note for note in data["meta"]["notes"])
