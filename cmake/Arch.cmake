@@ -52,5 +52,10 @@ if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
     message(FATAL_ERROR
       "RNNCORE_ARCH: expected auto, generic, native, x86-64-v3 or x86-64-v4, got ${_arch}")
   endif()
+  # Results must not depend on where an array happens to be aligned: Eigen runs the elements
+  # before the first aligned one through scalar code, and a compiler free to contract a*b+c into
+  # an FMA there would round them differently from the packet code (explicit FMAs in the GEMM
+  # kernels are unaffected).
+  list(APPEND RNNCORE_ARCH_FLAGS -ffp-contract=off)
   message(STATUS "rnncore: RNNCORE_ARCH=${RNNCORE_ARCH} -> ${_arch} (${RNNCORE_ARCH_FLAGS})")
 endif()

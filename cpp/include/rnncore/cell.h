@@ -10,6 +10,7 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -29,10 +30,20 @@ using Vec = Eigen::Map<Eigen::Array<S, Eigen::Dynamic, 1>>;
 template <typename S>
 using CVec = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
 
-// Eigen's vectorised logistic saturates correctly for large |a| (no overflow in exp).
+// The scalar logistic of the Eigen-expression paths (float tails, float64). It has no packet form
+// on purpose: Eigen's packet logistic rounds differently from its scalar one, and which elements
+// take which path would then depend on the alignment of the arrays, making results vary in the
+// last bit from call to call. 1 / (1 + exp(-a)) saturates to 0 and 1 without overflow traps.
+struct ScalarLogistic {
+  template <typename T>
+  T operator()(T a) const {
+    return T(1) / (T(1) + std::exp(-a));
+  }
+};
+
 template <typename S>
 inline auto sigmoid(const Eigen::ArrayBase<S>& a) {
-  return a.logistic();
+  return a.unaryExpr(ScalarLogistic());
 }
 
 // Fused forward pointwise passes: whole SIMD packets of units go through every gate in registers
