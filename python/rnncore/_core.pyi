@@ -4,7 +4,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-class TrainingCacheF32:
+class _TrainingCache:
     @property
     def nbytes(self) -> int: ...
     @property
@@ -12,13 +12,8 @@ class TrainingCacheF32:
     @property
     def batch(self) -> int: ...
 
-class TrainingCacheF64:
-    @property
-    def nbytes(self) -> int: ...
-    @property
-    def steps(self) -> int: ...
-    @property
-    def batch(self) -> int: ...
+class TrainingCacheF32(_TrainingCache): ...
+class TrainingCacheF64(_TrainingCache): ...
 
 def forward(
     cell: int,

@@ -17,12 +17,12 @@ matched to the LSTM's count), the same data, learning rate, steps and seed.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._plotting import log_scale_axes, save_figure
 from ._progress import progress_bar
 from .grads import clip_grad_norm
 from .layers import GRU, LSTM, RNN
@@ -252,28 +252,18 @@ def format_table(results: list[CellResult]) -> str:
 
 def plot_curves(results: list[CellResult], config: DemoConfig, path: str) -> bool:
     """Learning curves (test MSE per step, log scale) as a PNG; False if matplotlib is absent."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plot = log_scale_axes()
+    if plot is None:
         return False
-    figure, axes = plt.subplots(figsize=(7, 4.2))
+    plt, figure, axes = plot
     for r in results:
         steps, values = zip(*r.curve)
         axes.plot(steps, values, label=f"{r.cell} (H={r.hidden_size}, {r.parameters} params)")
     axes.axhline(BASELINE_MSE, color="gray", linestyle="--", label="predict 1.0 (0.167)")
     axes.axhline(SOLVED_MSE, color="gray", linestyle=":", label="solved (0.01)")
-    axes.set_yscale("log")
     axes.set_xlabel("training step")
     axes.set_ylabel("test MSE")
     axes.set_title(f"Adding problem, T={config.steps_per_sequence}, batch {config.batch}, "
                    f"Adam lr={config.lr:g}")
-    axes.legend(fontsize=8)
-    axes.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(plt, figure, axes, path)
     return True

@@ -13,12 +13,12 @@ as a geometric mean (the mean of log10), because the values span many orders of 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from .demo import CELL_NAMES, DemoConfig, LastStepRegressor, adding_batch, matched_hidden_sizes, train_cell
+from ._plotting import log_scale_axes, save_figure
 from .grads import per_step_grad_norms
 from .losses import mse
 
@@ -98,28 +98,18 @@ def format_table(flows: list[GradFlow], every: int = 10) -> str:
 
 def plot_norms(flows: list[GradFlow], path: str, title: str) -> bool:
     """A log-scale PNG of ||dL/dx_t|| against t; False when matplotlib is absent."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plot = log_scale_axes()
+    if plot is None:
         return False
-    figure, axes = plt.subplots(figsize=(7, 4.2))
+    plt, figure, axes = plot
     for f in flows:
         steps = np.arange(len(f.norms))
         shown = np.where(f.norms > 0, f.norms, np.nan)  # log scale: leave exact zeros out
         axes.plot(steps, shown, label=f"{f.cell} (H={f.hidden_size})")
-    axes.set_yscale("log")
     axes.set_xlabel("input step t (the loss is on the last step)")
     axes.set_ylabel(r"$\|\partial L / \partial x_t\|$")
     axes.set_title(title)
-    axes.legend(fontsize=8)
-    axes.grid(True, which="both", alpha=0.3)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save_figure(plt, figure, axes, path)
     return True
 
 
