@@ -20,7 +20,8 @@ import math
 import os
 import sys
 
-from .charlm import TextError
+from .charlm import CharLMConfig, TextError
+from .demo import DemoConfig
 
 DEFAULT_OUT = "rnncore-out"
 INTERRUPTED = 130
@@ -291,19 +292,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "adding problem (Hochreiter & Schmidhuber 1997; one marker in each half of the "
                     "sequence) and compare their test MSE with the 0.167 of always predicting 1.0. "
                     "Writes learning curves (CSV, and a PNG with matplotlib) to --out.")
-    demo.add_argument("--T", type=_int_at_least(2), default=100, help="sequence length (default 100)")
-    demo.add_argument("--steps", type=_int_at_least(1), default=3000,
-                      help="training steps per cell (default 3000)")
-    demo.add_argument("--hidden", type=_int_at_least(1), default=32,
-                      help="LSTM hidden size; the RNN's and GRU's are matched to its parameter count (default 32)")
+    demo.add_argument("--T", type=_int_at_least(2), default=DemoConfig.steps_per_sequence,
+                      help=f"sequence length (default {DemoConfig.steps_per_sequence})")
+    demo.add_argument("--steps", type=_int_at_least(1), default=DemoConfig.train_steps,
+                      help=f"training steps per cell (default {DemoConfig.train_steps})")
+    demo.add_argument("--hidden", type=_int_at_least(1), default=DemoConfig.lstm_hidden,
+                      help="LSTM hidden size; the RNN's and GRU's are matched to its parameter count "
+                           f"(default {DemoConfig.lstm_hidden})")
     demo.add_argument("--cells", type=_cell_list, default=("rnn", "lstm", "gru"),
                       help="comma-separated cells to train (default rnn,lstm,gru)")
-    demo.add_argument("--batch", type=_int_at_least(1), default=64, help="batch size (default 64)")
-    demo.add_argument("--lr", type=_float_range(0.0), default=1e-2, help="Adam learning rate (default 0.01)")
-    demo.add_argument("--eval-every", type=_int_at_least(1), default=100,
-                      help="steps between test-set evaluations (default 100)")
-    demo.add_argument("--test-size", type=_int_at_least(1), default=1000,
-                      help="test sequences (default 1000)")
+    demo.add_argument("--batch", type=_int_at_least(1), default=DemoConfig.batch,
+                      help=f"batch size (default {DemoConfig.batch})")
+    demo.add_argument("--lr", type=_float_range(0.0), default=DemoConfig.lr,
+                      help=f"Adam learning rate (default {DemoConfig.lr:g})")
+    demo.add_argument("--eval-every", type=_int_at_least(1), default=DemoConfig.eval_every,
+                      help=f"steps between test-set evaluations (default {DemoConfig.eval_every})")
+    demo.add_argument("--test-size", type=_int_at_least(1), default=DemoConfig.test_size,
+                      help=f"test sequences (default {DemoConfig.test_size})")
     demo.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     demo.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the PNG")
     _add_common(demo)
@@ -339,14 +344,20 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--text", metavar="FILE", help="a UTF-8 text file (default: Python stdlib sources)")
     lm.add_argument("--max-chars", type=_int_at_least(100), default=400_000,
                     help="read at most this many characters (default 400000)")
-    lm.add_argument("--steps", type=_int_at_least(1), default=1000, help="training steps (default 1000)")
-    lm.add_argument("--batch", type=_int_at_least(1), default=32, help="parallel streams (default 32)")
-    lm.add_argument("--bptt", type=_int_at_least(1), default=64, help="characters per chunk (default 64)")
-    lm.add_argument("--hidden", type=_int_at_least(1), default=128, help="LSTM hidden size (default 128)")
-    lm.add_argument("--embedding", type=_int_at_least(1), default=32, help="embedding size (default 32)")
-    lm.add_argument("--lr", type=_float_range(0.0), default=3e-3, help="Adam learning rate (default 0.003)")
-    lm.add_argument("--eval-every", type=_int_at_least(1), default=250,
-                    help="steps between held-out evaluations (default 250)")
+    lm.add_argument("--steps", type=_int_at_least(1), default=CharLMConfig.steps,
+                    help=f"training steps (default {CharLMConfig.steps})")
+    lm.add_argument("--batch", type=_int_at_least(1), default=CharLMConfig.batch,
+                    help=f"parallel streams (default {CharLMConfig.batch})")
+    lm.add_argument("--bptt", type=_int_at_least(1), default=CharLMConfig.bptt,
+                    help=f"characters per chunk (default {CharLMConfig.bptt})")
+    lm.add_argument("--hidden", type=_int_at_least(1), default=CharLMConfig.hidden,
+                    help=f"LSTM hidden size (default {CharLMConfig.hidden})")
+    lm.add_argument("--embedding", type=_int_at_least(1), default=CharLMConfig.embedding,
+                    help=f"embedding size (default {CharLMConfig.embedding})")
+    lm.add_argument("--lr", type=_float_range(0.0), default=CharLMConfig.lr,
+                    help=f"Adam learning rate (default {CharLMConfig.lr:g})")
+    lm.add_argument("--eval-every", type=_int_at_least(1), default=CharLMConfig.eval_every,
+                    help=f"steps between held-out evaluations (default {CharLMConfig.eval_every})")
     lm.add_argument("--temperature", type=_float_range(0.0, low_inclusive=True), default=0.8,
                     help="sampling temperature; 0 = always the most likely (default 0.8)")
     lm.add_argument("--sample-chars", type=_int_at_least(0), default=400,

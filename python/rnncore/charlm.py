@@ -138,7 +138,7 @@ class CharLM:
 
 @dataclass
 class CharLMConfig:
-    steps: int = 600
+    steps: int = 1000
     batch: int = 32
     bptt: int = 64
     hidden: int = 128
@@ -146,7 +146,7 @@ class CharLMConfig:
     lr: float = 3e-3
     clip: float = 1.0
     seed: int = 0
-    eval_every: int = 100
+    eval_every: int = 250
     held_out: float = 0.1  # fraction of the text kept for scoring…
     max_held_out: int = 20_000  # …at most this many characters
     progress: bool = True

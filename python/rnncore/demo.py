@@ -142,7 +142,7 @@ class DemoConfig:
     cells: tuple = CELLS
     seed: int = 0
     batch: int = 64
-    lr: float = 3e-3
+    lr: float = 1e-2
     clip: float = 1.0
     eval_every: int = 100
     test_size: int = 1000
