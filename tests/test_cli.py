@@ -204,6 +204,32 @@ def test_bench_runs_the_harness_or_says_it_is_missing(capsys):
         assert_one_line_error(code, err, 1, "rnncore bench")
 
 
+@pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
+def test_bench_shapes_take_an_input_size():
+    from rnncore import benchmark
+
+    args = benchmark.build_parser().parse_args(
+        ["--shapes", "20x3x7x5,16x2x4", "--cells", "lstm", "--modes", "inference"])
+    with_input, square = benchmark.build_cases(args)
+    assert (with_input.hidden, with_input.batch, with_input.steps, with_input.inputs) == (20, 3, 7, 5)
+    assert square.inputs == 16 and "x5 " not in square.name
+    assert "20x3x7x5" in with_input.name
+    assert with_input.forward_flops() == 2.0 * 7 * 3 * 4 * 20 * (5 + 20)
+    results, _ = benchmark.run_cases([with_input], repeats=1, min_seconds=0.0, with_torch=False,
+                                     log=lambda *a: None)
+    assert results[0].ms["rnncore"] > 0
+
+
+@pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
+@pytest.mark.parametrize("text", ["20x3", "20x3x7x5x1", "20x0x7", "20xax7"])
+def test_bench_rejects_malformed_shapes(capsys, text):
+    from rnncore import benchmark
+
+    with pytest.raises(SystemExit):
+        benchmark.build_parser().parse_args(["--shapes", text])
+    assert "HxNxT" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- bad arguments
 @pytest.mark.parametrize("argv", [
     ["demo", "--T", "1"],

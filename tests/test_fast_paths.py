@@ -153,3 +153,12 @@ def test_benchmark_harness_runs_without_peers(tmp_path):
     assert [r["name"] for r in data["results"]] == ["infer gru 8x2x3 t1", "train gru 8x2x3 t1"]
     assert all(r["ms"]["rnncore"] > 0 for r in data["results"])
     assert any("PyTorch disabled" in note for note in data["meta"]["notes"])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_products_split_across_two_threads_match_reference(cell, threads):
+    # T*N = 12*43 = 516 rows, H = 100: the hoisted input product and dL/dx split their rows over
+    # two threads in uneven row blocks (516 is not a multiple of the 8-row tile), the weight
+    # gradients split their 100..400 gate rows (> 8 MFLOP), and the time loop splits its units.
+    _core.set_num_threads(2)
+    check_against_reference(cell, input_size=150, hidden_size=100, steps=12, batch=43)

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "rnncore/io.h"
+#include "rnncore/memory.h"
 #include "rnncore/model.h"
 #include "rnncore/parallel.h"
 #include "rnncore/sequence.h"
@@ -106,9 +107,22 @@ std::vector<rnncore::DirectionWeights<S>> checked_weights(const ModelConfig& c,
   return w;
 }
 
+// Output arrays come from the workspace pool (memory.h), so that a training loop that drops its
+// previous step's outputs gets their pages back warm instead of faulting fresh ones in.
 template <typename S>
 py::array_t<S> empty(const std::vector<int64_t>& shape) {
-  return py::array_t<S>(std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  std::size_t count = 1;
+  for (int64_t d : shape) count *= static_cast<std::size_t>(d);
+  void* block = rnncore::memory::allocate(std::max<std::size_t>(count, 1) * sizeof(S));
+  py::capsule owner;
+  try {
+    owner = py::capsule(block, [](void* p) { rnncore::memory::release(p); });
+  } catch (...) {
+    rnncore::memory::release(block);
+    throw;
+  }
+  return py::array_t<S>(std::vector<py::ssize_t>(shape.begin(), shape.end()), static_cast<S*>(block),
+                        owner);
 }
 
 template <typename S>
@@ -547,4 +561,12 @@ PYBIND11_MODULE(_core, m) {
 #endif
     Eigen::setNbThreads(n);
   });
+  m.def("empty_cache", &rnncore::memory::empty_cache,
+        "Return the workspace pool's free blocks to the system; the number of bytes released.");
+  m.def("cache_info", []() {
+    py::dict info;
+    info["cached_bytes"] = rnncore::memory::cached_bytes();
+    info["limit_bytes"] = rnncore::memory::cache_limit();
+    return info;
+  }, "Bytes of free workspace blocks held for reuse, and the most that will be held.");
 }

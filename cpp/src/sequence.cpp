@@ -102,29 +102,32 @@ RowVec<S> folded_bias(const DirectionRun<S>& run) {
 }
 
 // A product over all T*N rows (the hoisted input projection, dL/dx): out[rows, cols] (+)= a * B
-// with B packed, in blocks of kRowBlock rows (their packed copy stays in L2 while every panel
-// of B streams past), blocks spread over the threads. `bias`, when given, is added to each block
-// while it is still in cache. Measured ~10-20% above Eigen's GEMM at these shapes, which packs
-// both operands on every call and splits the columns, not the rows, across threads.
+// with B packed. Each thread takes an even share of the rows (in whole micro-kernel row blocks)
+// and works through it kRowBlock rows at a time: their packed copy stays in L2 while every panel
+// of B streams past. `bias`, when given, is added to each block while it is still in cache.
+// Measured ~10-20% above Eigen's GEMM at these shapes, which packs both operands on every call
+// and splits the columns, not the rows, across threads.
 constexpr int64_t kRowBlock = 96;
 constexpr double kMinProductFlopsPerThread = 4.0e6;
 
 template <typename S>
 void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, int64_t a_stride,
                     int64_t rows, S* out, int64_t out_stride, bool accumulate, const S* bias) {
-  const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
+  constexpr int64_t unit = detail::PackedPanels<S>::kRows;
+  const int64_t units = (rows + unit - 1) / unit;
   const double flops = 2.0 * static_cast<double>(rows) * b.depth() * cols;
   int threads = 1;
   if (!in_parallel()) {
     const double by_work = flops / kMinProductFlopsPerThread;
-    threads = static_cast<int>(std::max(1.0, std::min({by_work, static_cast<double>(blocks),
+    threads = static_cast<int>(std::max(1.0, std::min({by_work, static_cast<double>(units),
                                                         static_cast<double>(max_threads())})));
   }
-  parallel_team(threads, [&](int thread, int team) {
-    Buffer<S> scratch(static_cast<std::size_t>(b.scratch_size(kRowBlock)));
-    const int64_t first = blocks * thread / team, last = blocks * (thread + 1) / team;
-    for (int64_t blk = first; blk < last; ++blk) {
-      const int64_t r0 = blk * kRowBlock, n = std::min(kRowBlock, rows - r0);
+  parallel_team(threads, [&](int thread, int team, StepBarrier&) {
+    const int64_t begin = std::min(rows, units * thread / team * unit);
+    const int64_t end = std::min(rows, units * (thread + 1) / team * unit);
+    Buffer<S> scratch(static_cast<std::size_t>(b.scratch_size(std::min(kRowBlock, end - begin))));
+    for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
+      const int64_t n = std::min(kRowBlock, end - r0);
       S* o = out + r0 * out_stride;
       b.multiply(a + r0 * a_stride, a_stride, n, o, out_stride, accumulate, 0, b.chunks(),
                  scratch.data());
@@ -138,10 +141,9 @@ void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, 
 }
 
 // C[m, n] (row-major) = A[m, k] * B[k, n] on the calling thread only, A and B of the given
-// storage orders and leading dimensions. Eigen's GEMM uses every thread it may from ~0.1 MFLOP
-// on, which made two threads slower than one on small training steps (a fork, a join and its
-// packing hand-offs per product); below kMinProductFlopsPerThread * 2 the weight gradients use
-// Eigen's serial GEMM routine instead (Eigen's internal API, pinned to 3.4 by the build).
+// storage orders and leading dimensions: Eigen's serial GEMM routine (Eigen's internal API,
+// pinned to 3.4 by the build), which the weight gradients below split across threads
+// themselves.
 template <typename S, int LhsOrder, int RhsOrder>
 void serial_gemm(int64_t m, int64_t n, int64_t k, const S* a, int64_t lda, const S* b,
                  int64_t ldb, S* c) {
@@ -155,16 +157,26 @@ void serial_gemm(int64_t m, int64_t n, int64_t k, const S* a, int64_t lda, const
 }
 
 // dW[gh, width] = dG^T * X for dG [rows, gh] and X [rows, width], both row-major.
+// Threads split the gate rows of dW, each running Eigen's serial GEMM on its share: no
+// synchronisation inside the product. Eigen's own threaded GEMM splits the output columns and
+// hands packed blocks between threads; for these products (a small output, a depth of T*N) that
+// made two threads slower than one (RNN 48x4x500 training: 1.4 ms on two, 0.75 on one).
 template <typename S>
 void weight_gradient(int64_t rows, int64_t gh, int64_t width, const S* grad_gates, const S* x,
                      S* grad_w) {
   const double flops = 2.0 * static_cast<double>(rows) * gh * width;
-  if (flops < 2.0 * kMinProductFlopsPerThread || max_threads() == 1 || in_parallel()) {
-    serial_gemm<S, Eigen::ColMajor, Eigen::RowMajor>(gh, width, rows, grad_gates, gh, x, width,
-                                                     grad_w);
-    return;
+  int threads = 1;
+  if (!in_parallel()) {
+    const double by_work = flops / kMinProductFlopsPerThread;
+    // Each thread keeps at least one SIMD-friendly block of 16 gate rows.
+    threads = static_cast<int>(std::max(1.0, std::min({by_work, static_cast<double>(gh / 16),
+                                                        static_cast<double>(max_threads())})));
   }
-  view(grad_w, gh, width).noalias() = view(grad_gates, rows, gh).transpose() * view(x, rows, width);
+  parallel_team(threads, [&](int thread, int team, StepBarrier&) {
+    const int64_t r0 = gh * thread / team, r1 = gh * (thread + 1) / team;
+    serial_gemm<S, Eigen::ColMajor, Eigen::RowMajor>(r1 - r0, width, rows, grad_gates + r0, gh, x,
+                                                     width, grad_w + r0 * width);
+  });
 }
 
 // The hidden units [begin, end) that thread `thread` of `threads` owns in the time loop: whole
@@ -215,7 +227,7 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
   w_hh_t.pack(w_hh, H, true, H, G, H);
 
   // Two state buffers swapped each step (a row that is masked out copies its old value over).
-  std::vector<S> state(static_cast<std::size_t>(4 * NH), S(0));
+  Buffer<S> state(static_cast<std::size_t>(4 * NH), S(0));
   S* const h_first = state.data();
   S* const h_second = h_first + NH;
   S* const c_first = h_second + NH;
@@ -223,8 +235,8 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
   if (h0 != nullptr) copy_rows(h0, h_first, NH);
   if (lstm && c0 != nullptr) copy_rows(c0, c_first, NH);
 
-  std::vector<S> hidden_proj(gru ? static_cast<std::size_t>(N * gh) : 0);
-  std::vector<S> step_scratch;  // tanh(c') or W_hn h + b_hn when nothing is cached
+  Buffer<S> hidden_proj(gru ? static_cast<std::size_t>(N * gh) : 0);
+  Buffer<S> step_scratch;  // tanh(c') or W_hn h + b_hn when nothing is cached
   if (cache != nullptr) {
     cache->h_prev.resize(static_cast<std::size_t>(rows * H));
     if (lstm) {
@@ -238,7 +250,7 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
 
   const double step_flops = 2.0 * static_cast<double>(N) * gh * H;
   const int threads = time_loop_threads(step_flops, w_hh_t.chunks());
-  parallel_team(threads, [&](int thread, int team) {
+  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
     const UnitRange u = unit_range(w_hh_t, H, thread, team);
     const int64_t j0 = u.begin, n = u.count();
     Buffer<S> scratch(static_cast<std::size_t>(w_hh_t.scratch_size(N)));
@@ -297,7 +309,7 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
       }
       std::swap(h, h_next);
       std::swap(c, c_next);
-      team_barrier(team);  // the next step's product reads every unit of h
+      barrier.wait();  // the next step's product reads every unit of h
     }
   });
   const S* h_last = T % 2 == 0 ? h_first : h_second;
@@ -319,7 +331,7 @@ void direction_backward(const DirectionRun<S>& run, const S* in,
   const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
   const bool relu = run.cell == CellKind::RnnRelu;
 
-  std::vector<S> state(static_cast<std::size_t>(5 * NH), S(0));
+  Buffer<S> state(static_cast<std::size_t>(5 * NH), S(0));
   S* const dh_first = state.data();
   S* const dh_second = dh_first + NH;
   S* const dc_first = dh_second + NH;
@@ -335,7 +347,7 @@ void direction_backward(const DirectionRun<S>& run, const S* in,
 
   const double step_flops = 2.0 * static_cast<double>(N) * gh * H;
   const int threads = time_loop_threads(step_flops, w_hh_packed.chunks());
-  parallel_team(threads, [&](int thread, int team) {
+  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
     const UnitRange u = unit_range(w_hh_packed, H, thread, team);
     const int64_t j0 = u.begin, n = u.count();
     Buffer<S> scratch(static_cast<std::size_t>(w_hh_packed.scratch_size(N)));
@@ -391,7 +403,7 @@ void direction_backward(const DirectionRun<S>& run, const S* in,
       }
       // The product below reads every unit's gate gradients. Nothing else needs a barrier: each
       // thread only reads and writes its own units of dh, dc and dh_next.
-      team_barrier(team);
+      barrier.wait();
       w_hh_packed.multiply(dgh_t, gh, N, dh_next, H, true, u.chunk_begin, u.chunk_end,
                            scratch.data());
       std::swap(dh, dh_next);

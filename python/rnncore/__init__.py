@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from . import reference
-from ._core import get_num_threads, set_num_threads
+from ._core import cache_info, empty_cache, get_num_threads, set_num_threads
 from .grads import clip_grad_norm, global_norm, per_step_grad_norms
 from .io import ModelFileError, load
 from .layers import GRU, LSTM, RNN, ForwardCache, Gradients
@@ -48,6 +48,8 @@ __all__ = [
     "reference",
     "get_num_threads",
     "set_num_threads",
+    "empty_cache",
+    "cache_info",
     "build_info",
     "__version__",
 ]

@@ -50,17 +50,23 @@ class Case:
     layers: int = 1
     threads: int = 1
     mode: str = "inference"  # or "training"
+    input_size: Optional[int] = None  # None: the hidden size
+
+    @property
+    def inputs(self) -> int:
+        return self.hidden if self.input_size is None else self.input_size
 
     @property
     def name(self) -> str:
+        shape = f"{self.hidden}x{self.batch}x{self.steps}" + (f"x{self.inputs}" if self.inputs != self.hidden else "")
         extra = ("/bi" if self.bidirectional else "") + (f"/l{self.layers}" if self.layers > 1 else "")
-        return f"{self.mode[:5]} {self.cell} {self.hidden}x{self.batch}x{self.steps}{extra} t{self.threads}"
+        return f"{self.mode[:5]} {self.cell} {shape}{extra} t{self.threads}"
 
     def forward_flops(self) -> float:
         directions = 2 if self.bidirectional else 1
         total = 0.0
         for layer in range(self.layers):
-            width = self.hidden if layer == 0 else directions * self.hidden
+            width = self.inputs if layer == 0 else directions * self.hidden
             total += directions * 2.0 * self.steps * self.batch * GATES[self.cell] * self.hidden * (width + self.hidden)
         return total
 
@@ -145,12 +151,12 @@ def _rnncore_model(case: Case):
     import rnncore as rc
 
     cls = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[case.cell]
-    return cls(case.hidden, case.hidden, num_layers=case.layers, bidirectional=case.bidirectional, seed=0)
+    return cls(case.inputs, case.hidden, num_layers=case.layers, bidirectional=case.bidirectional, seed=0)
 
 
 def _torch_model(torch, case: Case, state_dict):
     cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[case.cell]
-    model = cls(case.hidden, case.hidden, num_layers=case.layers, bidirectional=case.bidirectional)
+    model = cls(case.inputs, case.hidden, num_layers=case.layers, bidirectional=case.bidirectional)
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(torch.from_numpy(state_dict[name]))
@@ -173,7 +179,7 @@ def _ort_session(torch, ort, model, x, threads: int):
 def _runners(case: Case, torch, ort, notes: list) -> dict:
     """{implementation: zero-argument callable running one forward (or training step)}."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((case.steps, case.batch, case.hidden)).astype(np.float32)
+    x = rng.standard_normal((case.steps, case.batch, case.inputs)).astype(np.float32)
     directions = 2 if case.bidirectional else 1
     grad_y = np.ones((case.steps, case.batch, directions * case.hidden), np.float32)
     model = _rnncore_model(case)
@@ -218,7 +224,7 @@ def _runners(case: Case, torch, ort, notes: list) -> dict:
 def _memory(case: Case, torch) -> dict:
     """Bytes kept for backward, per step per layer: rnncore's cache and what autograd saves."""
     model = _rnncore_model(case)
-    x = np.zeros((case.steps, case.batch, case.hidden), np.float32)
+    x = np.zeros((case.steps, case.batch, case.inputs), np.float32)
     _, _, cache = model.forward(x)
     per = float(case.steps * case.layers)
     out = {"rnncore": cache.nbytes / per}
@@ -385,12 +391,14 @@ def write_png(results: list[Result], path: str) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------- command line
-def _parse_shapes(text: str) -> list[tuple[int, int, int]]:
+def _parse_shapes(text: str) -> list[tuple[int, ...]]:
+    """HxNxT or HxNxTxI items (hidden, batch, steps[, input size]), comma-separated."""
     shapes = []
     for item in text.split(","):
         parts = item.lower().split("x")
-        if len(parts) != 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            raise argparse.ArgumentTypeError(f"--shapes: expected HxNxT[,HxNxT...] with positive integers, got {item!r}")
+        if len(parts) not in (3, 4) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+            raise argparse.ArgumentTypeError(
+                f"--shapes: expected HxNxT or HxNxTxI items, comma-separated, with positive integers, got {item!r}")
         shapes.append(tuple(int(p) for p in parts))
     return shapes
 
@@ -408,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rnncore bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true",
                    help="issue 3's grid: 8 shapes x 3 cells x uni/bi x 1 and 2 threads, plus 2-layer stacks")
-    p.add_argument("--shapes", type=_parse_shapes, help="HxNxT,... (hidden, batch, steps; input = hidden)")
+    p.add_argument("--shapes", type=_parse_shapes, help="HxNxT[xI],... (hidden, batch, steps[, input size; default = hidden])")
     p.add_argument("--cells", type=lambda s: _parse_list(s, CELLS), help="rnn,lstm,gru")
     p.add_argument("--threads", type=lambda s: _parse_list(s, None, int), help="thread counts, e.g. 1,2")
     p.add_argument("--modes", type=lambda s: _parse_list(s, ("inference", "training")),
@@ -438,11 +446,13 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
     for t in threads:
         for mode in modes:
             for cell in cells:
-                for (h, n, steps) in shapes:
+                for shape in shapes:
+                    h, n, steps = shape[:3]
+                    inputs = shape[3] if len(shape) > 3 else None
                     for bi in directions:
-                        layer_counts = args.layers or ([1, 2] if args.full and (h, n, steps) == (256, 32, 100) else [1])
+                        layer_counts = args.layers or ([1, 2] if args.full and shape == (256, 32, 100) else [1])
                         for layers in layer_counts:
-                            cases.append(Case(cell, h, n, steps, bi, layers, t, mode))
+                            cases.append(Case(cell, h, n, steps, bi, layers, t, mode, inputs))
     return cases
 
 

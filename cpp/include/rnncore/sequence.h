@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "rnncore/cell.h"
+#include "rnncore/memory.h"
 
 namespace rnncore {
 
@@ -49,31 +50,6 @@ struct ModelConfig {
   }
 };
 
-// std::allocator whose resize() leaves new elements uninitialised: the kernels write every
-// element of their workspaces before reading it, and zero-filling megabytes per call (plus the
-// page faults it triggers) cost several percent of a training step.
-template <typename T>
-struct UninitializedAllocator : std::allocator<T> {
-  template <typename U>
-  struct rebind {
-    using other = UninitializedAllocator<U>;
-  };
-  UninitializedAllocator() noexcept = default;
-  template <typename U>
-  UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
-  template <typename U>
-  void construct(U* p) noexcept(std::is_nothrow_default_constructible<U>::value) {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <typename U, typename... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-
-// A workspace or cache array (see UninitializedAllocator).
-template <typename S>
-using Buffer = std::vector<S, UninitializedAllocator<S>>;
 
 template <typename S>
 struct DirectionWeights {

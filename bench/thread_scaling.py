@@ -1,0 +1,119 @@
+"""Does a second thread ever make rnncore slower? A sweep over small and medium shapes.
+
+    python bench/thread_scaling.py                      # the default grid, ~3 minutes
+    python bench/thread_scaling.py --cells gru --hidden 64,256 --batch 1,16 --steps 100
+    python bench/thread_scaling.py --json out.json
+
+For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interleaved (1, 2, 1,
+2, ...), and prints the medians and the speed-up t1/t2. Rows where the second thread loses more
+than --tolerance (default 5%, the noise of these machines) are flagged "SLOWER"; the exit code
+is 1 when any is. Input size = hidden size. Issue 3's rule: two threads never slower than one;
+at small sizes the kernels must pick fewer threads rather than lose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import rnncore as rc
+
+
+def _ints(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def _sample(fn, min_seconds: float) -> float:
+    start = time.perf_counter()
+    calls = 0
+    while True:
+        fn()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return elapsed / calls
+
+
+def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: int,
+            min_seconds: float) -> dict:
+    model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](hidden, hidden, seed=0)
+    x = np.random.default_rng(0).standard_normal((steps, batch, hidden)).astype(np.float32)
+    grad_y = np.ones((steps, batch, hidden), np.float32)
+
+    def call():
+        if mode == "inference":
+            model(x)
+        else:
+            _, _, cache = model.forward(x)
+            model.backward(cache, grad_y)
+
+    samples = {1: [], 2: []}
+    for threads in (1, 2):  # warm-up at each count
+        rc.set_num_threads(threads)
+        call()
+    for _ in range(rounds):
+        for threads in (1, 2):
+            rc.set_num_threads(threads)
+            samples[threads].append(_sample(call, min_seconds))
+    t1, t2 = statistics.median(samples[1]), statistics.median(samples[2])
+    return {"cell": cell, "hidden": hidden, "batch": batch, "steps": steps, "mode": mode,
+            "ms_1_thread": t1 * 1e3, "ms_2_threads": t2 * 1e3, "speedup": t1 / t2}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cells", default="rnn,lstm,gru")
+    p.add_argument("--hidden", type=_ints, default=[32, 64, 128, 256])
+    p.add_argument("--batch", type=_ints, default=[1, 4, 16, 64])
+    p.add_argument("--steps", type=_ints, default=[100])
+    p.add_argument("--modes", default="inference,training")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case (median)")
+    p.add_argument("--min-time", type=float, default=0.03, help="seconds per timed sample")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="flag rows where 2 threads are more than this fraction slower")
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    cells = [c for c in args.cells.split(",") if c]
+    modes = [m for m in args.modes.split(",") if m]
+    for c in cells:
+        if c not in ("rnn", "lstm", "gru"):
+            p.error(f"--cells: expected a subset of rnn,lstm,gru, got {c!r}")
+    for m in modes:
+        if m not in ("inference", "training"):
+            p.error(f"--modes: expected a subset of inference,training, got {m!r}")
+
+    rows = []
+    print(f"{'case':34s} {'1 thread ms':>12s} {'2 threads ms':>13s} {'speed-up':>9s}")
+    for mode in modes:
+        for cell in cells:
+            for h in args.hidden:
+                for n in args.batch:
+                    for t in args.steps:
+                        r = measure(cell, h, n, t, mode, args.rounds, args.min_time)
+                        r["slower"] = r["speedup"] < 1.0 - args.tolerance
+                        rows.append(r)
+                        name = f"{mode[:5]} {cell} {h}x{n}x{t}"
+                        flag = "  SLOWER" if r["slower"] else ""
+                        print(f"{name:34s} {r['ms_1_thread']:12.3f} {r['ms_2_threads']:13.3f} "
+                              f"{r['speedup']:9.2f}{flag}", flush=True)
+    slower = [r for r in rows if r["slower"]]
+    speedups = [r["speedup"] for r in rows]
+    print(f"# {len(rows)} cases: speed-up min {min(speedups):.2f}, median "
+          f"{statistics.median(speedups):.2f}, max {max(speedups):.2f}; "
+          f"{len(slower)} slower than 1 thread by more than {args.tolerance:.0%}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "tolerance": args.tolerance, "build": rc.build_info()}, f, indent=1)
+    return 1 if slower else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
