@@ -108,7 +108,11 @@ RowVec<S> folded_bias(const DirectionRun<S>& run) {
 // Measured ~10-20% above Eigen's GEMM at these shapes, which packs both operands on every call
 // and splits the columns, not the rows, across threads.
 constexpr int64_t kRowBlock = 96;
-constexpr double kMinProductFlopsPerThread = 4.0e6;
+// A thread per 16 MFLOP (~150 us on one core): a second thread must first pull the packed
+// operand from the other core's cache and leaves its share of the output in its own, and on a
+// shared 2-core VM it is sometimes late to start; at 4 MFLOP a GRU 128x1x100 forward ran 0.8x of
+// one thread with two.
+constexpr double kMinProductFlopsPerThread = 16.0e6;
 
 template <typename S>
 void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, int64_t a_stride,
