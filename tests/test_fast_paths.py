@@ -157,8 +157,9 @@ def test_benchmark_harness_runs_without_peers(tmp_path):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_products_split_across_two_threads_match_reference(cell, threads):
-    # T*N = 12*43 = 516 rows, H = 100: the hoisted input product and dL/dx split their rows over
-    # two threads in uneven row blocks (516 is not a multiple of the 8-row tile), the weight
-    # gradients split their 100..400 gate rows (> 8 MFLOP), and the time loop splits its units.
+    # T*N = 24*43 = 1032 rows, H = 100, I = 150: the hoisted input product and dL/dx (>= 31 MFLOP)
+    # split their rows over two threads in uneven shares (1032 rows is not an even number of
+    # 8-row tiles per thread), the weight gradients (>= 20 MFLOP) split their 100..400 gate rows,
+    # and the LSTM's and GRU's time loops split their units.
     _core.set_num_threads(2)
-    check_against_reference(cell, input_size=150, hidden_size=100, steps=12, batch=43)
+    check_against_reference(cell, input_size=150, hidden_size=100, steps=24, batch=43)
