@@ -49,22 +49,7 @@ std::size_t TrainingCache<S>::nbytes() const noexcept {
 namespace {
 
 template <typename S>
-using RowMatrix = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-template <typename S>
-using MatView = Eigen::Map<RowMatrix<S>, Eigen::Unaligned, Eigen::OuterStride<>>;
-template <typename S>
-using ConstMatView = Eigen::Map<const RowMatrix<S>, Eigen::Unaligned, Eigen::OuterStride<>>;
-template <typename S>
 using RowVec = Eigen::Matrix<S, 1, Eigen::Dynamic>;
-
-template <typename S>
-MatView<S> view(S* data, int64_t rows, int64_t cols) {
-  return MatView<S>(data, rows, cols, Eigen::OuterStride<>(cols));
-}
-template <typename S>
-ConstMatView<S> view(const S* data, int64_t rows, int64_t cols) {
-  return ConstMatView<S>(data, rows, cols, Eigen::OuterStride<>(cols));
-}
 
 template <typename S>
 void copy_rows(const S* src, S* dst, int64_t count) {
