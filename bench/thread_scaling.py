@@ -1,11 +1,12 @@
 """Does a second thread ever make rnncore slower? A sweep over small and medium shapes.
 
-    python bench/thread_scaling.py                      # the default grid, ~3 minutes
+    python bench/thread_scaling.py                      # the default grid, ~40 s
     python bench/thread_scaling.py --cells gru --hidden 64,256 --batch 1,16 --steps 100
     python bench/thread_scaling.py --json out.json
 
-For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interleaved (1, 2, 1,
-2, ...), and prints the medians and the speed-up t1/t2. Rows where the second thread loses more
+For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interleaved the way
+bench/compare.py interleaves its peers (rnncore.benchmark.measure_interleaved), and prints the
+medians and the speed-up t1/t2. Rows where the second thread loses more
 than --tolerance (default 5%, the noise of these machines) are flagged "SLOWER"; the exit code
 is 1 when any is. Input size = hidden size. Issue 3's rule: two threads never slower than one;
 at small sizes the kernels must pick fewer threads rather than lose.
@@ -17,11 +18,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import numpy as np
 
 import rnncore as rc
+from rnncore.benchmark import measure_interleaved
 
 
 def _ints(text: str) -> list[int]:
@@ -31,41 +32,28 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _sample(fn, min_seconds: float) -> float:
-    start = time.perf_counter()
-    calls = 0
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return elapsed / calls
-
-
 def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: int,
             min_seconds: float) -> dict:
     model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](hidden, hidden, seed=0)
     x = np.random.default_rng(0).standard_normal((steps, batch, hidden)).astype(np.float32)
     grad_y = np.ones((steps, batch, hidden), np.float32)
 
-    def call():
-        if mode == "inference":
-            model(x)
-        else:
-            _, _, cache = model.forward(x)
-            model.backward(cache, grad_y)
+    def at(threads: int):
+        def call():
+            rc.set_num_threads(threads)  # ~0.1 us: nothing beside the calls it times
+            if mode == "inference":
+                model(x)
+            else:
+                _, _, cache = model.forward(x)
+                model.backward(cache, grad_y)
+        return call
 
-    samples = {1: [], 2: []}
-    for threads in (1, 2):  # warm-up at each count
-        rc.set_num_threads(threads)
-        call()
-    for _ in range(rounds):
-        for threads in (1, 2):
-            rc.set_num_threads(threads)
-            samples[threads].append(_sample(call, min_seconds))
-    t1, t2 = statistics.median(samples[1]), statistics.median(samples[2])
+    # No pause between samples: there is no peer whose thread pool must park first, and a pause
+    # would let the second core go idle, timing its wake-up rather than the kernels.
+    seconds = measure_interleaved({1: at(1), 2: at(2)}, rounds, min_seconds, settle_seconds=0.0)
     return {"cell": cell, "hidden": hidden, "batch": batch, "steps": steps, "mode": mode,
-            "ms_1_thread": t1 * 1e3, "ms_2_threads": t2 * 1e3, "speedup": t1 / t2}
+            "ms_1_thread": seconds[1] * 1e3, "ms_2_threads": seconds[2] * 1e3,
+            "speedup": seconds[1] / seconds[2]}
 
 
 def main(argv=None) -> int:

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-__all__ = ["Case", "main", "run_cases", "format_table", "QUICK_SHAPES", "FULL_SHAPES"]
+__all__ = ["Case", "main", "run_cases", "measure_interleaved", "format_table", "QUICK_SHAPES", "FULL_SHAPES"]
 
 # (hidden H, batch N, steps T); input size = H.
 FULL_SHAPES = [(256, 32, 100), (512, 64, 50), (1024, 16, 25), (128, 1, 1000), (64, 8, 200),
@@ -247,7 +247,7 @@ def _memory(case: Case, torch) -> dict:
     return out
 
 
-def _measure(runners: dict, repeats: int, min_seconds: float, settle_seconds: float = 0.05) -> dict:
+def measure_interleaved(runners: dict, repeats: int, min_seconds: float, settle_seconds: float = 0.05) -> dict:
     """Median seconds per call per implementation, the implementations interleaved per round."""
     inner = {}
     for name, fn in runners.items():
@@ -285,7 +285,7 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
     for case in cases:
         _set_threads(case.threads, torch)
         runners = _runners(case, torch, ort, notes)
-        medians = _measure(runners, repeats, min_seconds)
+        medians = measure_interleaved(runners, repeats, min_seconds)
         result = Result(case, {k: v * 1e3 for k, v in medians.items()}, peaks[case.threads])
         if case.mode == "training":
             result.memory = _memory(case, torch)

@@ -18,10 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <stdexcept>
-#include <type_traits>
-#include <utility>
 #include <vector>
 
 #include "rnncore/cell.h"
@@ -49,7 +46,6 @@ struct ModelConfig {
            num_layers == o.num_layers && bidirectional == o.bidirectional && bias == o.bias;
   }
 };
-
 
 template <typename S>
 struct DirectionWeights {
