@@ -3,6 +3,7 @@
     python bench/thread_scaling.py                      # the default grid, ~40 s
     python bench/thread_scaling.py --cells gru --hidden 64,256 --batch 1,16 --steps 100
     python bench/thread_scaling.py --json out.json
+    python bench/thread_scaling.py --layers 2           # stacks: the wavefront over layers
 
 For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interleaved the way
 bench/compare.py interleaves its peers (rnncore.benchmark.measure_interleaved), and prints the
@@ -33,8 +34,9 @@ def _ints(text: str) -> list[int]:
 
 
 def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: int,
-            min_seconds: float) -> dict:
-    model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](hidden, hidden, seed=0)
+            min_seconds: float, layers: int = 1) -> dict:
+    model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](hidden, hidden, num_layers=layers,
+                                                                  seed=0)
     x = np.random.default_rng(0).standard_normal((steps, batch, hidden)).astype(np.float32)
     grad_y = np.ones((steps, batch, hidden), np.float32)
 
@@ -51,8 +53,8 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
     # No pause between samples: there is no peer whose thread pool must park first, and a pause
     # would let the second core go idle, timing its wake-up rather than the kernels.
     seconds = measure_interleaved({1: at(1), 2: at(2)}, rounds, min_seconds, settle_seconds=0.0)
-    return {"cell": cell, "hidden": hidden, "batch": batch, "steps": steps, "mode": mode,
-            "ms_1_thread": seconds[1] * 1e3, "ms_2_threads": seconds[2] * 1e3,
+    return {"cell": cell, "hidden": hidden, "batch": batch, "steps": steps, "layers": layers,
+            "mode": mode, "ms_1_thread": seconds[1] * 1e3, "ms_2_threads": seconds[2] * 1e3,
             "speedup": seconds[1] / seconds[2]}
 
 
@@ -62,6 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=_ints, default=[32, 64, 128, 256])
     p.add_argument("--batch", type=_ints, default=[1, 4, 16, 64])
     p.add_argument("--steps", type=_ints, default=[100])
+    p.add_argument("--layers", type=_ints, default=[1], help="stacked layers, e.g. 1,2")
     p.add_argument("--modes", default="inference,training")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case (median)")
     p.add_argument("--min-time", type=float, default=0.03, help="seconds per timed sample")
@@ -85,13 +88,14 @@ def main(argv=None) -> int:
             for h in args.hidden:
                 for n in args.batch:
                     for t in args.steps:
-                        r = measure(cell, h, n, t, mode, args.rounds, args.min_time)
-                        r["slower"] = r["speedup"] < 1.0 - args.tolerance
-                        rows.append(r)
-                        name = f"{mode[:5]} {cell} {h}x{n}x{t}"
-                        flag = "  SLOWER" if r["slower"] else ""
-                        print(f"{name:34s} {r['ms_1_thread']:12.3f} {r['ms_2_threads']:13.3f} "
-                              f"{r['speedup']:9.2f}{flag}", flush=True)
+                        for layers in args.layers:
+                            r = measure(cell, h, n, t, mode, args.rounds, args.min_time, layers)
+                            r["slower"] = r["speedup"] < 1.0 - args.tolerance
+                            rows.append(r)
+                            name = f"{mode[:5]} {cell} {h}x{n}x{t}" + (f" L{layers}" if layers > 1 else "")
+                            flag = "  SLOWER" if r["slower"] else ""
+                            print(f"{name:34s} {r['ms_1_thread']:12.3f} {r['ms_2_threads']:13.3f} "
+                                  f"{r['speedup']:9.2f}{flag}", flush=True)
     slower = [r for r in rows if r["slower"]]
     speedups = [r["speedup"] for r in rows]
     print(f"# {len(rows)} cases: speed-up min {min(speedups):.2f}, median "

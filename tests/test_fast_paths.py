@@ -163,3 +163,78 @@ def test_products_split_across_two_threads_match_reference(cell, threads):
     # and the LSTM's and GRU's time loops split their units.
     _core.set_num_threads(2)
     check_against_reference(cell, input_size=150, hidden_size=100, steps=24, batch=43)
+
+
+@pytest.fixture
+def wavefront_setting(monkeypatch):
+    """Sets RNNCORE_WAVEFRONT (read on every call) for one test."""
+
+    def set_to(value):
+        monkeypatch.setenv("RNNCORE_WAVEFRONT", value)
+
+    return set_to
+
+
+def wavefront_threads(model, steps, batch):
+    from rnncore._compiled import CELL_CODES
+
+    return _core.wavefront_threads(CELL_CODES[model.cell], model.input_size, model.hidden_size,
+                                   model.num_layers, model.bidirectional, steps, batch,
+                                   np.dtype(model.dtype).name)
+
+
+# Stacks the wavefront runs (2 threads): chunks of 8+ rows over 2-4 layers, batch 1 (the
+# 1-2-row product kernel in the time loop), 3 (chunks of 3 steps) and 6 (uneven shares of
+# T = 29 steps), and layers that do not divide among the threads.
+WAVEFRONT_SHAPES = [(2, 1, 50, 9, 32), (3, 3, 29, 17, 17), (4, 6, 29, 5, 20)]
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("layers,batch,steps,input_size,hidden_size", WAVEFRONT_SHAPES)
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+def test_wavefront_over_layers_is_bitwise_the_layer_by_layer_result(
+        cell, layers, batch, steps, input_size, hidden_size, with_lengths, threads, wavefront_setting):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((steps, batch, input_size)).astype(np.float32)
+    lengths = rng.integers(1, steps + 1, size=batch) if with_lengths else None
+    model = model_for(cell, input_size, hidden_size, np.float32, num_layers=layers)
+    _core.set_num_threads(1)
+    wavefront_setting("0")
+    assert wavefront_threads(model, steps, batch) == 1
+    layer_by_layer = forward_backward(model, x, lengths)
+    _core.set_num_threads(2)
+    wavefront_setting("1")
+    assert wavefront_threads(model, steps, batch) == 2
+    wavefront = forward_backward(model, x, lengths)
+    # Same products over the same rows in the same order, and one thread per weight gradient:
+    # equal bit for bit, not just close.
+    for key in layer_by_layer:
+        np.testing.assert_array_equal(wavefront[key], layer_by_layer[key], err_msg=key)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
+def test_wavefront_matches_reference(cell, threads, wavefront_setting):
+    _core.set_num_threads(2)
+    wavefront_setting("1")
+    check_against_reference(cell, input_size=11, hidden_size=24, steps=40, batch=2, num_layers=3,
+                            lengths=[40, 23])
+
+
+def test_wavefront_is_used_only_where_it_can_run(threads, wavefront_setting):
+    lstm = model_for("lstm", 64, 64, np.float32, num_layers=2)
+    _core.set_num_threads(2)
+    wavefront_setting("")  # by size
+    assert wavefront_threads(lstm, 96, 1) == 2  # measured 1.5x of one thread
+    assert wavefront_threads(lstm, 8, 1) == 1  # too few steps for the pipeline
+    assert wavefront_threads(model_for("rnn_tanh", 16, 16, np.float32, num_layers=2), 50, 1) == 1
+    assert wavefront_threads(model_for("lstm", 512, 512, np.float32, num_layers=2), 50, 64) == 1
+    assert wavefront_threads(model_for("lstm", 64, 64, np.float32), 96, 1) == 1  # one layer
+    bidirectional = model_for("lstm", 64, 64, np.float32, num_layers=2, bidirectional=True)
+    assert wavefront_threads(bidirectional, 96, 1) == 1
+    wavefront_setting("0")
+    assert wavefront_threads(lstm, 96, 1) == 1
+    _core.set_num_threads(1)
+    wavefront_setting("1")
+    assert wavefront_threads(lstm, 96, 1) == 1
+    with pytest.raises(ValueError, match="steps and batch"):
+        _core.wavefront_threads(2, 4, 4, 2, False, 0, 1)

@@ -529,6 +529,21 @@ PYBIND11_MODULE(_core, m) {
                                   steps, batch);
   });
   m.def(
+      "wavefront_threads",
+      [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
+         int64_t steps, int64_t batch, const std::string& dtype) {
+        const ModelConfig c =
+            make_config(cell, input_size, hidden_size, num_layers, bidirectional, true);
+        if (steps <= 0 || batch <= 0) throw py::value_error("steps and batch must be positive");
+        if (dtype == "float32") return rnncore::wavefront_threads<float>(c, steps, batch);
+        if (dtype == "float64") return rnncore::wavefront_threads<double>(c, steps, batch);
+        throw py::value_error("dtype: expected float32 or float64, got " + dtype);
+      },
+      py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
+      py::arg("bidirectional"), py::arg("steps"), py::arg("batch"), py::arg("dtype") = "float32",
+      "Threads a forward/backward call of this shape runs its layers on as a wavefront (1: layer "
+      "after layer); see rnncore/sequence.h.");
+  m.def(
       "gemm_gflops",
       [](int64_t rows, int64_t cols, int64_t depth, int repeats) {
         // C[rows, cols] = A[rows, depth] * B[cols, depth]^T in float32 through Eigen, at the

@@ -4,7 +4,10 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <exception>
 #include <string>
 
@@ -98,6 +101,8 @@ constexpr int64_t kRowBlock = 96;
 // shared 2-core VM it is sometimes late to start; at 4 MFLOP a GRU 128x1x100 forward ran 0.8x of
 // one thread with two.
 constexpr double kMinProductFlopsPerThread = 16.0e6;
+// Rows (steps * batch) of one wavefront chunk's input projection, at least.
+constexpr int64_t kWavefrontMinRows = 8;
 
 template <typename S>
 void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, int64_t a_stride,
@@ -111,15 +116,20 @@ void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, 
     threads = static_cast<int>(std::max(1.0, std::min({by_work, static_cast<double>(units),
                                                         static_cast<double>(max_threads())})));
   }
+  // Allocated here, where a failure can throw: nothing inside the team may.
+  std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
+  for (auto& buf : scratch) {
+    buf.resize(static_cast<std::size_t>(b.scratch_size(std::min(kRowBlock, rows))));
+  }
   parallel_team(threads, [&](int thread, int team, StepBarrier&) {
     const int64_t begin = std::min(rows, units * thread / team * unit);
     const int64_t end = std::min(rows, units * (thread + 1) / team * unit);
-    Buffer<S> scratch(static_cast<std::size_t>(b.scratch_size(std::min(kRowBlock, end - begin))));
+    S* thread_scratch = scratch[static_cast<std::size_t>(thread)].data();
     for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
       const int64_t n = std::min(kRowBlock, end - r0);
       S* o = out + r0 * out_stride;
       b.multiply(a + r0 * a_stride, a_stride, n, o, out_stride, accumulate, 0, b.chunks(),
-                 scratch.data());
+                 thread_scratch);
       if (bias != nullptr) {
         for (int64_t r = 0; r < n; ++r) {
           Eigen::Map<RowVec<S>>(o + r * out_stride, cols) += Eigen::Map<const RowVec<S>>(bias, cols);
@@ -184,103 +194,113 @@ UnitRange unit_range(const detail::PackedPanels<S>& packed, int64_t H, int threa
           std::min(H, detail::PackedPanels<S>::chunk_begin(c1))};
 }
 
+// One (layer, direction) forward pass, in three parts so that a wavefront over stacked layers
+// can run it a chunk of steps at a time: project() the inputs of some steps (the hoisted input
+// GEMM), then run_steps() over them, then finish(). Everything is allocated and packed by the
+// constructor, before any thread team starts: nothing inside the time loop allocates or throws.
 template <typename S>
-void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, const S* c0, S* out,
-                       int64_t out_stride, S* h_n, S* c_n,
-                       typename TrainingCache<S>::Direction* cache) {
-  const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
-  const int64_t rows = T * N, NH = N * H, G = gate_count(run.cell);
-  const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
-  const bool relu = run.cell == CellKind::RnnRelu;
+class ForwardPass {
+ public:
+  ForwardPass(const DirectionRun<S>& run, const S* h0, const S* c0,
+              typename TrainingCache<S>::Direction* cache)
+      : run_(run), cache_(cache) {
+    const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
+    const int64_t rows = T * N, NH = N * H, G = gate_count(run.cell);
+    const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
+    Buffer<S>& gates = cache != nullptr ? cache->gates : local_gates_;
+    gates.resize(static_cast<std::size_t>(rows * gh));
+    gates_ = gates.data();
 
-  Buffer<S> local_gates;
-  Buffer<S>& gates_buf = cache != nullptr ? cache->gates : local_gates;
-  gates_buf.resize(static_cast<std::size_t>(rows * gh));
-  S* gates = gates_buf.data();
+    w_ih_t_.pack(run.w.w_ih, run.input_size, true, run.input_size, G, H);
+    if (run.w.b_ih != nullptr || run.w.b_hh != nullptr) bias_ = folded_bias(run);
+    b_hn_ = (gru && run.w.b_hh != nullptr) ? run.w.b_hh + 2 * H : nullptr;
+    // W_hh^T packed once: B[k, g*H + j] = W_hh[g*H + j, k], one panel group per gate.
+    w_hh_t_.pack(run.w.w_hh, H, true, H, G, H);
 
-  // Hoisted input projection: one product over all T*N rows instead of T small ones.
-  {
-    const int64_t I = run.input_size;
-    const S* w_ih = run.w.w_ih;
-    detail::PackedPanels<S> w_ih_t;
-    w_ih_t.pack(w_ih, I, true, I, G, H);
-    const bool has_bias = run.w.b_ih != nullptr || run.w.b_hh != nullptr;
-    const RowVec<S> bias = has_bias ? folded_bias(run) : RowVec<S>();
-    packed_product(w_ih_t, gh, in, I, rows, gates, gh, false, has_bias ? bias.data() : nullptr);
-  }
-  const S* b_hn = (gru && run.w.b_hh != nullptr) ? run.w.b_hh + 2 * H : nullptr;
+    // Two state buffers used in turn, step s reading the one of parity s (a row that is masked
+    // out copies its old value over).
+    state_.assign(static_cast<std::size_t>(4 * NH), S(0));
+    if (h0 != nullptr) copy_rows(h0, h_buffer(0), NH);
+    if (lstm && c0 != nullptr) copy_rows(c0, c_buffer(0), NH);
 
-  // W_hh^T packed once: B[k, g*H + j] = W_hh[g*H + j, k], one panel group per gate.
-  detail::PackedPanels<S> w_hh_t;
-  const S* w_hh = run.w.w_hh;
-  w_hh_t.pack(w_hh, H, true, H, G, H);
-
-  // Two state buffers swapped each step (a row that is masked out copies its old value over).
-  Buffer<S> state(static_cast<std::size_t>(4 * NH), S(0));
-  S* const h_first = state.data();
-  S* const h_second = h_first + NH;
-  S* const c_first = h_second + NH;
-  S* const c_second = c_first + NH;
-  if (h0 != nullptr) copy_rows(h0, h_first, NH);
-  if (lstm && c0 != nullptr) copy_rows(c0, c_first, NH);
-
-  Buffer<S> hidden_proj(gru ? static_cast<std::size_t>(N * gh) : 0);
-  Buffer<S> step_scratch;  // tanh(c') or W_hn h + b_hn when nothing is cached
-  if (cache != nullptr) {
-    cache->h_prev.resize(static_cast<std::size_t>(rows * H));
-    if (lstm) {
-      cache->c_prev.resize(static_cast<std::size_t>(rows * H));
-      cache->tanh_c.resize(static_cast<std::size_t>(rows * H));
+    if (gru) hidden_proj_.resize(static_cast<std::size_t>(N * gh));
+    if (cache != nullptr) {
+      cache->h_prev.resize(static_cast<std::size_t>(rows * H));
+      if (lstm) {
+        cache->c_prev.resize(static_cast<std::size_t>(rows * H));
+        cache->tanh_c.resize(static_cast<std::size_t>(rows * H));
+      }
+      if (gru) cache->hn.resize(static_cast<std::size_t>(rows * H));
+    } else if (lstm || gru) {
+      step_scratch_.resize(static_cast<std::size_t>(NH));  // tanh(c') or W_hn h + b_hn
     }
-    if (gru) cache->hn.resize(static_cast<std::size_t>(rows * H));
-  } else if (lstm || gru) {
-    step_scratch.resize(static_cast<std::size_t>(NH));
   }
 
-  const double step_flops = 2.0 * static_cast<double>(N) * gh * H;
-  const int threads = time_loop_threads(step_flops, w_hh_t.chunks());
-  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
-    const UnitRange u = unit_range(w_hh_t, H, thread, team);
+  // Recurrent-product work of one step, and the units it splits into.
+  double step_flops() const {
+    return 2.0 * static_cast<double>(run_.batch) * run_.gate_rows() * run_.hidden_size;
+  }
+  int64_t chunks() const { return w_hh_t_.chunks(); }
+  // Scratch, per thread, that run_steps needs.
+  std::size_t scratch_size() const {
+    return static_cast<std::size_t>(w_hh_t_.scratch_size(run_.batch));
+  }
+
+  // The input projection (plus folded bias) of time steps [t0, t1), from in [T, N, input_size].
+  // Runs on the calling thread when called inside a parallel region, else may use a team.
+  void project(const S* in, int64_t t0, int64_t t1) {
+    const int64_t N = run_.batch, I = run_.input_size, gh = run_.gate_rows();
+    packed_product(w_ih_t_, gh, in + t0 * N * I, I, (t1 - t0) * N, gates_ + t0 * N * gh, gh, false,
+                   bias_.size() > 0 ? bias_.data() : nullptr);
+  }
+
+  // Steps s in [s0, s1) (processing order), thread `thread` of `team` taking its share of the
+  // hidden units; the steps' projections must be done. `scratch` holds scratch_size() elements.
+  void run_steps(int64_t s0, int64_t s1, S* out, int64_t out_stride, int thread, int team,
+                 StepBarrier& barrier, S* scratch) {
+    const int64_t N = run_.batch, H = run_.hidden_size, gh = run_.gate_rows(), NH = N * H;
+    const bool lstm = run_.cell == CellKind::Lstm, gru = run_.cell == CellKind::Gru;
+    const bool relu = run_.cell == CellKind::RnnRelu;
+    const UnitRange u = unit_range(w_hh_t_, H, thread, team);
     const int64_t j0 = u.begin, n = u.count();
-    Buffer<S> scratch(static_cast<std::size_t>(w_hh_t.scratch_size(N)));
-    S* h = h_first;
-    S* h_next = h_second;
-    S* c = c_first;
-    S* c_next = c_second;
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = run.time_of(s);
-      S* gates_t = gates + t * N * gh;
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t t = run_.time_of(s);
+      S* h = h_buffer(s % 2);
+      S* h_next = h_buffer(1 - s % 2);
+      S* c = c_buffer(s % 2);
+      S* c_next = c_buffer(1 - s % 2);
+      S* gates_t = gates_ + t * N * gh;
       S* tanh_c_t = nullptr;
       S* hn_t = nullptr;
-      if (cache != nullptr) {
+      if (cache_ != nullptr) {
         for (int64_t b = 0; b < N; ++b) {
-          copy_rows(h + b * H + j0, cache->h_prev.data() + t * NH + b * H + j0, n);
-          if (lstm) copy_rows(c + b * H + j0, cache->c_prev.data() + t * NH + b * H + j0, n);
+          copy_rows(h + b * H + j0, cache_->h_prev.data() + t * NH + b * H + j0, n);
+          if (lstm) copy_rows(c + b * H + j0, cache_->c_prev.data() + t * NH + b * H + j0, n);
         }
-        if (lstm) tanh_c_t = cache->tanh_c.data() + t * NH;
-        if (gru) hn_t = cache->hn.data() + t * NH;
+        if (lstm) tanh_c_t = cache_->tanh_c.data() + t * NH;
+        if (gru) hn_t = cache_->hn.data() + t * NH;
       } else {
-        tanh_c_t = hn_t = step_scratch.data();
+        tanh_c_t = hn_t = step_scratch_.data();
       }
 
       if (gru) {
-        w_hh_t.multiply(h, H, N, hidden_proj.data(), gh, false, u.chunk_begin, u.chunk_end,
-                        scratch.data());
+        w_hh_t_.multiply(h, H, N, hidden_proj_.data(), gh, false, u.chunk_begin, u.chunk_end,
+                         scratch);
       } else {
-        w_hh_t.multiply(h, H, N, gates_t, gh, true, u.chunk_begin, u.chunk_end, scratch.data());
+        w_hh_t_.multiply(h, H, N, gates_t, gh, true, u.chunk_begin, u.chunk_end, scratch);
       }
 
       for (int64_t b = 0; b < N; ++b) {
         S* y_part = out + (t * N + b) * out_stride + j0;
         const int64_t o = b * H + j0;
-        if (!run.active(t, b)) {
+        if (!run_.active(t, b)) {
           copy_rows(h + o, h_next + o, n);
           if (lstm) copy_rows(c + o, c_next + o, n);
           std::fill(y_part, y_part + n, S(0));
           continue;
         }
         S* g = gates_t + b * gh + j0;
-        switch (run.cell) {
+        switch (run_.cell) {
           case CellKind::RnnTanh:
           case CellKind::RnnRelu:
             cell::rnn_forward_part(n, relu, g, h_next + o);
@@ -289,71 +309,114 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
             cell::lstm_forward_part(n, H, g, c + o, c_next + o, tanh_c_t + o, h_next + o);
             break;
           case CellKind::Gru:
-            cell::gru_forward_part(n, H, g, hidden_proj.data() + b * gh + j0,
-                                   b_hn != nullptr ? b_hn + j0 : nullptr, h + o, hn_t + o,
+            cell::gru_forward_part(n, H, g, hidden_proj_.data() + b * gh + j0,
+                                   b_hn_ != nullptr ? b_hn_ + j0 : nullptr, h + o, hn_t + o,
                                    h_next + o);
             break;
         }
         copy_rows(h_next + o, y_part, n);
       }
-      std::swap(h, h_next);
-      std::swap(c, c_next);
       barrier.wait();  // the next step's product reads every unit of h
     }
+  }
+
+  // The final state, after all T steps have run.
+  void finish(S* h_n, S* c_n) {
+    const int64_t NH = run_.batch * run_.hidden_size;
+    const int parity = static_cast<int>(run_.steps % 2);
+    if (h_n != nullptr) copy_rows(h_buffer(parity), h_n, NH);
+    if (run_.cell == CellKind::Lstm && c_n != nullptr) copy_rows(c_buffer(parity), c_n, NH);
+  }
+
+ private:
+  S* h_buffer(int64_t parity) { return state_.data() + parity * run_.batch * run_.hidden_size; }
+  S* c_buffer(int64_t parity) {
+    return state_.data() + (2 + parity) * run_.batch * run_.hidden_size;
+  }
+
+  DirectionRun<S> run_;
+  typename TrainingCache<S>::Direction* cache_;
+  Buffer<S> local_gates_, state_, hidden_proj_, step_scratch_;
+  S* gates_ = nullptr;
+  detail::PackedPanels<S> w_ih_t_, w_hh_t_;
+  RowVec<S> bias_;
+  const S* b_hn_ = nullptr;
+};
+
+template <typename S>
+void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, const S* c0, S* out,
+                       int64_t out_stride, S* h_n, S* c_n,
+                       typename TrainingCache<S>::Direction* cache) {
+  ForwardPass<S> pass(run, h0, c0, cache);
+  // Hoisted input projection: one product over all T*N rows instead of T small ones.
+  pass.project(in, 0, run.steps);
+  const int threads = time_loop_threads(pass.step_flops(), pass.chunks());
+  std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
+  for (auto& s : scratch) s.resize(pass.scratch_size());
+  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
+    pass.run_steps(0, run.steps, out, out_stride, thread, team, barrier,
+                   scratch[static_cast<std::size_t>(thread)].data());
   });
-  const S* h_last = T % 2 == 0 ? h_first : h_second;
-  const S* c_last = T % 2 == 0 ? c_first : c_second;
-  if (h_n != nullptr) copy_rows(h_last, h_n, NH);
-  if (lstm && c_n != nullptr) copy_rows(c_last, c_n, NH);
+  pass.finish(h_n, c_n);
 }
 
+// One (layer, direction) of BPTT, in parts like ForwardPass: run_steps() over chunks of steps in
+// reverse processing order, then finish() (dL/dh0, dL/dc0) and weight_gradients().
 // grad_in_gates / grad_hidden_gates [T*N, G*H] receive dL/d(W_ih x + b_ih) and
 // dL/d(W_hh h + b_hh); they are the same buffer except for the GRU.
 template <typename S>
-void direction_backward(const DirectionRun<S>& run, const S* in,
-                        const typename TrainingCache<S>::Direction& cache, const S* grad_out,
-                        int64_t grad_out_stride, const S* grad_h_n, const S* grad_c_n,
-                        S* grad_in_gates, S* grad_hidden_gates, S* grad_h0, S* grad_c0,
-                        const DirectionGrads<S>& grads) {
-  const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
-  const int64_t rows = T * N, NH = N * H, G = gate_count(run.cell);
-  const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
-  const bool relu = run.cell == CellKind::RnnRelu;
+class BackwardPass {
+ public:
+  BackwardPass(const DirectionRun<S>& run, const typename TrainingCache<S>::Direction& cache,
+               const S* grad_h_n, const S* grad_c_n, S* grad_in_gates, S* grad_hidden_gates)
+      : run_(run),
+        cache_(cache),
+        grad_in_gates_(grad_in_gates),
+        grad_hidden_gates_(grad_hidden_gates) {
+    const int64_t N = run.batch, H = run.hidden_size, gh = run.gate_rows(), NH = N * H;
+    state_.assign(static_cast<std::size_t>(5 * NH), S(0));
+    // Processing step s reads dh and dc of parity (T - 1 - s) % 2: the first step reads buffer 0.
+    if (grad_h_n != nullptr) copy_rows(grad_h_n, dh_buffer(0), NH);
+    if (run.cell == CellKind::Lstm && grad_c_n != nullptr) copy_rows(grad_c_n, dc_buffer(0), NH);
+    // W_hh packed once: B[k, j] = W_hh[k, j], k over the G*H gate rows, j over the H units.
+    w_hh_packed_.pack(run.w.w_hh, H, false, gh, 1, H);
+  }
 
-  Buffer<S> state(static_cast<std::size_t>(5 * NH), S(0));
-  S* const dh_first = state.data();
-  S* const dh_second = dh_first + NH;
-  S* const dc_first = dh_second + NH;
-  S* const dc_second = dc_first + NH;
-  S* const dh_total = dc_second + NH;
-  if (grad_h_n != nullptr) copy_rows(grad_h_n, dh_first, NH);
-  if (lstm && grad_c_n != nullptr) copy_rows(grad_c_n, dc_first, NH);
+  double step_flops() const {
+    return 2.0 * static_cast<double>(run_.batch) * run_.gate_rows() * run_.hidden_size;
+  }
+  int64_t chunks() const { return w_hh_packed_.chunks(); }
+  std::size_t scratch_size() const {
+    return static_cast<std::size_t>(w_hh_packed_.scratch_size(run_.batch));
+  }
 
-  // W_hh packed once: B[k, j] = W_hh[k, j], k over the G*H gate rows, j over the H units.
-  detail::PackedPanels<S> w_hh_packed;
-  const S* w_hh = run.w.w_hh;
-  w_hh_packed.pack(w_hh, H, false, gh, 1, H);
-
-  const double step_flops = 2.0 * static_cast<double>(N) * gh * H;
-  const int threads = time_loop_threads(step_flops, w_hh_packed.chunks());
-  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
-    const UnitRange u = unit_range(w_hh_packed, H, thread, team);
+  // Processing steps s = s1 - 1 down to s0, thread `thread` of `team` taking its share of the
+  // hidden units. grad_out [T, N, *] (row stride grad_out_stride) is dL/d(this pass's output), or
+  // nullptr; its rows for these steps must be ready.
+  void run_steps(int64_t s0, int64_t s1, const S* grad_out, int64_t grad_out_stride, int thread,
+                 int team, StepBarrier& barrier, S* scratch) {
+    const int64_t T = run_.steps, N = run_.batch, H = run_.hidden_size, gh = run_.gate_rows();
+    const int64_t NH = N * H, G = gate_count(run_.cell);
+    const bool lstm = run_.cell == CellKind::Lstm, gru = run_.cell == CellKind::Gru;
+    const bool relu = run_.cell == CellKind::RnnRelu;
+    const UnitRange u = unit_range(w_hh_packed_, H, thread, team);
     const int64_t j0 = u.begin, n = u.count();
-    Buffer<S> scratch(static_cast<std::size_t>(w_hh_packed.scratch_size(N)));
-    S* dh = dh_first;
-    S* dh_next = dh_second;
-    S* dc = dc_first;
-    S* dc_next = dc_second;
-    for (int64_t s = T - 1; s >= 0; --s) {
-      const int64_t t = run.time_of(s);
-      const S* gates_t = cache.gates.data() + t * N * gh;
-      S* dgi_t = grad_in_gates + t * N * gh;
-      S* dgh_t = grad_hidden_gates + t * N * gh;
+    S* const dh_total = state_.data() + 4 * NH;
+    for (int64_t s = s1 - 1; s >= s0; --s) {
+      const int64_t t = run_.time_of(s);
+      const int64_t parity = (T - 1 - s) % 2;
+      S* dh = dh_buffer(parity);
+      S* dh_next = dh_buffer(1 - parity);
+      S* dc = dc_buffer(parity);
+      S* dc_next = dc_buffer(1 - parity);
+      const S* gates_t = cache_.gates.data() + t * N * gh;
+      S* dgi_t = grad_in_gates_ + t * N * gh;
+      S* dgh_t = grad_hidden_gates_ + t * N * gh;
       for (int64_t b = 0; b < N; ++b) {
         const int64_t o = b * H + j0;
         S* dgi = dgi_t + b * gh + j0;
         S* dgh = dgh_t + b * gh + j0;
-        if (!run.active(t, b)) {
+        if (!run_.active(t, b)) {
           // The state passed through unchanged, and so does its gradient.
           for (int64_t k = 0; k < G; ++k) {
             std::fill(dgi + k * H, dgi + k * H + n, S(0));
@@ -371,21 +434,21 @@ void direction_backward(const DirectionRun<S>& run, const S* in,
           copy_rows(dh + o, dht, n);
         }
         const S* g = gates_t + b * gh + j0;
-        switch (run.cell) {
+        switch (run_.cell) {
           case CellKind::RnnTanh:
           case CellKind::RnnRelu:
             cell::rnn_backward_part(n, relu, g, dht, dgi);
             std::fill(dh_next + o, dh_next + o + n, S(0));
             break;
           case CellKind::Lstm:
-            cell::lstm_backward_part(n, H, g, cache.c_prev.data() + t * NH + o,
-                                     cache.tanh_c.data() + t * NH + o, dht, dc + o, dgi,
+            cell::lstm_backward_part(n, H, g, cache_.c_prev.data() + t * NH + o,
+                                     cache_.tanh_c.data() + t * NH + o, dht, dc + o, dgi,
                                      dc_next + o);
             std::fill(dh_next + o, dh_next + o + n, S(0));
             break;
           case CellKind::Gru:
-            cell::gru_backward_part(n, H, g, cache.hn.data() + t * NH + o,
-                                    cache.h_prev.data() + t * NH + o, dht, dgi, dgh,
+            cell::gru_backward_part(n, H, g, cache_.hn.data() + t * NH + o,
+                                    cache_.h_prev.data() + t * NH + o, dht, dgi, dgh,
                                     dh_next + o);
             break;
         }
@@ -393,31 +456,70 @@ void direction_backward(const DirectionRun<S>& run, const S* in,
       // The product below reads every unit's gate gradients. Nothing else needs a barrier: each
       // thread only reads and writes its own units of dh, dc and dh_next.
       barrier.wait();
-      w_hh_packed.multiply(dgh_t, gh, N, dh_next, H, true, u.chunk_begin, u.chunk_end,
-                           scratch.data());
-      std::swap(dh, dh_next);
-      std::swap(dc, dc_next);
+      w_hh_packed_.multiply(dgh_t, gh, N, dh_next, H, true, u.chunk_begin, u.chunk_end, scratch);
     }
-  });
-  const S* dh_last = T % 2 == 0 ? dh_first : dh_second;
-  const S* dc_last = T % 2 == 0 ? dc_first : dc_second;
-  if (grad_h0 != nullptr) copy_rows(dh_last, grad_h0, NH);
-  if (lstm && grad_c0 != nullptr) copy_rows(dc_last, grad_c0, NH);
+    // (the next call's first step reads only this thread's units of dh: no barrier needed)
+  }
 
-  // Weight gradients as one GEMM each over all T*N rows (oneDNN's merged-GEMM trick).
-  weight_gradient(rows, gh, run.input_size, static_cast<const S*>(grad_in_gates), in, grads.w_ih);
-  weight_gradient(rows, gh, H, static_cast<const S*>(grad_hidden_gates), cache.h_prev.data(),
-                  grads.w_hh);
-  // Bias gradients as row sums added row by row (contiguous, vectorised), not colwise().sum(),
-  // which walks the row-major array column by column.
-  const auto sum_rows = [&](const S* data, S* sum) {
-    Eigen::Map<RowVec<S>> total(sum, gh);
-    total.setZero();
-    for (int64_t r = 0; r < rows; ++r) total += Eigen::Map<const RowVec<S>>(data + r * gh, gh);
-  };
-  if (grads.b_ih != nullptr) sum_rows(grad_in_gates, grads.b_ih);
-  if (grads.b_hh != nullptr) sum_rows(grad_hidden_gates, grads.b_hh);
+  // dL/dh0 and dL/dc0, after every step has run.
+  void finish(S* grad_h0, S* grad_c0) {
+    const int64_t NH = run_.batch * run_.hidden_size;
+    const int64_t parity = run_.steps % 2;
+    if (grad_h0 != nullptr) copy_rows(dh_buffer(parity), grad_h0, NH);
+    if (run_.cell == CellKind::Lstm && grad_c0 != nullptr) copy_rows(dc_buffer(parity), grad_c0, NH);
+  }
+
+  // Weight gradients as one GEMM each over all T*N rows (oneDNN's merged-GEMM trick), from the
+  // pass's input `in` [T*N, input_size].
+  void weight_gradients(const S* in, const DirectionGrads<S>& grads) const {
+    const int64_t rows = run_.steps * run_.batch, gh = run_.gate_rows();
+    weight_gradient(rows, gh, run_.input_size, static_cast<const S*>(grad_in_gates_), in,
+                    grads.w_ih);
+    weight_gradient(rows, gh, run_.hidden_size, static_cast<const S*>(grad_hidden_gates_),
+                    cache_.h_prev.data(), grads.w_hh);
+    // Bias gradients as row sums added row by row (contiguous, vectorised), not colwise().sum(),
+    // which walks the row-major array column by column.
+    const auto sum_rows = [&](const S* data, S* sum) {
+      Eigen::Map<RowVec<S>> total(sum, gh);
+      total.setZero();
+      for (int64_t r = 0; r < rows; ++r) total += Eigen::Map<const RowVec<S>>(data + r * gh, gh);
+    };
+    if (grads.b_ih != nullptr) sum_rows(grad_in_gates_, grads.b_ih);
+    if (grads.b_hh != nullptr) sum_rows(grad_hidden_gates_, grads.b_hh);
+  }
+
+ private:
+  S* dh_buffer(int64_t parity) { return state_.data() + parity * run_.batch * run_.hidden_size; }
+  S* dc_buffer(int64_t parity) {
+    return state_.data() + (2 + parity) * run_.batch * run_.hidden_size;
+  }
+
+  DirectionRun<S> run_;
+  const typename TrainingCache<S>::Direction& cache_;
+  S* grad_in_gates_;
+  S* grad_hidden_gates_;
+  Buffer<S> state_;  // dh (2), dc (2), dh + dL/dy
+  detail::PackedPanels<S> w_hh_packed_;
+};
+
+template <typename S>
+void direction_backward(const DirectionRun<S>& run, const S* in,
+                        const typename TrainingCache<S>::Direction& cache, const S* grad_out,
+                        int64_t grad_out_stride, const S* grad_h_n, const S* grad_c_n,
+                        S* grad_in_gates, S* grad_hidden_gates, S* grad_h0, S* grad_c0,
+                        const DirectionGrads<S>& grads) {
+  BackwardPass<S> pass(run, cache, grad_h_n, grad_c_n, grad_in_gates, grad_hidden_gates);
+  const int threads = time_loop_threads(pass.step_flops(), pass.chunks());
+  std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
+  for (auto& s : scratch) s.resize(pass.scratch_size());
+  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
+    pass.run_steps(0, run.steps, grad_out, grad_out_stride, thread, team, barrier,
+                   scratch[static_cast<std::size_t>(thread)].data());
+  });
+  pass.finish(grad_h0, grad_c0);
+  pass.weight_gradients(in, grads);
 }
+
 
 void check_weights(const ModelConfig& config, std::size_t count) {
   config.validate();
@@ -454,6 +556,155 @@ DirectionRun<S> make_run(const ModelConfig& config, const DirectionWeights<S>& w
 
 }  // namespace
 
+// Wavefront over stacked layers: layer k runs on thread k % team, a chunk of steps at a time,
+// chunk c of layer k starting once layer k-1 has finished its chunk c. Where one layer's time
+// loop is too small to split across threads (small H and N), this keeps every core busy, and
+// each layer's weights stay in its own core's cache. Only for unidirectional stacks: a reverse
+// direction needs the whole sequence of the layer below before its first step.
+struct WavefrontPlan {
+  int threads = 1;  // 1: run the layers one after the other
+  int64_t chunk_steps = 0, chunks = 0;
+};
+
+// RNNCORE_WAVEFRONT=0 turns the wavefront off, =1 uses it wherever it can run (unidirectional,
+// >= 2 layers, >= 2 threads, enough steps); unset or anything else decides by size.
+int wavefront_setting() noexcept {
+  const char* value = std::getenv("RNNCORE_WAVEFRONT");
+  if (value != nullptr && value[0] != '\0' && value[1] == '\0') {
+    if (value[0] == '0') return 0;
+    if (value[0] == '1') return 1;
+  }
+  return -1;
+}
+
+// Chunks big enough that each one's input projection is a real product (>= 8 rows, a
+// micro-kernel's row block) and many enough (~8 per layer) that filling and draining the
+// pipeline costs little. When to use it was measured on a 2-core Zen 4 (bench/README.md):
+//  - not for calls under ~100 us on one thread (estimated at kWavefrontStepSeconds per step plus
+//    the work at kWavefrontFlopRate): starting the team and filling the pipeline cost more
+//    (RNN 16x1x50, 2 layers: 0.35x of one thread), and at 50-100 us the gain (GRU 32x1x100,
+//    2 layers: 1.27x alone) turned into a loss (0.72-0.79x) when calls at one and two threads
+//    alternated in one process;
+//  - where a layer's own time loop already splits across the team, only while its steps are
+//    small (< kWavefrontMaxStepFlops) and the layers divide evenly among the threads: LSTM
+//    512x64x50, 2 layers, ran 1.95x of one thread layer by layer and 1.64x as a wavefront, whose
+//    chunked input products are less efficient; 3 layers on 2 threads leave a thread idle a third
+//    of the time.
+constexpr double kWavefrontMinSeconds = 100e-6;
+constexpr double kWavefrontStepSeconds = 0.15e-6;
+constexpr double kWavefrontFlopRate = 50e9;
+constexpr double kWavefrontMaxStepFlops = 4e6;
+
+template <typename S>
+WavefrontPlan plan_wavefront(const ModelConfig& config, int64_t steps, int64_t batch) {
+  WavefrontPlan plan;
+  const int64_t L = config.num_layers, H = config.hidden_size;
+  if (config.directions() != 1 || L < 2 || in_parallel() || max_threads() < 2) return plan;
+  const int setting = wavefront_setting();
+  if (setting == 0) return plan;
+  const int team = static_cast<int>(std::min<int64_t>(L, max_threads()));
+  const int64_t chunk_steps =
+      std::max((kWavefrontMinRows + batch - 1) / batch, (steps + 8 * L - 1) / (8 * L));
+  const int64_t chunks = (steps + chunk_steps - 1) / chunk_steps;
+  if (chunks < 2 * L) return plan;
+  if (setting != 1) {
+    const double gh = static_cast<double>(config.gates()) * static_cast<double>(H);
+    const double step_flops = 2.0 * static_cast<double>(batch) * gh * static_cast<double>(H);
+    double one_thread = 0.0;
+    for (int64_t k = 0; k < L; ++k) {
+      const double flops =
+          step_flops + 2.0 * static_cast<double>(batch) * gh * config.layer_input_size(k);
+      one_thread += static_cast<double>(steps) * (kWavefrontStepSeconds + flops / kWavefrontFlopRate);
+    }
+    if (one_thread < kWavefrontMinSeconds) return plan;
+    const int64_t parts = (H + detail::PackedPanels<S>::kPanel - 1) / detail::PackedPanels<S>::kPanel;
+    if (time_loop_threads(step_flops, parts) >= team &&
+        (L % team != 0 || step_flops > kWavefrontMaxStepFlops)) {
+      return plan;
+    }
+  }
+  plan.threads = team;
+  plan.chunk_steps = chunk_steps;
+  plan.chunks = chunks;
+  return plan;
+}
+
+// What the threads of a wavefront share: per layer, the chunks it has finished (its outputs up
+// to there published with release), and whether any thread failed. Each counter has a cache
+// line of its own, away from any thread's stack: a waiter polls it, and a line that the other
+// thread also wrote every step would cost a coherence miss per step (a 2-layer LSTM 64x1x96
+// training step ran at 1.0x or 1.45x of one thread from one process to the next).
+class WavefrontProgress {
+ public:
+  explicit WavefrontProgress(int64_t layers) : counters_(static_cast<std::size_t>(layers) + 1) {}
+  int64_t done(int64_t layer) const noexcept {
+    return counters_[static_cast<std::size_t>(layer)].value.load(std::memory_order_acquire);
+  }
+  void publish(int64_t layer, int64_t chunks) noexcept {
+    counters_[static_cast<std::size_t>(layer)].value.store(chunks, std::memory_order_release);
+  }
+  // Waits until `layer` has finished more than `chunks` chunks; false if a thread failed.
+  bool wait_for(int64_t layer, int64_t chunks) const noexcept {
+    spin_until([&] { return done(layer) > chunks || failed(); });
+    return !failed();
+  }
+  bool failed() const noexcept {
+    return counters_.back().value.load(std::memory_order_relaxed) != 0;
+  }
+  // Records the current exception, the first one only, and releases every waiter.
+  void fail() noexcept {
+    int64_t expected = 0;
+    if (counters_.back().value.compare_exchange_strong(expected, 1)) {
+      failure_ = std::current_exception();
+    }
+  }
+  void rethrow_failure() const {
+    if (failure_) std::rethrow_exception(failure_);
+  }
+
+ private:
+  struct alignas(64) Counter {
+    std::atomic<int64_t> value{0};
+  };
+  std::vector<Counter> counters_;  // one per layer, then the failure flag
+  std::exception_ptr failure_;
+};
+
+template <typename S>
+void wavefront_forward(const WavefrontPlan& plan, std::vector<std::unique_ptr<ForwardPass<S>>>& passes,
+                       const std::vector<const S*>& inputs, const std::vector<S*>& outputs,
+                       int64_t out_width, int64_t steps) {
+  const int64_t L = static_cast<int64_t>(passes.size());
+  std::vector<Buffer<S>> scratch(static_cast<std::size_t>(L));
+  for (int64_t k = 0; k < L; ++k) scratch[k].resize(passes[k]->scratch_size());
+  auto progress = std::make_unique<WavefrontProgress>(L);
+  parallel_team(plan.threads, [&](int thread, int team, StepBarrier&) {
+    StepBarrier alone(1);
+    // Every thread walks the (layer, chunk) grid by diagonals: all an item waits for lies on an
+    // earlier diagonal, so the walk cannot deadlock whatever the team size.
+    for (int64_t diagonal = 0; diagonal < plan.chunks + L - 1; ++diagonal) {
+      for (int64_t k = thread; k < L; k += team) {
+        const int64_t c = diagonal - k;
+        if (c < 0 || c >= plan.chunks) continue;
+        if (k > 0 && !progress->wait_for(k - 1, c)) return;
+        if (progress->failed()) return;
+        // Even shares: no short last chunk (a product of <= 2 rows would take another kernel,
+        // and round differently from the layer-by-layer path).
+        const int64_t s0 = steps * c / plan.chunks, s1 = steps * (c + 1) / plan.chunks;
+        try {
+          passes[k]->project(inputs[k], s0, s1);
+        } catch (...) {
+          progress->fail();
+          return;
+        }
+        passes[k]->run_steps(s0, s1, outputs[k], out_width, 0, 1, alone, scratch[k].data());
+        progress->publish(k, c + 1);
+      }
+    }
+  });
+  progress->rethrow_failure();
+}
+
 template <typename S>
 void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                       int64_t steps, int64_t batch, const S* x, const S* h0, const S* c0,
@@ -474,9 +725,42 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
     cache->directions_.assign(static_cast<std::size_t>(L * D), {});
     cache->layer_inputs_[0].assign(x, x + steps * batch * config.input_size);
   }
-  // Outputs of the layers below the top: kept in the cache when training, else ping-ponged.
+  const S* first_input = cache != nullptr ? cache->layer_inputs_[0].data() : x;
+
+  const WavefrontPlan plan = plan_wavefront<S>(config, steps, batch);
+  if (plan.threads > 1) {
+    // Every layer's output is needed at once: the cache's layer inputs when training, else
+    // buffers of their own.
+    std::vector<Buffer<S>> between(cache != nullptr ? 0 : static_cast<std::size_t>(L - 1));
+    std::vector<const S*> inputs(static_cast<std::size_t>(L));
+    std::vector<S*> outputs(static_cast<std::size_t>(L));
+    std::vector<std::unique_ptr<ForwardPass<S>>> passes(static_cast<std::size_t>(L));
+    for (int64_t k = 0; k < L; ++k) {
+      inputs[k] = k == 0 ? first_input : outputs[k - 1];
+      if (k + 1 < L) {
+        Buffer<S>& next = cache != nullptr ? cache->layer_inputs_[k + 1] : between[k];
+        next.resize(static_cast<std::size_t>(steps * batch * out_width));
+        outputs[k] = next.data();
+      } else {
+        outputs[k] = y;
+      }
+      const DirectionRun<S> run = make_run(config, weights[k], k, 0, steps, batch, lengths);
+      passes[k] = std::make_unique<ForwardPass<S>>(
+          run, h0 != nullptr ? h0 + k * NH : nullptr, lstm && c0 != nullptr ? c0 + k * NH : nullptr,
+          cache != nullptr ? &cache->directions_[k] : nullptr);
+    }
+    wavefront_forward(plan, passes, inputs, outputs, out_width, steps);
+    for (int64_t k = 0; k < L; ++k) {
+      passes[k]->finish(h_n != nullptr ? h_n + k * NH : nullptr,
+                        lstm && c_n != nullptr ? c_n + k * NH : nullptr);
+    }
+    return;
+  }
+
+  // Layer after layer. Outputs of the layers below the top: kept in the cache when training,
+  // else ping-ponged.
   Buffer<S> ping, pong;
-  const S* in = cache != nullptr ? cache->layer_inputs_[0].data() : x;
+  const S* in = first_input;
   for (int64_t k = 0; k < L; ++k) {
     S* out = y;
     if (k + 1 < L) {
@@ -497,6 +781,83 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
   }
 }
 
+// BPTT as a wavefront (see plan_wavefront): layer k on thread k % team, chunks of steps from
+// the last one down, chunk c of layer k starting once layer k+1 has finished its chunk c and
+// computed dL/d(its input) for those steps. Each thread computes its layers' weight gradients
+// as soon as their last chunk is done, while the layers below are still running.
+template <typename S>
+void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
+                        const std::vector<DirectionWeights<S>>& weights,
+                        const TrainingCache<S>& cache,
+                        const std::vector<Buffer<S>>& layer_inputs,
+                        const std::vector<typename TrainingCache<S>::Direction>& directions,
+                        const S* grad_y, const S* grad_h_n, const S* grad_c_n, S* grad_x,
+                        S* grad_h0, S* grad_c0, const std::vector<DirectionGrads<S>>& grads) {
+  const int64_t L = config.num_layers, T = cache.steps(), N = cache.batch(), H = config.hidden_size;
+  const int64_t rows = T * N, NH = N * H, gh = config.gates() * H;
+  const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
+  const int64_t* lengths = cache.has_lengths() ? cache.lengths().data() : nullptr;
+  const auto at = [](int64_t k) { return static_cast<std::size_t>(k); };
+
+  // Per layer: gate gradients, dL/d(its input) (for k > 0: dL/d(layer k-1's output); for
+  // k = 0: grad_x), W_ih packed for that product, the pass and its scratch.
+  std::vector<Buffer<S>> grad_in_gates(at(L)), grad_hidden_gates(at(gru ? L : 0));
+  std::vector<Buffer<S>> grad_between(at(L - 1)), scratch(at(L));
+  std::vector<detail::PackedPanels<S>> w_ih_packed(at(L));
+  std::vector<std::unique_ptr<BackwardPass<S>>> passes(at(L));
+  for (int64_t k = 0; k < L; ++k) {
+    grad_in_gates[at(k)].resize(static_cast<std::size_t>(rows * gh));
+    if (gru) grad_hidden_gates[at(k)].resize(static_cast<std::size_t>(rows * gh));
+    if (k + 1 < L) grad_between[at(k)].resize(static_cast<std::size_t>(rows * H));
+    const int64_t in_width = config.layer_input_size(k);
+    w_ih_packed[at(k)].pack(weights[at(k)].w_ih, in_width, false, gh, 1, in_width);
+    const DirectionRun<S> run = make_run(config, weights[at(k)], k, 0, T, N, lengths);
+    S* dgi = grad_in_gates[at(k)].data();
+    passes[at(k)] = std::make_unique<BackwardPass<S>>(
+        run, directions[at(k)], grad_h_n != nullptr ? grad_h_n + k * NH : nullptr,
+        lstm && grad_c_n != nullptr ? grad_c_n + k * NH : nullptr, dgi,
+        gru ? grad_hidden_gates[at(k)].data() : dgi);
+    scratch[at(k)].resize(passes[at(k)]->scratch_size());
+  }
+
+  // Progress counts a layer's chunks from the last one, dL/d(its input) included.
+  auto progress = std::make_unique<WavefrontProgress>(L);
+  parallel_team(plan.threads, [&](int thread, int team, StepBarrier&) {
+    StepBarrier alone(1);
+    for (int64_t diagonal = 0; diagonal < plan.chunks + L - 1; ++diagonal) {
+      for (int64_t k = L - 1; k >= 0; --k) {
+        if (k % team != thread) continue;
+        const int64_t done_chunks = diagonal - (L - 1 - k);
+        if (done_chunks < 0 || done_chunks >= plan.chunks) continue;
+        if (k + 1 < L && !progress->wait_for(k + 1, done_chunks)) return;
+        if (progress->failed()) return;
+        const int64_t c = plan.chunks - 1 - done_chunks;
+        const int64_t s0 = T * c / plan.chunks, s1 = T * (c + 1) / plan.chunks;
+        try {
+          const S* grad_out = k + 1 < L ? grad_between[at(k)].data() : grad_y;
+          passes[at(k)]->run_steps(s0, s1, grad_out, H, 0, 1, alone, scratch[at(k)].data());
+          const int64_t in_width = config.layer_input_size(k);
+          S* grad_in = k > 0 ? grad_between[at(k - 1)].data() : grad_x;
+          packed_product(w_ih_packed[at(k)], in_width,
+                         static_cast<const S*>(grad_in_gates[at(k)].data()) + s0 * N * gh, gh,
+                         (s1 - s0) * N, grad_in + s0 * N * in_width, in_width, false,
+                         static_cast<const S*>(nullptr));
+          progress->publish(k, done_chunks + 1);
+          if (done_chunks + 1 == plan.chunks) {
+            passes[at(k)]->finish(grad_h0 != nullptr ? grad_h0 + k * NH : nullptr,
+                                  lstm && grad_c0 != nullptr ? grad_c0 + k * NH : nullptr);
+            passes[at(k)]->weight_gradients(layer_inputs[at(k)].data(), grads[at(k)]);
+          }
+        } catch (...) {
+          progress->fail();
+          return;
+        }
+      }
+    }
+  });
+  progress->rethrow_failure();
+}
+
 template <typename S>
 void sequence_backward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                        const TrainingCache<S>& cache, const S* grad_y, const S* grad_h_n,
@@ -515,6 +876,14 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
   const int64_t* lengths = cache.has_lengths() ? cache.lengths_.data() : nullptr;
 
+  const WavefrontPlan plan = plan_wavefront<S>(config, T, N);
+  if (plan.threads > 1) {
+    wavefront_backward(plan, config, weights, cache, cache.layer_inputs_, cache.directions_, grad_y, grad_h_n, grad_c_n, grad_x, grad_h0,
+                       grad_c0, grads);
+    return;
+  }
+
+  // Layer after layer, top down.
   std::vector<Buffer<S>> grad_in_gates(D), grad_hidden_gates(gru ? D : 0);
   for (int d = 0; d < D; ++d) {
     grad_in_gates[d].resize(static_cast<std::size_t>(rows * gh));
@@ -555,6 +924,13 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   }
 }
 
+template <typename S>
+int wavefront_threads(const ModelConfig& config, int64_t steps, int64_t batch) {
+  config.validate();
+  check_lengths(nullptr, steps, batch);
+  return plan_wavefront<S>(config, steps, batch).threads;
+}
+
 template class TrainingCache<float>;
 template class TrainingCache<double>;
 
@@ -565,7 +941,8 @@ template class TrainingCache<double>;
   template void sequence_backward<S>(const ModelConfig&,                                         \
                                      const std::vector<DirectionWeights<S>>&,                    \
                                      const TrainingCache<S>&, const S*, const S*, const S*, S*,  \
-                                     S*, S*, const std::vector<DirectionGrads<S>>&);
+                                     S*, S*, const std::vector<DirectionGrads<S>>&);             \
+  template int wavefront_threads<S>(const ModelConfig&, int64_t, int64_t);
 
 RNNCORE_INSTANTIATE(float)
 RNNCORE_INSTANTIATE(double)

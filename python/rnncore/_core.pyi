@@ -45,6 +45,16 @@ def backward(
 def forward_flops(
     cell: int, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, steps: int, batch: int
 ) -> float: ...
+def wavefront_threads(
+    cell: int,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    bidirectional: bool,
+    steps: int,
+    batch: int,
+    dtype: str = "float32",
+) -> int: ...
 def build_info() -> dict[str, Any]: ...
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None: ...

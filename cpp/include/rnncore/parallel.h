@@ -82,6 +82,29 @@ inline int time_loop_threads(double step_flops, long long parts) noexcept {
 #endif
 }
 
+namespace detail {
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+}  // namespace detail
+
+// Waits until ready() is true: ~2000 pauses (some tens of microseconds), then yielding the CPU
+// between checks, for the reasons StepBarrier gives below.
+template <typename Ready>
+void spin_until(Ready&& ready) noexcept {
+  for (int spin = 0; !ready(); ++spin) {
+    if (spin < 2000) {
+      detail::cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
 // The per-step barrier of a time loop run by parallel_team: a sense-reversing counter barrier
 // that spins briefly and then yields the CPU.
 //
@@ -113,7 +136,7 @@ class StepBarrier {
     // two threads that each have a core, far shorter than a scheduler time slice.
     for (int spin = 0; generation_.load(std::memory_order_acquire) == generation; ++spin) {
       if (spin < kSpins) {
-        cpu_relax();
+        detail::cpu_relax();
       } else {
         std::this_thread::yield();
       }
@@ -122,13 +145,6 @@ class StepBarrier {
 
  private:
   static constexpr int kSpins = 2000;
-  static void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    asm volatile("yield" ::: "memory");
-#endif
-  }
 
   int threads_;
   alignas(64) std::atomic<int> arrived_{0};

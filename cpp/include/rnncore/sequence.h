@@ -120,6 +120,15 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
                        const S* grad_c_n, S* grad_x, S* grad_h0, S* grad_c0,
                        const std::vector<DirectionGrads<S>>& grads);
 
+// Threads that sequence_forward and sequence_backward would run this call's layers on as a
+// wavefront (layer k on thread k % team, chunks of steps pipelined from layer to layer), or 1
+// when the layers run one after the other (each layer then threads its own time loop). Only a
+// unidirectional stack of >= 2 layers with >= 2 threads and enough steps qualifies; by default
+// it is used where measured faster, RNNCORE_WAVEFRONT=1 uses it wherever it qualifies and
+// RNNCORE_WAVEFRONT=0 never. Results are the same bit for bit either way.
+template <typename S>
+int wavefront_threads(const ModelConfig& config, int64_t steps, int64_t batch);
+
 // The floating-point operations of one forward pass (multiply-adds count 2), for GFLOP/s.
 double forward_flops(const ModelConfig& config, int64_t steps, int64_t batch) noexcept;
 

@@ -1,0 +1,163 @@
+// Whole-sequence kernels through the C++ API (sequence.h): the wavefront over stacked layers
+// against the layer-by-layer path, and when it is chosen.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "rnncore/parallel.h"
+#include "rnncore/sequence.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace {
+
+using rnncore::CellKind;
+using rnncore::ModelConfig;
+
+// Sets RNNCORE_WAVEFRONT and the OpenMP thread count for one scope.
+class Setting {
+ public:
+  Setting(const char* wavefront, int threads) {
+    setenv("RNNCORE_WAVEFRONT", wavefront, 1);
+#ifdef _OPENMP
+    before_ = omp_get_max_threads();
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+  }
+  ~Setting() {
+    unsetenv("RNNCORE_WAVEFRONT");
+#ifdef _OPENMP
+    omp_set_num_threads(before_);
+#endif
+  }
+
+ private:
+  int before_ = 1;
+};
+
+struct Result {
+  std::vector<float> y, h_n, c_n, grad_x, grad_h0, grad_c0;
+  std::vector<std::vector<float>> grads;  // per layer: w_ih, w_hh, b_ih, b_hh
+};
+
+Result run(const ModelConfig& config, int64_t T, int64_t N, const std::vector<int64_t>& lengths) {
+  std::mt19937 gen(3);
+  std::normal_distribution<float> normal(0.0f, 0.5f);
+  const auto random = [&](int64_t n) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& e : v) e = normal(gen);
+    return v;
+  };
+  const int64_t L = config.num_layers, H = config.hidden_size, gh = config.gates() * H;
+  std::vector<std::vector<float>> params;
+  std::vector<rnncore::DirectionWeights<float>> weights;
+  for (int64_t k = 0; k < L; ++k) {
+    params.push_back(random(gh * config.layer_input_size(k)));
+    params.push_back(random(gh * H));
+    params.push_back(random(gh));
+    params.push_back(random(gh));
+  }
+  for (int64_t k = 0; k < L; ++k) {
+    weights.push_back({params[4 * k].data(), params[4 * k + 1].data(), params[4 * k + 2].data(),
+                       params[4 * k + 3].data()});
+  }
+  const std::vector<float> x = random(T * N * config.input_size), h0 = random(L * N * H),
+                           c0 = random(L * N * H), grad_y = random(T * N * H),
+                           grad_h_n = random(L * N * H);
+  Result r;
+  r.y.resize(static_cast<std::size_t>(T * N * H));
+  r.h_n.resize(static_cast<std::size_t>(L * N * H));
+  r.c_n.resize(r.h_n.size());
+  rnncore::TrainingCache<float> cache;
+  const int64_t* lens = lengths.empty() ? nullptr : lengths.data();
+  rnncore::sequence_forward(config, weights, T, N, x.data(), h0.data(), c0.data(), lens,
+                            r.y.data(), r.h_n.data(), r.c_n.data(), &cache);
+  r.grad_x.resize(x.size());
+  r.grad_h0.resize(h0.size());
+  r.grad_c0.resize(c0.size());
+  std::vector<rnncore::DirectionGrads<float>> grads;
+  for (int64_t k = 0; k < L; ++k) {
+    for (int i = 0; i < 4; ++i) r.grads.emplace_back(params[4 * k + i].size());
+  }
+  for (int64_t k = 0; k < L; ++k) {
+    grads.push_back({r.grads[4 * k].data(), r.grads[4 * k + 1].data(), r.grads[4 * k + 2].data(),
+                     r.grads[4 * k + 3].data()});
+  }
+  rnncore::sequence_backward(config, weights, cache, grad_y.data(), grad_h_n.data(),
+                             static_cast<const float*>(nullptr),
+                             r.grad_x.data(), r.grad_h0.data(), r.grad_c0.data(), grads);
+  return r;
+}
+
+ModelConfig stack(CellKind cell, int64_t input, int64_t hidden, int64_t layers) {
+  ModelConfig c;
+  c.cell = cell;
+  c.input_size = input;
+  c.hidden_size = hidden;
+  c.num_layers = layers;
+  return c;
+}
+
+TEST(Wavefront, BitwiseEqualToLayerByLayer) {
+#ifndef _OPENMP
+  GTEST_SKIP() << "built without OpenMP: there is no second thread";
+#endif
+  for (CellKind cell : {CellKind::RnnTanh, CellKind::Lstm, CellKind::Gru}) {
+    for (int64_t layers : {2, 3}) {
+      const ModelConfig config = stack(cell, 7, 19, layers);
+      const int64_t T = 33, N = 2;
+      for (const std::vector<int64_t>& lengths : {std::vector<int64_t>{}, {33, 12}}) {
+        Result serial, wave;
+        {
+          Setting s("0", 1);
+          ASSERT_EQ(rnncore::wavefront_threads<float>(config, T, N), 1);
+          serial = run(config, T, N, lengths);
+        }
+        {
+          Setting s("1", 2);
+          ASSERT_EQ(rnncore::wavefront_threads<float>(config, T, N), 2);
+          wave = run(config, T, N, lengths);
+        }
+        const std::string what = "cell " + std::to_string(static_cast<int>(cell)) + ", " +
+                                 std::to_string(layers) + " layers, lengths " +
+                                 std::to_string(lengths.size());
+        EXPECT_EQ(wave.y, serial.y) << what;
+        EXPECT_EQ(wave.h_n, serial.h_n) << what;
+        EXPECT_EQ(wave.grad_x, serial.grad_x) << what;
+        EXPECT_EQ(wave.grad_h0, serial.grad_h0) << what;
+        if (cell == CellKind::Lstm) {
+          EXPECT_EQ(wave.c_n, serial.c_n) << what;
+          EXPECT_EQ(wave.grad_c0, serial.grad_c0) << what;
+        }
+        for (std::size_t i = 0; i < serial.grads.size(); ++i) {
+          EXPECT_EQ(wave.grads[i], serial.grads[i]) << what << ", gradient " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(Wavefront, ChosenOnlyWhereItCanRun) {
+#ifndef _OPENMP
+  GTEST_SKIP() << "built without OpenMP";
+#endif
+  Setting s("", 2);
+  const ModelConfig lstm = stack(CellKind::Lstm, 64, 64, 2);
+  EXPECT_EQ(rnncore::wavefront_threads<float>(lstm, 96, 1), 2);
+  EXPECT_EQ(rnncore::wavefront_threads<float>(lstm, 4, 1), 1);  // too few steps to pipeline
+  ModelConfig bidirectional = lstm;
+  bidirectional.bidirectional = true;
+  EXPECT_EQ(rnncore::wavefront_threads<float>(bidirectional, 96, 1), 1);
+  EXPECT_EQ(rnncore::wavefront_threads<float>(stack(CellKind::Lstm, 64, 64, 1), 96, 1), 1);
+  EXPECT_THROW(rnncore::wavefront_threads<float>(lstm, 0, 1), std::invalid_argument);
+}
+
+}  // namespace
