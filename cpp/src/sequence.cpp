@@ -194,16 +194,64 @@ UnitRange unit_range(const detail::PackedPanels<S>& packed, int64_t H, int threa
           std::min(H, detail::PackedPanels<S>::chunk_begin(c1))};
 }
 
+// What the forward and the backward pass of one (layer, direction) share: the run, W_hh packed
+// for the time loop's product, and what the loop's threads need to know about it.
+template <typename S>
+class RecurrentPass {
+ public:
+  // Recurrent-product work of one step, and the chunks of hidden units it splits into.
+  double step_flops() const {
+    return 2.0 * static_cast<double>(run_.batch) * run_.gate_rows() * run_.hidden_size;
+  }
+  int64_t chunks() const { return w_hh_.chunks(); }
+  // Scratch, per thread, that run_steps needs.
+  std::size_t scratch_size() const { return static_cast<std::size_t>(w_hh_.scratch_size(run_.batch)); }
+
+ protected:
+  // forward: W_hh^T, B[k, g*H + j] = W_hh[g*H + j, k], one panel group per gate;
+  // backward: W_hh itself, B[k, j] = W_hh[k, j], k over the G*H gate rows.
+  RecurrentPass(const DirectionRun<S>& run, bool forward) : run_(run) {
+    const int64_t H = run.hidden_size;
+    if (forward) {
+      w_hh_.pack(run.w.w_hh, H, true, H, gate_count(run.cell), H);
+    } else {
+      w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
+    }
+  }
+  // Two state buffers [N, H] used in turn, then others: buffer i of state_.
+  S* state(int64_t i) { return state_.data() + i * run_.batch * run_.hidden_size; }
+
+  DirectionRun<S> run_;
+  detail::PackedPanels<S> w_hh_;
+  Buffer<S> state_;
+};
+
+// Runs steps(thread, team, barrier, scratch) on the threads the time loop of `pass` gets, each
+// with its own scratch, allocated before the team starts (nothing inside it may throw).
+template <typename S, typename Steps>
+void run_time_loop(const RecurrentPass<S>& pass, Steps&& steps) {
+  const int threads = time_loop_threads(pass.step_flops(), pass.chunks());
+  std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
+  for (auto& buf : scratch) buf.resize(pass.scratch_size());
+  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
+    steps(thread, team, barrier, scratch[static_cast<std::size_t>(thread)].data());
+  });
+}
+
 // One (layer, direction) forward pass, in three parts so that a wavefront over stacked layers
 // can run it a chunk of steps at a time: project() the inputs of some steps (the hoisted input
 // GEMM), then run_steps() over them, then finish(). Everything is allocated and packed by the
 // constructor, before any thread team starts: nothing inside the time loop allocates or throws.
 template <typename S>
-class ForwardPass {
+class ForwardPass : public RecurrentPass<S> {
+  using RecurrentPass<S>::run_;
+  using RecurrentPass<S>::w_hh_;
+  using RecurrentPass<S>::state_;
+
  public:
   ForwardPass(const DirectionRun<S>& run, const S* h0, const S* c0,
               typename TrainingCache<S>::Direction* cache)
-      : run_(run), cache_(cache) {
+      : RecurrentPass<S>(run, true), cache_(cache) {
     const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
     const int64_t rows = T * N, NH = N * H, G = gate_count(run.cell);
     const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
@@ -214,8 +262,6 @@ class ForwardPass {
     w_ih_t_.pack(run.w.w_ih, run.input_size, true, run.input_size, G, H);
     if (run.w.b_ih != nullptr || run.w.b_hh != nullptr) bias_ = folded_bias(run);
     b_hn_ = (gru && run.w.b_hh != nullptr) ? run.w.b_hh + 2 * H : nullptr;
-    // W_hh^T packed once: B[k, g*H + j] = W_hh[g*H + j, k], one panel group per gate.
-    w_hh_t_.pack(run.w.w_hh, H, true, H, G, H);
 
     // Two state buffers used in turn, step s reading the one of parity s (a row that is masked
     // out copies its old value over).
@@ -236,16 +282,6 @@ class ForwardPass {
     }
   }
 
-  // Recurrent-product work of one step, and the units it splits into.
-  double step_flops() const {
-    return 2.0 * static_cast<double>(run_.batch) * run_.gate_rows() * run_.hidden_size;
-  }
-  int64_t chunks() const { return w_hh_t_.chunks(); }
-  // Scratch, per thread, that run_steps needs.
-  std::size_t scratch_size() const {
-    return static_cast<std::size_t>(w_hh_t_.scratch_size(run_.batch));
-  }
-
   // The input projection (plus folded bias) of time steps [t0, t1), from in [T, N, input_size].
   // Runs on the calling thread when called inside a parallel region, else may use a team.
   void project(const S* in, int64_t t0, int64_t t1) {
@@ -261,7 +297,7 @@ class ForwardPass {
     const int64_t N = run_.batch, H = run_.hidden_size, gh = run_.gate_rows(), NH = N * H;
     const bool lstm = run_.cell == CellKind::Lstm, gru = run_.cell == CellKind::Gru;
     const bool relu = run_.cell == CellKind::RnnRelu;
-    const UnitRange u = unit_range(w_hh_t_, H, thread, team);
+    const UnitRange u = unit_range(w_hh_, H, thread, team);
     const int64_t j0 = u.begin, n = u.count();
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t t = run_.time_of(s);
@@ -284,10 +320,10 @@ class ForwardPass {
       }
 
       if (gru) {
-        w_hh_t_.multiply(h, H, N, hidden_proj_.data(), gh, false, u.chunk_begin, u.chunk_end,
+        w_hh_.multiply(h, H, N, hidden_proj_.data(), gh, false, u.chunk_begin, u.chunk_end,
                          scratch);
       } else {
-        w_hh_t_.multiply(h, H, N, gates_t, gh, true, u.chunk_begin, u.chunk_end, scratch);
+        w_hh_.multiply(h, H, N, gates_t, gh, true, u.chunk_begin, u.chunk_end, scratch);
       }
 
       for (int64_t b = 0; b < N; ++b) {
@@ -329,16 +365,13 @@ class ForwardPass {
   }
 
  private:
-  S* h_buffer(int64_t parity) { return state_.data() + parity * run_.batch * run_.hidden_size; }
-  S* c_buffer(int64_t parity) {
-    return state_.data() + (2 + parity) * run_.batch * run_.hidden_size;
-  }
+  S* h_buffer(int64_t parity) { return this->state(parity); }
+  S* c_buffer(int64_t parity) { return this->state(2 + parity); }
 
-  DirectionRun<S> run_;
   typename TrainingCache<S>::Direction* cache_;
-  Buffer<S> local_gates_, state_, hidden_proj_, step_scratch_;
+  Buffer<S> local_gates_, hidden_proj_, step_scratch_;
   S* gates_ = nullptr;
-  detail::PackedPanels<S> w_ih_t_, w_hh_t_;
+  detail::PackedPanels<S> w_ih_t_;
   RowVec<S> bias_;
   const S* b_hn_ = nullptr;
 };
@@ -350,12 +383,8 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
   ForwardPass<S> pass(run, h0, c0, cache);
   // Hoisted input projection: one product over all T*N rows instead of T small ones.
   pass.project(in, 0, run.steps);
-  const int threads = time_loop_threads(pass.step_flops(), pass.chunks());
-  std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
-  for (auto& s : scratch) s.resize(pass.scratch_size());
-  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
-    pass.run_steps(0, run.steps, out, out_stride, thread, team, barrier,
-                   scratch[static_cast<std::size_t>(thread)].data());
+  run_time_loop(pass, [&](int thread, int team, StepBarrier& barrier, S* scratch) {
+    pass.run_steps(0, run.steps, out, out_stride, thread, team, barrier, scratch);
   });
   pass.finish(h_n, c_n);
 }
@@ -365,29 +394,23 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
 // grad_in_gates / grad_hidden_gates [T*N, G*H] receive dL/d(W_ih x + b_ih) and
 // dL/d(W_hh h + b_hh); they are the same buffer except for the GRU.
 template <typename S>
-class BackwardPass {
+class BackwardPass : public RecurrentPass<S> {
+  using RecurrentPass<S>::run_;
+  using RecurrentPass<S>::w_hh_;
+  using RecurrentPass<S>::state_;
+
  public:
   BackwardPass(const DirectionRun<S>& run, const typename TrainingCache<S>::Direction& cache,
                const S* grad_h_n, const S* grad_c_n, S* grad_in_gates, S* grad_hidden_gates)
-      : run_(run),
+      : RecurrentPass<S>(run, false),
         cache_(cache),
         grad_in_gates_(grad_in_gates),
         grad_hidden_gates_(grad_hidden_gates) {
-    const int64_t N = run.batch, H = run.hidden_size, gh = run.gate_rows(), NH = N * H;
-    state_.assign(static_cast<std::size_t>(5 * NH), S(0));
+    const int64_t NH = run.batch * run.hidden_size;
+    state_.assign(static_cast<std::size_t>(5 * NH), S(0));  // dh (2), dc (2), dh + dL/dy
     // Processing step s reads dh and dc of parity (T - 1 - s) % 2: the first step reads buffer 0.
     if (grad_h_n != nullptr) copy_rows(grad_h_n, dh_buffer(0), NH);
     if (run.cell == CellKind::Lstm && grad_c_n != nullptr) copy_rows(grad_c_n, dc_buffer(0), NH);
-    // W_hh packed once: B[k, j] = W_hh[k, j], k over the G*H gate rows, j over the H units.
-    w_hh_packed_.pack(run.w.w_hh, H, false, gh, 1, H);
-  }
-
-  double step_flops() const {
-    return 2.0 * static_cast<double>(run_.batch) * run_.gate_rows() * run_.hidden_size;
-  }
-  int64_t chunks() const { return w_hh_packed_.chunks(); }
-  std::size_t scratch_size() const {
-    return static_cast<std::size_t>(w_hh_packed_.scratch_size(run_.batch));
   }
 
   // Processing steps s = s1 - 1 down to s0, thread `thread` of `team` taking its share of the
@@ -399,9 +422,9 @@ class BackwardPass {
     const int64_t NH = N * H, G = gate_count(run_.cell);
     const bool lstm = run_.cell == CellKind::Lstm, gru = run_.cell == CellKind::Gru;
     const bool relu = run_.cell == CellKind::RnnRelu;
-    const UnitRange u = unit_range(w_hh_packed_, H, thread, team);
+    const UnitRange u = unit_range(w_hh_, H, thread, team);
     const int64_t j0 = u.begin, n = u.count();
-    S* const dh_total = state_.data() + 4 * NH;
+    S* const dh_total = this->state(4);
     for (int64_t s = s1 - 1; s >= s0; --s) {
       const int64_t t = run_.time_of(s);
       const int64_t parity = (T - 1 - s) % 2;
@@ -456,7 +479,7 @@ class BackwardPass {
       // The product below reads every unit's gate gradients. Nothing else needs a barrier: each
       // thread only reads and writes its own units of dh, dc and dh_next.
       barrier.wait();
-      w_hh_packed_.multiply(dgh_t, gh, N, dh_next, H, true, u.chunk_begin, u.chunk_end, scratch);
+      w_hh_.multiply(dgh_t, gh, N, dh_next, H, true, u.chunk_begin, u.chunk_end, scratch);
     }
     // (the next call's first step reads only this thread's units of dh: no barrier needed)
   }
@@ -489,17 +512,12 @@ class BackwardPass {
   }
 
  private:
-  S* dh_buffer(int64_t parity) { return state_.data() + parity * run_.batch * run_.hidden_size; }
-  S* dc_buffer(int64_t parity) {
-    return state_.data() + (2 + parity) * run_.batch * run_.hidden_size;
-  }
+  S* dh_buffer(int64_t parity) { return this->state(parity); }
+  S* dc_buffer(int64_t parity) { return this->state(2 + parity); }
 
-  DirectionRun<S> run_;
   const typename TrainingCache<S>::Direction& cache_;
   S* grad_in_gates_;
   S* grad_hidden_gates_;
-  Buffer<S> state_;  // dh (2), dc (2), dh + dL/dy
-  detail::PackedPanels<S> w_hh_packed_;
 };
 
 template <typename S>
@@ -509,12 +527,8 @@ void direction_backward(const DirectionRun<S>& run, const S* in,
                         S* grad_in_gates, S* grad_hidden_gates, S* grad_h0, S* grad_c0,
                         const DirectionGrads<S>& grads) {
   BackwardPass<S> pass(run, cache, grad_h_n, grad_c_n, grad_in_gates, grad_hidden_gates);
-  const int threads = time_loop_threads(pass.step_flops(), pass.chunks());
-  std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
-  for (auto& s : scratch) s.resize(pass.scratch_size());
-  parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
-    pass.run_steps(0, run.steps, grad_out, grad_out_stride, thread, team, barrier,
-                   scratch[static_cast<std::size_t>(thread)].data());
+  run_time_loop(pass, [&](int thread, int team, StepBarrier& barrier, S* scratch) {
+    pass.run_steps(0, run.steps, grad_out, grad_out_stride, thread, team, barrier, scratch);
   });
   pass.finish(grad_h0, grad_c0);
   pass.weight_gradients(in, grads);
@@ -563,7 +577,7 @@ DirectionRun<S> make_run(const ModelConfig& config, const DirectionWeights<S>& w
 // direction needs the whole sequence of the layer below before its first step.
 struct WavefrontPlan {
   int threads = 1;  // 1: run the layers one after the other
-  int64_t chunk_steps = 0, chunks = 0;
+  int64_t chunks = 0;  // of about equal steps
 };
 
 // RNNCORE_WAVEFRONT=0 turns the wavefront off, =1 uses it wherever it can run (unidirectional,
@@ -624,7 +638,6 @@ WavefrontPlan plan_wavefront(const ModelConfig& config, int64_t steps, int64_t b
     }
   }
   plan.threads = team;
-  plan.chunk_steps = chunk_steps;
   plan.chunks = chunks;
   return plan;
 }
