@@ -1,6 +1,7 @@
 """The fast paths of the compiled kernels, each against the NumPy reference.
 
-The kernels pack W_hh / W_ih into column panels two SIMD packets wide (32 floats with AVX-512,
+The kernels (except for a single step of at most 4 sequences, which uses the weights as they
+are) pack W_hh / W_ih into column panels two SIMD packets wide (32 floats with AVX-512,
 16 with AVX2; half that in float64), run 8-row (AVX-512) or 6-row micro-kernels with a separate path for 1-2 rows,
 cut the depth into slices (128 float rows with AVX-512), cut the T*N rows of the input product
 into blocks of 96, run the pointwise cell math on whole packets with an Eigen tail, and split the
@@ -124,6 +125,17 @@ def test_one_and_two_threads_agree(cell, hidden_size, batch, threads):
     # Each output element is summed in the same order whatever the split; only Eigen's weight-
     # gradient GEMMs may split their sums differently.
     assert_close(results[1], results[0], 1e-5, what=f"threads 2 vs 1, {cell}")
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("batch", [1, 4, 5])
+@pytest.mark.parametrize("layers,bidirectional,bias", [(1, False, True), (2, True, True),
+                                                       (1, False, False)])
+def test_single_step_of_few_sequences_matches_reference(cell, batch, layers, bidirectional, bias):
+    # T = 1 and N <= 4: the weights are used as they are (Eigen matrix-vector products), not
+    # packed; N = 5 is the packed path's first batch for a single step.
+    check_against_reference(cell, input_size=13, hidden_size=37, steps=1, batch=batch,
+                            num_layers=layers, bidirectional=bidirectional, bias=bias)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
