@@ -248,5 +248,7 @@ def test_wavefront_is_used_only_where_it_can_run(threads, wavefront_setting):
     _core.set_num_threads(1)
     wavefront_setting("1")
     assert wavefront_threads(lstm, 96, 1) == 1
-    with pytest.raises(ValueError, match="steps and batch"):
+    with pytest.raises(ValueError, match="steps and batch: .* got steps=0, batch=1"):
         _core.wavefront_threads(2, 4, 4, 2, False, 0, 1)
+    with pytest.raises(ValueError, match="dtype: expected float32 or float64, got float16"):
+        _core.wavefront_threads(2, 4, 4, 2, False, 10, 1, "float16")

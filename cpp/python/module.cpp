@@ -534,7 +534,10 @@ PYBIND11_MODULE(_core, m) {
          int64_t steps, int64_t batch, const std::string& dtype) {
         const ModelConfig c =
             make_config(cell, input_size, hidden_size, num_layers, bidirectional, true);
-        if (steps <= 0 || batch <= 0) throw py::value_error("steps and batch must be positive");
+        if (steps <= 0 || batch <= 0) {
+          throw py::value_error("steps and batch: expected positive integers, got steps=" +
+                                std::to_string(steps) + ", batch=" + std::to_string(batch));
+        }
         if (dtype == "float32") return rnncore::wavefront_threads<float>(c, steps, batch);
         if (dtype == "float64") return rnncore::wavefront_threads<double>(c, steps, batch);
         throw py::value_error("dtype: expected float32 or float64, got " + dtype);
