@@ -104,18 +104,21 @@ constexpr double kMinProductFlopsPerThread = 16.0e6;
 // Rows (steps * batch) of one wavefront chunk's input projection, at least.
 constexpr int64_t kWavefrontMinRows = 8;
 
+// Threads for a product of `flops` that splits into at most `parts` shares: one per
+// kMinProductFlopsPerThread, one inside a parallel region.
+int product_threads(double flops, double parts) {
+  if (in_parallel()) return 1;
+  return static_cast<int>(std::max(1.0, std::min({flops / kMinProductFlopsPerThread, parts,
+                                                  static_cast<double>(max_threads())})));
+}
+
 template <typename S>
 void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, int64_t a_stride,
                     int64_t rows, S* out, int64_t out_stride, bool accumulate, const S* bias) {
   constexpr int64_t unit = detail::PackedPanels<S>::kRows;
   const int64_t units = (rows + unit - 1) / unit;
-  const double flops = 2.0 * static_cast<double>(rows) * b.depth() * cols;
-  int threads = 1;
-  if (!in_parallel()) {
-    const double by_work = flops / kMinProductFlopsPerThread;
-    threads = static_cast<int>(std::max(1.0, std::min({by_work, static_cast<double>(units),
-                                                        static_cast<double>(max_threads())})));
-  }
+  const int threads = product_threads(2.0 * static_cast<double>(rows) * b.depth() * cols,
+                                      static_cast<double>(units));
   // Allocated here, where a failure can throw: nothing inside the team may.
   std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
   for (auto& buf : scratch) {
@@ -163,14 +166,9 @@ void serial_gemm(int64_t m, int64_t n, int64_t k, const S* a, int64_t lda, const
 template <typename S>
 void weight_gradient(int64_t rows, int64_t gh, int64_t width, const S* grad_gates, const S* x,
                      S* grad_w) {
-  const double flops = 2.0 * static_cast<double>(rows) * gh * width;
-  int threads = 1;
-  if (!in_parallel()) {
-    const double by_work = flops / kMinProductFlopsPerThread;
-    // Each thread keeps at least one SIMD-friendly block of 16 gate rows.
-    threads = static_cast<int>(std::max(1.0, std::min({by_work, static_cast<double>(gh / 16),
-                                                        static_cast<double>(max_threads())})));
-  }
+  // Each thread keeps at least one SIMD-friendly block of 16 gate rows.
+  const int threads = product_threads(2.0 * static_cast<double>(rows) * gh * width,
+                                      static_cast<double>(gh / 16));
   parallel_team(threads, [&](int thread, int team, StepBarrier&) {
     const int64_t r0 = gh * thread / team, r1 = gh * (thread + 1) / team;
     serial_gemm<S, Eigen::ColMajor, Eigen::RowMajor>(r1 - r0, width, rows, grad_gates + r0, gh, x,
@@ -657,9 +655,8 @@ WavefrontPlan plan_wavefront(const ModelConfig& config, int64_t steps, int64_t b
     const double step_flops = 2.0 * static_cast<double>(batch) * gh * static_cast<double>(H);
     double one_thread = 0.0;
     for (int64_t k = 0; k < L; ++k) {
-      const double flops =
-          step_flops + 2.0 * static_cast<double>(batch) * gh * config.layer_input_size(k);
-      one_thread += static_cast<double>(steps) * (kWavefrontStepSeconds + flops / kWavefrontFlopRate);
+      one_thread += static_cast<double>(steps) * kWavefrontStepSeconds +
+                    layer_flops(config, k, steps, batch) / kWavefrontFlopRate;
     }
     if (one_thread < kWavefrontMinSeconds) return plan;
     const int64_t parts = (H + detail::PackedPanels<S>::kPanel - 1) / detail::PackedPanels<S>::kPanel;
@@ -714,6 +711,45 @@ class WavefrontProgress {
   std::exception_ptr failure_;
 };
 
+// Runs item(k, s0, s1, barrier) for every layer k and every chunk [s0, s1) of the `steps` steps,
+// on plan.threads threads, layer k on thread k % team with a one-thread barrier. Layers form a
+// pipeline from layer 0 up, or from the top layer down (top_down: BPTT, chunks from the last
+// one down). A layer's item for its n-th chunk starts once the layer before it in the pipeline
+// has finished n + 1 of its own; after a layer's last chunk is published, last(k) runs on the
+// same thread while the rest of the pipeline goes on. An exception from item or last stops
+// every thread and is rethrown here.
+template <typename Item, typename Last>
+void run_wavefront(const WavefrontPlan& plan, int64_t layers, int64_t steps, bool top_down,
+                   Item&& item, Last&& last) {
+  auto progress = std::make_unique<WavefrontProgress>(layers);
+  parallel_team(plan.threads, [&](int thread, int team, StepBarrier&) {
+    StepBarrier alone(1);
+    // Every thread walks the (pipeline position, chunk) grid by diagonals: all an item waits for
+    // lies on an earlier diagonal, so the walk cannot deadlock whatever the team size.
+    for (int64_t diagonal = 0; diagonal < plan.chunks + layers - 1; ++diagonal) {
+      for (int64_t position = 0; position < layers; ++position) {
+        const int64_t k = top_down ? layers - 1 - position : position;
+        const int64_t n = diagonal - position;  // chunks of layer k done before this one
+        if (k % team != thread || n < 0 || n >= plan.chunks) continue;
+        if (position > 0 && !progress->wait_for(top_down ? k + 1 : k - 1, n)) return;
+        if (progress->failed()) return;
+        // Even shares: no short last chunk (a product of <= 2 rows would take another kernel,
+        // and round differently from the layer-by-layer path).
+        const int64_t c = top_down ? plan.chunks - 1 - n : n;
+        try {
+          item(k, steps * c / plan.chunks, steps * (c + 1) / plan.chunks, alone);
+          progress->publish(k, n + 1);
+          if (n + 1 == plan.chunks) last(k);
+        } catch (...) {
+          progress->fail();
+          return;
+        }
+      }
+    }
+  });
+  progress->rethrow_failure();
+}
+
 template <typename S>
 void wavefront_forward(const WavefrontPlan& plan, std::vector<std::unique_ptr<ForwardPass<S>>>& passes,
                        const std::vector<const S*>& inputs, const std::vector<S*>& outputs,
@@ -721,32 +757,13 @@ void wavefront_forward(const WavefrontPlan& plan, std::vector<std::unique_ptr<Fo
   const int64_t L = static_cast<int64_t>(passes.size());
   std::vector<Buffer<S>> scratch(static_cast<std::size_t>(L));
   for (int64_t k = 0; k < L; ++k) scratch[k].resize(passes[k]->scratch_size());
-  auto progress = std::make_unique<WavefrontProgress>(L);
-  parallel_team(plan.threads, [&](int thread, int team, StepBarrier&) {
-    StepBarrier alone(1);
-    // Every thread walks the (layer, chunk) grid by diagonals: all an item waits for lies on an
-    // earlier diagonal, so the walk cannot deadlock whatever the team size.
-    for (int64_t diagonal = 0; diagonal < plan.chunks + L - 1; ++diagonal) {
-      for (int64_t k = thread; k < L; k += team) {
-        const int64_t c = diagonal - k;
-        if (c < 0 || c >= plan.chunks) continue;
-        if (k > 0 && !progress->wait_for(k - 1, c)) return;
-        if (progress->failed()) return;
-        // Even shares: no short last chunk (a product of <= 2 rows would take another kernel,
-        // and round differently from the layer-by-layer path).
-        const int64_t s0 = steps * c / plan.chunks, s1 = steps * (c + 1) / plan.chunks;
-        try {
-          passes[k]->project(inputs[k], s0, s1);
-        } catch (...) {
-          progress->fail();
-          return;
-        }
+  run_wavefront(
+      plan, L, steps, false,
+      [&](int64_t k, int64_t s0, int64_t s1, StepBarrier& alone) {
+        passes[k]->project(inputs[k], s0, s1);
         passes[k]->run_steps(s0, s1, outputs[k], out_width, 0, 1, alone, scratch[k].data());
-        progress->publish(k, c + 1);
-      }
-    }
-  });
-  progress->rethrow_failure();
+      },
+      [](int64_t) {});
 }
 
 template <typename S>
@@ -864,42 +881,24 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
     scratch[at(k)].resize(passes[at(k)]->scratch_size());
   }
 
-  // Progress counts a layer's chunks from the last one, dL/d(its input) included.
-  auto progress = std::make_unique<WavefrontProgress>(L);
-  parallel_team(plan.threads, [&](int thread, int team, StepBarrier&) {
-    StepBarrier alone(1);
-    for (int64_t diagonal = 0; diagonal < plan.chunks + L - 1; ++diagonal) {
-      for (int64_t k = L - 1; k >= 0; --k) {
-        if (k % team != thread) continue;
-        const int64_t done_chunks = diagonal - (L - 1 - k);
-        if (done_chunks < 0 || done_chunks >= plan.chunks) continue;
-        if (k + 1 < L && !progress->wait_for(k + 1, done_chunks)) return;
-        if (progress->failed()) return;
-        const int64_t c = plan.chunks - 1 - done_chunks;
-        const int64_t s0 = T * c / plan.chunks, s1 = T * (c + 1) / plan.chunks;
-        try {
-          const S* grad_out = k + 1 < L ? grad_between[at(k)].data() : grad_y;
-          passes[at(k)]->run_steps(s0, s1, grad_out, H, 0, 1, alone, scratch[at(k)].data());
-          const int64_t in_width = config.layer_input_size(k);
-          S* grad_in = k > 0 ? grad_between[at(k - 1)].data() : grad_x;
-          packed_product(w_ih_packed[at(k)], in_width,
-                         static_cast<const S*>(grad_in_gates[at(k)].data()) + s0 * N * gh, gh,
-                         (s1 - s0) * N, grad_in + s0 * N * in_width, in_width, false,
-                         static_cast<const S*>(nullptr));
-          progress->publish(k, done_chunks + 1);
-          if (done_chunks + 1 == plan.chunks) {
-            passes[at(k)]->finish(grad_h0 != nullptr ? grad_h0 + k * NH : nullptr,
-                                  lstm && grad_c0 != nullptr ? grad_c0 + k * NH : nullptr);
-            passes[at(k)]->weight_gradients(layer_inputs[at(k)].data(), grads[at(k)]);
-          }
-        } catch (...) {
-          progress->fail();
-          return;
-        }
-      }
-    }
-  });
-  progress->rethrow_failure();
+  // A layer's chunk is done once dL/d(its input) for those steps is written too.
+  run_wavefront(
+      plan, L, T, true,
+      [&](int64_t k, int64_t s0, int64_t s1, StepBarrier& alone) {
+        const S* grad_out = k + 1 < L ? grad_between[at(k)].data() : grad_y;
+        passes[at(k)]->run_steps(s0, s1, grad_out, H, 0, 1, alone, scratch[at(k)].data());
+        const int64_t in_width = config.layer_input_size(k);
+        S* grad_in = k > 0 ? grad_between[at(k - 1)].data() : grad_x;
+        packed_product(w_ih_packed[at(k)], in_width,
+                       static_cast<const S*>(grad_in_gates[at(k)].data()) + s0 * N * gh, gh,
+                       (s1 - s0) * N, grad_in + s0 * N * in_width, in_width, false,
+                       static_cast<const S*>(nullptr));
+      },
+      [&](int64_t k) {
+        passes[at(k)]->finish(grad_h0 != nullptr ? grad_h0 + k * NH : nullptr,
+                              lstm && grad_c0 != nullptr ? grad_c0 + k * NH : nullptr);
+        passes[at(k)]->weight_gradients(layer_inputs[at(k)].data(), grads[at(k)]);
+      });
 }
 
 template <typename S>

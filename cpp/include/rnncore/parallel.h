@@ -83,6 +83,11 @@ inline int time_loop_threads(double step_flops, long long parts) noexcept {
 }
 
 namespace detail {
+// Pauses a waiter spins through before it starts yielding the CPU: some tens of microseconds,
+// longer than the imbalance of a step between two threads that each have a core, far shorter
+// than a scheduler time slice.
+constexpr int kSpinsBeforeYield = 2000;
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -92,12 +97,12 @@ inline void cpu_relax() noexcept {
 }
 }  // namespace detail
 
-// Waits until ready() is true: ~2000 pauses (some tens of microseconds), then yielding the CPU
-// between checks, for the reasons StepBarrier gives below.
+// Waits until ready() is true: kSpinsBeforeYield pauses, then yielding the CPU between checks,
+// for the reasons StepBarrier gives below.
 template <typename Ready>
 void spin_until(Ready&& ready) noexcept {
   for (int spin = 0; !ready(); ++spin) {
-    if (spin < 2000) {
+    if (spin < detail::kSpinsBeforeYield) {
       detail::cpu_relax();
     } else {
       std::this_thread::yield();
@@ -132,20 +137,10 @@ class StepBarrier {
       generation_.store(generation + 1, std::memory_order_release);
       return;
     }
-    // ~2000 pauses are some tens of microseconds: longer than the imbalance of a step between
-    // two threads that each have a core, far shorter than a scheduler time slice.
-    for (int spin = 0; generation_.load(std::memory_order_acquire) == generation; ++spin) {
-      if (spin < kSpins) {
-        detail::cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    spin_until([&] { return generation_.load(std::memory_order_acquire) != generation; });
   }
 
  private:
-  static constexpr int kSpins = 2000;
-
   int threads_;
   alignas(64) std::atomic<int> arrived_{0};
   alignas(64) std::atomic<unsigned> generation_{0};
@@ -153,9 +148,10 @@ class StepBarrier {
 
 // Runs fn(thread, team, barrier) on `threads` threads (inline when 1), where team is the number
 // of threads OpenMP actually gave (it may give fewer) and barrier a StepBarrier for all of them.
-// fn must not throw: a barrier cannot be left early, so exceptions are not supported here.
+// With more than one thread fn must not throw (a barrier cannot be left early, and an exception
+// leaving an OpenMP region terminates the process); inline, an exception reaches the caller.
 template <typename Fn>
-void parallel_team(int threads, Fn&& fn) noexcept {
+void parallel_team(int threads, Fn&& fn) {
 #ifdef _OPENMP
   if (threads > 1) {
     StepBarrier barrier(1);
