@@ -2,12 +2,17 @@
 
 The kernels (except for a single step of at most 4 sequences, which uses the weights as they
 are) pack W_hh / W_ih into column panels two SIMD packets wide (32 floats with AVX-512,
-16 with AVX2; half that in float64), run 8-row (AVX-512) or 6-row micro-kernels with a separate path for 1-2 rows,
-cut the depth into slices (128 float rows with AVX-512), cut the T*N rows of the input product
-into blocks of 96, run the pointwise cell math on whole packets with an Eigen tail, and split the
-time loop over threads by hidden-unit chunks. The sizes below straddle every one of those edges:
-hidden sizes below, at and above a packet and a panel, batches of 1, 2 and around 6 and 8, input
-widths that are not multiples of anything, depths above one slice, T*N across row blocks.
+16 with AVX2; half that in float64): all G*H gate columns as one run of panels, except W_hh
+when the time loop splits over threads (one run per gate, so that a thread owns the same units
+in every gate). They run row blocks of up to 8 (AVX-512) or 6 rows, cut as evenly as possible,
+and a separate kernel for 1-3 rows that walks several panels at once; they cut the depth into
+slices (128 float rows with AVX-512), cut the T*N rows of the input product into blocks of 96,
+run the pointwise cell math on whole packets with an Eigen tail, and split the time loop over
+threads by hidden-unit chunks. The sizes below straddle every one of those edges: hidden sizes
+below, at and above a packet and a panel (and gate runs whose panels end mid-gate), batches of
+1-3 and around 6, 8 and 16, input widths that are not multiples of anything, depths above one
+slice, T*N across row blocks. tests/cpp/test_recurrent_gemm.cpp checks the packed product
+itself at every row count from 1 to 21.
 
 Tolerances are those of test_kernels.py: float64 rtol 1e-10, float32 vs the float64 reference
 rtol/atol 1e-5 (relative to the largest magnitude, as there).
@@ -79,13 +84,13 @@ def threads():
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("hidden_size", [1, 7, 15, 16, 17, 31, 33, 47])
+@pytest.mark.parametrize("hidden_size", [1, 7, 15, 16, 17, 31, 33, 47, 100])
 def test_odd_hidden_sizes_match_reference(cell, hidden_size):
     check_against_reference(cell, input_size=9, hidden_size=hidden_size, steps=4, batch=3)
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
-@pytest.mark.parametrize("batch", [1, 2, 5, 6, 7, 8, 9, 13])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 17])
 def test_batch_sizes_around_the_micro_kernel_rows_match_reference(cell, batch):
     check_against_reference(cell, input_size=19, hidden_size=37, steps=5, batch=batch)
 

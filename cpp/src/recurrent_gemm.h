@@ -35,9 +35,16 @@ class PackedPanels {
   // there on large row counts, 12 no better).
 #ifdef EIGEN_VECTORIZE_AVX512
   static constexpr int kRows = 8;
+  // Panels walked at once by the few-row kernel for 1, 2, 3 rows: 2 * rows * panels
+  // accumulators next to the rows' broadcasts.
+  static constexpr int kFewRowPanels[4] = {0, 4, 4, 4};
 #else
   static constexpr int kRows = 6;
+  static constexpr int kFewRowPanels[4] = {0, 4, 3, 2};
 #endif
+  // Fewer rows than this go to the few-row kernel: a row block of them would hold fewer than
+  // 8 accumulators, too few to hide the FMA latency.
+  static constexpr int kMinBlockRows = 4;
   // Depth per slice: a 16 KiB slice of a panel.
   // Prefetch distance: 4 KiB of panel ahead (measured best among 2, 4 and 8 KiB at H = 1024).
   static constexpr int64_t kPrefetch = 4096 / (kPanel * static_cast<int64_t>(sizeof(S)));
@@ -105,32 +112,22 @@ class PackedPanels {
   // `scratch` holds at least scratch_size(rows) elements, private to the calling thread.
   void multiply(const S* a, int64_t a_stride, int64_t rows, S* out, int64_t out_stride,
                 bool accumulate, int64_t chunk_from, int64_t chunk_to, S* scratch) const noexcept {
-    if (rows <= 2) {
-      // Few rows: a row block holds too few accumulators to hide the FMA latency, so four
-      // panels are walked at once.
-      const S* panels[4];
-      S* outs[4];
-      int widths[4];
-      int n = 0;
-      for (int64_t c = chunk_from; c < chunk_to; ++c) {
-        for (int64_t g = 0; g < groups_; ++g) {
-          panels[n] = panel_data(g, c);
-          outs[n] = out + g * group_width_ + c * kPanel;
-          widths[n] = static_cast<int>(chunk_width(c));
-          if (++n == 4) {
-            wide_block(a, a_stride, rows, panels, outs, widths, out_stride, accumulate, n);
-            n = 0;
-          }
-        }
+    if (rows < kMinBlockRows) {
+      switch (rows) {
+        case 1: return few_rows<1>(a, a_stride, out, out_stride, accumulate, chunk_from, chunk_to);
+        case 2: return few_rows<2>(a, a_stride, out, out_stride, accumulate, chunk_from, chunk_to);
+        case 3: return few_rows<3>(a, a_stride, out, out_stride, accumulate, chunk_from, chunk_to);
+        default: return;
       }
-      if (n > 0) wide_block(a, a_stride, rows, panels, outs, widths, out_stride, accumulate, n);
-      return;
     }
     // The rows are copied k-major per row block, so a micro-kernel reads its broadcasts from one
     // contiguous stream: rows of a that are 4 KiB apart (H = 1024 in float) would otherwise all
-    // fall into the same L1 sets and evict each other.
-    for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
-      const int64_t block_rows = std::min<int64_t>(kRows, rows - r0);
+    // fall into the same L1 sets and evict each other. The blocks are as even as possible (10
+    // rows: 5 + 5, not 8 + 2) so that none is left with too few accumulators.
+    const int64_t blocks = (rows + kRows - 1) / kRows;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t r0 = block_start(rows, blocks, b);
+      const int64_t block_rows = block_start(rows, blocks, b + 1) - r0;
       S* dst = scratch + r0 * depth_;
       for (int64_t k = 0; k < depth_; ++k) {
         for (int64_t r = 0; r < block_rows; ++r) dst[k * block_rows + r] = a[(r0 + r) * a_stride + k];
@@ -146,14 +143,11 @@ class PackedPanels {
           const int64_t k1 = std::min<int64_t>(depth_, k0 + kDepthSlice);
           const S* panel = panel_data(g, c) + k0 * kPanel;
           const bool acc = accumulate || k0 > 0;
-          int64_t r = 0;
-          for (; r + kRows <= rows; r += kRows) {
-            block<kRows>(scratch + r * depth_ + k0 * kRows, panel, k1 - k0, o + r * out_stride,
-                         out_stride, width, acc);
-          }
-          if (r < rows) {
-            tail_block<kRows - 1>(static_cast<int>(rows - r), scratch + r * depth_ + k0 * (rows - r),
-                                  panel, k1 - k0, o + r * out_stride, out_stride, width, acc);
+          for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t r = block_start(rows, blocks, b);
+            const int64_t block_rows = block_start(rows, blocks, b + 1) - r;
+            sized_block<kRows>(static_cast<int>(block_rows), scratch + r * depth_ + k0 * block_rows,
+                               panel, k1 - k0, o + r * out_stride, out_stride, width, acc);
           }
         }
       }
@@ -186,14 +180,19 @@ class PackedPanels {
     for (int j = 0; j < width; ++j) o[j] = accumulate ? o[j] + tmp[j] : tmp[j];
   }
 
+  // First row of block b when `rows` are cut into `blocks` blocks differing by at most one row.
+  static int64_t block_start(int64_t rows, int64_t blocks, int64_t b) noexcept {
+    return rows / blocks * b + std::min(b, rows % blocks);
+  }
+
   // block<rows> for a run-time rows in 1..R.
   template <int R>
-  static void tail_block(int rows, const S* a, const S* panel, int64_t depth, S* o,
-                         int64_t out_stride, int width, bool accumulate) noexcept {
+  static void sized_block(int rows, const S* a, const S* panel, int64_t depth, S* o,
+                          int64_t out_stride, int width, bool accumulate) noexcept {
     if (rows == R) {
       block<R>(a, panel, depth, o, out_stride, width, accumulate);
     } else if constexpr (R > 1) {
-      tail_block<R - 1>(rows, a, panel, depth, o, out_stride, width, accumulate);
+      sized_block<R - 1>(rows, a, panel, depth, o, out_stride, width, accumulate);
     }
   }
 
@@ -229,33 +228,66 @@ class PackedPanels {
     for (int r = 0; r < R; ++r) store(lo[r], hi[r], o + r * out_stride, width, accumulate);
   }
 
-  void wide_block(const S* a, int64_t a_stride, int64_t rows, const S* const* panels,
-                  S* const* outs, const int* widths, int64_t out_stride, bool accumulate,
-                  int n) const noexcept {
-    using namespace Eigen::internal;
-    for (int64_t r = 0; r < rows; ++r) {
-      const S* ar = a + r * a_stride;
-      Packet acc[8];
-      for (auto& p : acc) p = pset1<Packet>(S(0));
-      if (n == 4) {
-        for (int64_t k = 0; k < depth_; ++k) {
-          const Packet x = pset1<Packet>(ar[k]);
-          for (int p = 0; p < 4; ++p) {
-            acc[2 * p] = pmadd(x, ploadu<Packet>(panels[p] + k * kPanel), acc[2 * p]);
-            acc[2 * p + 1] = pmadd(x, ploadu<Packet>(panels[p] + k * kPanel + kPacket), acc[2 * p + 1]);
-          }
-        }
-      } else {
-        for (int64_t k = 0; k < depth_; ++k) {
-          const Packet x = pset1<Packet>(ar[k]);
-          for (int p = 0; p < n; ++p) {
-            acc[2 * p] = pmadd(x, ploadu<Packet>(panels[p] + k * kPanel), acc[2 * p]);
-            acc[2 * p + 1] = pmadd(x, ploadu<Packet>(panels[p] + k * kPanel + kPacket), acc[2 * p + 1]);
-          }
+  // R (< kMinBlockRows) rows against P panels at once, straight from `a`: each panel packet
+  // loaded feeds R FMAs, and the 2 * R * P accumulators hide the FMA latency, which one panel's
+  // 2 * R do not (3 rows ran at the speed of 4; 2 rows, walked one after the other, read the
+  // weights twice and took twice the time of 1).
+  template <int R>
+  void few_rows(const S* a, int64_t a_stride, S* out, int64_t out_stride, bool accumulate,
+                int64_t chunk_from, int64_t chunk_to) const noexcept {
+    constexpr int P = kFewRowPanels[R];
+    const S* panels[P];
+    S* outs[P];
+    int widths[P];
+    int n = 0;
+    for (int64_t c = chunk_from; c < chunk_to; ++c) {
+      for (int64_t g = 0; g < groups_; ++g) {
+        panels[n] = panel_data(g, c);
+        outs[n] = out + g * group_width_ + c * kPanel;
+        widths[n] = static_cast<int>(chunk_width(c));
+        if (++n == P) {
+          panel_group<R, P>(a, a_stride, panels, outs, widths, out_stride, accumulate);
+          n = 0;
         }
       }
-      for (int p = 0; p < n; ++p) {
-        store(acc[2 * p], acc[2 * p + 1], outs[p] + r * out_stride, widths[p], accumulate);
+    }
+    if (n > 0) partial_group<R, P - 1>(n, a, a_stride, panels, outs, widths, out_stride, accumulate);
+  }
+
+  // panel_group<R, n> for a run-time n in 1..P.
+  template <int R, int P>
+  void partial_group(int n, const S* a, int64_t a_stride, const S* const* panels, S* const* outs,
+                     const int* widths, int64_t out_stride, bool accumulate) const noexcept {
+    if (n == P) {
+      panel_group<R, P>(a, a_stride, panels, outs, widths, out_stride, accumulate);
+    } else if constexpr (P > 1) {
+      partial_group<R, P - 1>(n, a, a_stride, panels, outs, widths, out_stride, accumulate);
+    }
+  }
+
+  template <int R, int P>
+  void panel_group(const S* a, int64_t a_stride, const S* const* panels, S* const* outs,
+                   const int* widths, int64_t out_stride, bool accumulate) const noexcept {
+    using namespace Eigen::internal;
+    Packet acc[R][2 * P];
+    for (int r = 0; r < R; ++r) {
+      for (int q = 0; q < 2 * P; ++q) acc[r][q] = pset1<Packet>(S(0));
+    }
+    for (int64_t k = 0; k < depth_; ++k) {
+      Packet x[R];
+      for (int r = 0; r < R; ++r) x[r] = pset1<Packet>(a[r * a_stride + k]);
+      for (int p = 0; p < P; ++p) {
+        const Packet w0 = ploadu<Packet>(panels[p] + k * kPanel);
+        const Packet w1 = ploadu<Packet>(panels[p] + k * kPanel + kPacket);
+        for (int r = 0; r < R; ++r) {
+          acc[r][2 * p] = pmadd(x[r], w0, acc[r][2 * p]);
+          acc[r][2 * p + 1] = pmadd(x[r], w1, acc[r][2 * p + 1]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int p = 0; p < P; ++p) {
+        store(acc[r][2 * p], acc[r][2 * p + 1], outs[p] + r * out_stride, widths[p], accumulate);
       }
     }
   }

@@ -201,21 +201,31 @@ class RecurrentPass {
   double step_flops() const {
     return 2.0 * static_cast<double>(run_.batch) * run_.gate_rows() * run_.hidden_size;
   }
-  int64_t chunks() const { return w_hh_.chunks(); }
+  // Threads the time loop runs on, chosen when W_hh is packed (see RecurrentPass()).
+  int loop_threads() const { return loop_threads_; }
   // Scratch, per thread, that run_steps needs.
   std::size_t scratch_size() const { return static_cast<std::size_t>(w_hh_.scratch_size(run_.batch)); }
 
  protected:
-  // forward: W_hh^T, B[k, g*H + j] = W_hh[g*H + j, k], one panel group per gate;
-  // backward: W_hh itself, B[k, j] = W_hh[k, j], k over the G*H gate rows. Not packed (pack =
-  // false) the pass has no chunks and its time loop one thread.
-  RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack = true) : run_(run) {
-    const int64_t H = run.hidden_size;
+  // forward: W_hh^T, B[k, g*H + j] = W_hh[g*H + j, k]; backward: W_hh itself,
+  // B[k, j] = W_hh[k, j], k over the G*H gate rows. The time loop gets threads by the step's
+  // work and its chunks of hidden units (none where may_split is false: a wavefront runs each
+  // pass on one thread). Not packed (pack = false) the loop runs on one thread.
+  RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack, bool may_split) : run_(run) {
+    const int64_t H = run.hidden_size, G = gate_count(run.cell);
     if (!pack) return;
-    if (forward) {
-      w_hh_.pack(run.w.w_hh, H, true, H, gate_count(run.cell), H);
-    } else {
+    const int64_t unit_chunks = (H + detail::PackedPanels<S>::kPanel - 1) / detail::PackedPanels<S>::kPanel;
+    loop_threads_ = may_split ? time_loop_threads(step_flops(), unit_chunks) : 1;
+    if (!forward) {
       w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
+    } else if (loop_threads_ > 1) {
+      // One panel group per gate: chunk c covers the same units in every gate, and a thread
+      // owning a range of chunks runs the cell math of its units without waiting for others.
+      w_hh_.pack(run.w.w_hh, H, true, H, G, H);
+    } else {
+      // One thread owns every unit: the G*H columns as one group leave at most one partial
+      // panel instead of one per gate (H = 100 LSTM: 13 panels of 32 floats, not 16).
+      w_hh_.pack(run.w.w_hh, H, true, H, 1, G * H);
     }
   }
   // Two state buffers [N, H] used in turn, then others: buffer i of state_.
@@ -224,13 +234,14 @@ class RecurrentPass {
   DirectionRun<S> run_;
   detail::PackedPanels<S> w_hh_;
   Buffer<S> state_;
+  int loop_threads_ = 1;
 };
 
 // Runs steps(thread, team, barrier, scratch) on the threads the time loop of `pass` gets, each
 // with its own scratch, allocated before the team starts (nothing inside it may throw).
 template <typename S, typename Steps>
 void run_time_loop(const RecurrentPass<S>& pass, Steps&& steps) {
-  const int threads = time_loop_threads(pass.step_flops(), pass.chunks());
+  const int threads = pass.loop_threads();
   std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
   for (auto& buf : scratch) buf.resize(pass.scratch_size());
   parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
@@ -250,8 +261,8 @@ class ForwardPass : public RecurrentPass<S> {
 
  public:
   ForwardPass(const DirectionRun<S>& run, const S* h0, const S* c0,
-              typename TrainingCache<S>::Direction* cache)
-      : RecurrentPass<S>(run, true, !direct(run)), direct_(direct(run)), cache_(cache) {
+              typename TrainingCache<S>::Direction* cache, bool may_split = true)
+      : RecurrentPass<S>(run, true, !direct(run), may_split), direct_(direct(run)), cache_(cache) {
     const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
     const int64_t rows = T * N, NH = N * H, G = gate_count(run.cell);
     const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
@@ -259,7 +270,8 @@ class ForwardPass : public RecurrentPass<S> {
     gates.resize(static_cast<std::size_t>(rows * gh));
     gates_ = gates.data();
 
-    if (!direct_) w_ih_t_.pack(run.w.w_ih, run.input_size, true, run.input_size, G, H);
+    // The hoisted product needs no per-gate chunks: its G*H columns are one group.
+    if (!direct_) w_ih_t_.pack(run.w.w_ih, run.input_size, true, run.input_size, 1, gh);
     if (run.w.b_ih != nullptr || run.w.b_hh != nullptr) bias_ = folded_bias(run);
     b_hn_ = (gru && run.w.b_hh != nullptr) ? run.w.b_hh + 2 * H : nullptr;
 
@@ -430,8 +442,9 @@ class BackwardPass : public RecurrentPass<S> {
 
  public:
   BackwardPass(const DirectionRun<S>& run, const typename TrainingCache<S>::Direction& cache,
-               const S* grad_h_n, const S* grad_c_n, S* grad_in_gates, S* grad_hidden_gates)
-      : RecurrentPass<S>(run, false),
+               const S* grad_h_n, const S* grad_c_n, S* grad_in_gates, S* grad_hidden_gates,
+               bool may_split = true)
+      : RecurrentPass<S>(run, false, true, may_split),
         cache_(cache),
         grad_in_gates_(grad_in_gates),
         grad_hidden_gates_(grad_hidden_gates) {
@@ -808,7 +821,7 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
       const DirectionRun<S> run = make_run(config, weights[k], k, 0, steps, batch, lengths);
       passes[k] = std::make_unique<ForwardPass<S>>(
           run, h0 != nullptr ? h0 + k * NH : nullptr, lstm && c0 != nullptr ? c0 + k * NH : nullptr,
-          cache != nullptr ? &cache->directions_[k] : nullptr);
+          cache != nullptr ? &cache->directions_[k] : nullptr, false);
     }
     wavefront_forward(plan, passes, inputs, outputs, out_width, steps);
     for (int64_t k = 0; k < L; ++k) {
@@ -877,7 +890,7 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
     passes[at(k)] = std::make_unique<BackwardPass<S>>(
         run, directions[at(k)], grad_h_n != nullptr ? grad_h_n + k * NH : nullptr,
         lstm && grad_c_n != nullptr ? grad_c_n + k * NH : nullptr, dgi,
-        gru ? grad_hidden_gates[at(k)].data() : dgi);
+        gru ? grad_hidden_gates[at(k)].data() : dgi, false);
     scratch[at(k)].resize(passes[at(k)]->scratch_size());
   }
 
