@@ -8,7 +8,8 @@ in every gate). They run row blocks of up to 8 (AVX-512) or 6 rows, cut as evenl
 and a separate kernel for 1-3 rows that walks several panels at once; they cut the depth into
 slices (128 float rows with AVX-512), cut the T*N rows of the input product into blocks of 96,
 run the pointwise cell math on whole packets with an Eigen tail, and split the time loop over
-threads by hidden-unit chunks. The sizes below straddle every one of those edges: hidden sizes
+threads by slots (SIMD packets of hidden units, so a thread's share may start mid-panel; a
+panel's last packet that holds no unit is skipped). The sizes below straddle every one of those edges: hidden sizes
 below, at and above a packet and a panel (and gate runs whose panels end mid-gate), batches of
 1-3 and around 6, 8 and 16, input widths that are not multiples of anything, depths above one
 slice, T*N across row blocks. tests/cpp/test_recurrent_gemm.cpp checks the packed product

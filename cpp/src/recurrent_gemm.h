@@ -99,24 +99,24 @@ class PackedPanels {
   }
 
   int64_t chunks() const noexcept { return chunks_; }
+  // Slots: the packets of a group, kPacket columns each (chunk c holds slots 2c and 2c + 1).
+  // Columns [slot_begin(s), slot_begin(s) + kPacket) of every group, clipped to the group,
+  // belong to slot s. Products and threads work on ranges of slots.
+  int64_t slots() const noexcept { return (group_width_ + kPacket - 1) / kPacket; }
+  static int64_t slot_begin(int64_t s) noexcept { return s * kPacket; }
   int64_t scratch_size(int64_t rows) const noexcept { return rows * depth_; }
   int64_t depth() const noexcept { return depth_; }
-  // Columns [chunk_begin(c), chunk_begin(c) + chunk_width(c)) of every group belong to chunk c.
-  static int64_t chunk_begin(int64_t c) noexcept { return c * kPanel; }
-  int64_t chunk_width(int64_t c) const noexcept {
-    return std::min<int64_t>(kPanel, group_width_ - c * kPanel);
-  }
 
   // out[r, g * group_width + j] (+)= sum_k a[r * a_stride + k] * B[k, ...] for rows r < rows and
-  // the columns of chunks [chunk_from, chunk_to) of every group. `out` may not alias `a`.
+  // the columns of slots [slot_from, slot_to) of every group. `out` may not alias `a`.
   // `scratch` holds at least scratch_size(rows) elements, private to the calling thread.
   void multiply(const S* a, int64_t a_stride, int64_t rows, S* out, int64_t out_stride,
-                bool accumulate, int64_t chunk_from, int64_t chunk_to, S* scratch) const noexcept {
+                bool accumulate, int64_t slot_from, int64_t slot_to, S* scratch) const noexcept {
     if (rows < kMinBlockRows) {
       switch (rows) {
-        case 1: return few_rows<1>(a, a_stride, out, out_stride, accumulate, chunk_from, chunk_to);
-        case 2: return few_rows<2>(a, a_stride, out, out_stride, accumulate, chunk_from, chunk_to);
-        case 3: return few_rows<3>(a, a_stride, out, out_stride, accumulate, chunk_from, chunk_to);
+        case 1: return few_rows<1>(a, a_stride, out, out_stride, accumulate, slot_from, slot_to);
+        case 2: return few_rows<2>(a, a_stride, out, out_stride, accumulate, slot_from, slot_to);
+        case 3: return few_rows<3>(a, a_stride, out, out_stride, accumulate, slot_from, slot_to);
         default: return;
       }
     }
@@ -133,21 +133,27 @@ class PackedPanels {
         for (int64_t r = 0; r < block_rows; ++r) dst[k * block_rows + r] = a[(r0 + r) * a_stride + k];
       }
     }
-    for (int64_t c = chunk_from; c < chunk_to; ++c) {
-      const int width = static_cast<int>(chunk_width(c));
+    for (int64_t c = slot_from / 2; 2 * c < slot_to; ++c) {
+      const Piece piece = piece_of(c, slot_from, slot_to);
       for (int64_t g = 0; g < groups_; ++g) {
-        S* o = out + g * group_width_ + c * kPanel;
+        S* o = out + g * group_width_ + slot_begin(piece.slot);
         // The depth is cut into slices whose panel part fits in L1 next to the rows' slices, so
         // every row block after the first reads the panel from L1 rather than L2.
         for (int64_t k0 = 0; k0 < depth_; k0 += kDepthSlice) {
           const int64_t k1 = std::min<int64_t>(depth_, k0 + kDepthSlice);
-          const S* panel = panel_data(g, c) + k0 * kPanel;
+          const S* panel = panel_data(g, c) + k0 * kPanel + piece.offset;
           const bool acc = accumulate || k0 > 0;
           for (int64_t b = 0; b < blocks; ++b) {
             const int64_t r = block_start(rows, blocks, b);
-            const int64_t block_rows = block_start(rows, blocks, b + 1) - r;
-            sized_block<kRows>(static_cast<int>(block_rows), scratch + r * depth_ + k0 * block_rows,
-                               panel, k1 - k0, o + r * out_stride, out_stride, width, acc);
+            const int block_rows = static_cast<int>(block_start(rows, blocks, b + 1) - r);
+            const S* rows_k = scratch + r * depth_ + k0 * block_rows;
+            if (piece.packets == 2) {
+              sized_block<kRows, 2>(block_rows, rows_k, panel, k1 - k0, o + r * out_stride,
+                                    out_stride, piece.width, acc);
+            } else {
+              sized_block<kRows, 1>(block_rows, rows_k, panel, k1 - k0, o + r * out_stride,
+                                    out_stride, piece.width, acc);
+            }
           }
         }
       }
@@ -155,6 +161,22 @@ class PackedPanels {
   }
 
  private:
+  // The part of chunk c inside slots [slot_from, slot_to): its first slot, its offset in the
+  // panel, its packets (1 or 2) and columns.
+  struct Piece {
+    int64_t slot, offset;
+    int packets, width;
+  };
+  Piece piece_of(int64_t c, int64_t slot_from, int64_t slot_to) const noexcept {
+    const int64_t first = std::max(slot_from, 2 * c);
+    const int64_t last = std::min({slot_to, 2 * c + 2, slots()});
+    const int64_t width = std::min<int64_t>((last - first) * kPacket, group_width_ - slot_begin(first));
+    return {first, (first - 2 * c) * kPacket, static_cast<int>(last - first), static_cast<int>(width)};
+  }
+
+  int64_t chunk_width(int64_t c) const noexcept {
+    return std::min<int64_t>(kPanel, group_width_ - c * kPanel);
+  }
   const S* panel_data(int64_t g, int64_t c) const noexcept {
     return data_.data() + (g * chunks_ + c) * depth_ * kPanel;
   }
@@ -162,21 +184,18 @@ class PackedPanels {
     return data_.data() + (g * chunks_ + c) * depth_ * kPanel;
   }
 
-  static void store(const Packet& lo, const Packet& hi, S* o, int width, bool accumulate) noexcept {
+  // Stores NP packets (NP * kPacket columns, of which the first `width` are real) to o.
+  template <int NP>
+  static void store(const Packet* acc, S* o, int width, bool accumulate) noexcept {
     using namespace Eigen::internal;
-    if (width == kPanel) {
-      if (accumulate) {
-        pstoreu(o, padd(ploadu<Packet>(o), lo));
-        pstoreu(o + kPacket, padd(ploadu<Packet>(o + kPacket), hi));
-      } else {
-        pstoreu(o, lo);
-        pstoreu(o + kPacket, hi);
+    if (width == NP * kPacket) {
+      for (int q = 0; q < NP; ++q) {
+        pstoreu(o + q * kPacket, accumulate ? padd(ploadu<Packet>(o + q * kPacket), acc[q]) : acc[q]);
       }
       return;
     }
-    EIGEN_ALIGN_MAX S tmp[kPanel];
-    pstoreu(tmp, lo);
-    pstoreu(tmp + kPacket, hi);
+    EIGEN_ALIGN_MAX S tmp[NP * kPacket];
+    for (int q = 0; q < NP; ++q) pstoreu(tmp + q * kPacket, acc[q]);
     for (int j = 0; j < width; ++j) o[j] = accumulate ? o[j] + tmp[j] : tmp[j];
   }
 
@@ -185,24 +204,26 @@ class PackedPanels {
     return rows / blocks * b + std::min(b, rows % blocks);
   }
 
-  // block<rows> for a run-time rows in 1..R.
-  template <int R>
+  // block<rows, NP> for a run-time rows in 1..R.
+  template <int R, int NP>
   static void sized_block(int rows, const S* a, const S* panel, int64_t depth, S* o,
                           int64_t out_stride, int width, bool accumulate) noexcept {
     if (rows == R) {
-      block<R>(a, panel, depth, o, out_stride, width, accumulate);
+      block<R, NP>(a, panel, depth, o, out_stride, width, accumulate);
     } else if constexpr (R > 1) {
-      sized_block<R - 1>(rows, a, panel, depth, o, out_stride, width, accumulate);
+      sized_block<R - 1, NP>(rows, a, panel, depth, o, out_stride, width, accumulate);
     }
   }
 
-  // a: R rows packed k-major (a[k * R + r]).
-  template <int R>
+  // R rows (a: packed k-major, a[k * R + r]) against NP packets of a panel (row stride kPanel).
+  template <int R, int NP>
   static void block(const S* a, const S* panel, int64_t depth, S* o, int64_t out_stride,
                     int width, bool accumulate) noexcept {
     using namespace Eigen::internal;
-    Packet lo[R], hi[R];
-    for (int r = 0; r < R; ++r) lo[r] = hi[r] = pset1<Packet>(S(0));
+    Packet acc[R][NP];
+    for (int r = 0; r < R; ++r) {
+      for (int q = 0; q < NP; ++q) acc[r][q] = pset1<Packet>(S(0));
+    }
     if (accumulate) {
       // The tile accumulated into is usually cold (the hoisted input projection wrote it a whole
       // sequence earlier) and its rows are a gate row apart, a stride the hardware prefetcher
@@ -210,84 +231,102 @@ class PackedPanels {
       // H = 256 LSTM's forward stalled on these loads).
       for (int r = 0; r < R; ++r) {
         __builtin_prefetch(o + r * out_stride);
-        __builtin_prefetch(o + r * out_stride + kPanel - 1);
+        __builtin_prefetch(o + r * out_stride + NP * kPacket - 1);
       }
     }
     for (int64_t k = 0; k < depth; ++k) {
       // Large weights stream from L3 once per step; the hardware prefetcher alone leaves the
       // micro-kernel waiting on them (measured: H = 1024 LSTM at 60% of the L2-resident rate).
       __builtin_prefetch(panel + (k + kPrefetch) * kPanel);
-      const Packet w0 = ploadu<Packet>(panel + k * kPanel);
-      const Packet w1 = ploadu<Packet>(panel + k * kPanel + kPacket);
+      Packet w[NP];
+      for (int q = 0; q < NP; ++q) w[q] = ploadu<Packet>(panel + k * kPanel + q * kPacket);
       for (int r = 0; r < R; ++r) {
         const Packet x = pset1<Packet>(a[k * R + r]);
-        lo[r] = pmadd(x, w0, lo[r]);
-        hi[r] = pmadd(x, w1, hi[r]);
+        for (int q = 0; q < NP; ++q) acc[r][q] = pmadd(x, w[q], acc[r][q]);
       }
     }
-    for (int r = 0; r < R; ++r) store(lo[r], hi[r], o + r * out_stride, width, accumulate);
+    for (int r = 0; r < R; ++r) store<NP>(acc[r], o + r * out_stride, width, accumulate);
   }
 
   // R (< kMinBlockRows) rows against P panels at once, straight from `a`: each panel packet
   // loaded feeds R FMAs, and the 2 * R * P accumulators hide the FMA latency, which one panel's
   // 2 * R do not (3 rows ran at the speed of 4; 2 rows, walked one after the other, read the
-  // weights twice and took twice the time of 1).
+  // weights twice and took twice the time of 1). Pieces of one packet (a group's last slot,
+  // or a thread's share starting or ending mid-chunk) go through the same kernel with NP = 1.
   template <int R>
   void few_rows(const S* a, int64_t a_stride, S* out, int64_t out_stride, bool accumulate,
-                int64_t chunk_from, int64_t chunk_to) const noexcept {
+                int64_t slot_from, int64_t slot_to) const noexcept {
     constexpr int P = kFewRowPanels[R];
+    PanelRefs<P> full, half;
+    for (int64_t c = slot_from / 2; 2 * c < slot_to; ++c) {
+      const Piece piece = piece_of(c, slot_from, slot_to);
+      PanelRefs<P>& refs = piece.packets == 2 ? full : half;
+      for (int64_t g = 0; g < groups_; ++g) {
+        refs.add(panel_data(g, c) + piece.offset, out + g * group_width_ + slot_begin(piece.slot),
+                 piece.width);
+        if (refs.n == P) {
+          if (piece.packets == 2) {
+            panel_group<R, P, 2>(a, a_stride, refs, out_stride, accumulate);
+          } else {
+            panel_group<R, P, 1>(a, a_stride, refs, out_stride, accumulate);
+          }
+          refs.n = 0;
+        }
+      }
+    }
+    if (full.n > 0) partial_group<R, P - 1, 2>(full.n, a, a_stride, full, out_stride, accumulate);
+    if (half.n > 0) partial_group<R, P - 1, 1>(half.n, a, a_stride, half, out_stride, accumulate);
+  }
+
+  template <int P>
+  struct PanelRefs {
     const S* panels[P];
     S* outs[P];
     int widths[P];
     int n = 0;
-    for (int64_t c = chunk_from; c < chunk_to; ++c) {
-      for (int64_t g = 0; g < groups_; ++g) {
-        panels[n] = panel_data(g, c);
-        outs[n] = out + g * group_width_ + c * kPanel;
-        widths[n] = static_cast<int>(chunk_width(c));
-        if (++n == P) {
-          panel_group<R, P>(a, a_stride, panels, outs, widths, out_stride, accumulate);
-          n = 0;
-        }
-      }
+    void add(const S* panel, S* o, int width) noexcept {
+      panels[n] = panel;
+      outs[n] = o;
+      widths[n] = width;
+      ++n;
     }
-    if (n > 0) partial_group<R, P - 1>(n, a, a_stride, panels, outs, widths, out_stride, accumulate);
-  }
+  };
 
-  // panel_group<R, n> for a run-time n in 1..P.
-  template <int R, int P>
-  void partial_group(int n, const S* a, int64_t a_stride, const S* const* panels, S* const* outs,
-                     const int* widths, int64_t out_stride, bool accumulate) const noexcept {
+  // panel_group<R, n, NP> for a run-time n in 1..P.
+  template <int R, int P, int NP, typename Refs>
+  void partial_group(int n, const S* a, int64_t a_stride, const Refs& refs, int64_t out_stride,
+                     bool accumulate) const noexcept {
     if (n == P) {
-      panel_group<R, P>(a, a_stride, panels, outs, widths, out_stride, accumulate);
+      panel_group<R, P, NP>(a, a_stride, refs, out_stride, accumulate);
     } else if constexpr (P > 1) {
-      partial_group<R, P - 1>(n, a, a_stride, panels, outs, widths, out_stride, accumulate);
+      partial_group<R, P - 1, NP>(n, a, a_stride, refs, out_stride, accumulate);
     }
   }
 
-  template <int R, int P>
-  void panel_group(const S* a, int64_t a_stride, const S* const* panels, S* const* outs,
-                   const int* widths, int64_t out_stride, bool accumulate) const noexcept {
+  // R rows of a against the first P panels of refs, NP packets of each.
+  template <int R, int P, int NP, typename Refs>
+  void panel_group(const S* a, int64_t a_stride, const Refs& refs, int64_t out_stride,
+                   bool accumulate) const noexcept {
     using namespace Eigen::internal;
-    Packet acc[R][2 * P];
+    Packet acc[R][P][NP];
     for (int r = 0; r < R; ++r) {
-      for (int q = 0; q < 2 * P; ++q) acc[r][q] = pset1<Packet>(S(0));
+      for (int p = 0; p < P; ++p) {
+        for (int q = 0; q < NP; ++q) acc[r][p][q] = pset1<Packet>(S(0));
+      }
     }
     for (int64_t k = 0; k < depth_; ++k) {
       Packet x[R];
       for (int r = 0; r < R; ++r) x[r] = pset1<Packet>(a[r * a_stride + k]);
       for (int p = 0; p < P; ++p) {
-        const Packet w0 = ploadu<Packet>(panels[p] + k * kPanel);
-        const Packet w1 = ploadu<Packet>(panels[p] + k * kPanel + kPacket);
-        for (int r = 0; r < R; ++r) {
-          acc[r][2 * p] = pmadd(x[r], w0, acc[r][2 * p]);
-          acc[r][2 * p + 1] = pmadd(x[r], w1, acc[r][2 * p + 1]);
+        for (int q = 0; q < NP; ++q) {
+          const Packet w = ploadu<Packet>(refs.panels[p] + k * kPanel + q * kPacket);
+          for (int r = 0; r < R; ++r) acc[r][p][q] = pmadd(x[r], w, acc[r][p][q]);
         }
       }
     }
     for (int r = 0; r < R; ++r) {
       for (int p = 0; p < P; ++p) {
-        store(acc[r][2 * p], acc[r][2 * p + 1], outs[p] + r * out_stride, widths[p], accumulate);
+        store<NP>(acc[r][p], refs.outs[p] + r * out_stride, refs.widths[p], accumulate);
       }
     }
   }

@@ -131,7 +131,7 @@ void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, 
     for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
       const int64_t n = std::min(kRowBlock, end - r0);
       S* o = out + r0 * out_stride;
-      b.multiply(a + r0 * a_stride, a_stride, n, o, out_stride, accumulate, 0, b.chunks(),
+      b.multiply(a + r0 * a_stride, a_stride, n, o, out_stride, accumulate, 0, b.slots(),
                  thread_scratch);
       if (bias != nullptr) {
         for (int64_t r = 0; r < n; ++r) {
@@ -176,20 +176,28 @@ void weight_gradient(int64_t rows, int64_t gh, int64_t width, const S* grad_gate
   });
 }
 
-// The hidden units [begin, end) that thread `thread` of `threads` owns in the time loop: whole
-// panel chunks of the packed recurrent weights, so its share of the recurrent product and of the
-// pointwise cell math touch the same units and need no barrier between them.
+// The hidden units [begin, end) that thread `thread` of `threads` owns in the time loop: an even
+// share of the slots (SIMD packets of units) of the packed recurrent weights, so its share of the
+// recurrent product and of the pointwise cell math touch the same units and need no barrier
+// between them. Slots, not two-packet panels: H = 160 is 10 slots, 5 + 5, where 5 panels split
+// 3 + 2 and the time loop ran at 1.2x of one thread.
 struct UnitRange {
-  int64_t chunk_begin, chunk_end, begin, end;
+  int64_t slot_begin, slot_end, begin, end;
   int64_t count() const { return end - begin; }
 };
 
 template <typename S>
 UnitRange unit_range(const detail::PackedPanels<S>& packed, int64_t H, int thread, int threads) {
-  const int64_t chunks = packed.chunks();
-  const int64_t c0 = chunks * thread / threads, c1 = chunks * (thread + 1) / threads;
-  return {c0, c1, detail::PackedPanels<S>::chunk_begin(c0),
-          std::min(H, detail::PackedPanels<S>::chunk_begin(c1))};
+  const int64_t slots = packed.slots();
+  const int64_t s0 = slots * thread / threads, s1 = slots * (thread + 1) / threads;
+  return {s0, s1, std::min(H, detail::PackedPanels<S>::slot_begin(s0)),
+          std::min(H, detail::PackedPanels<S>::slot_begin(s1))};
+}
+
+// The parts a time loop over H hidden units splits into: its slots.
+template <typename S>
+int64_t unit_slots(int64_t H) {
+  return (H + detail::PackedPanels<S>::kPacket - 1) / detail::PackedPanels<S>::kPacket;
 }
 
 // What the forward and the backward pass of one (layer, direction) share: the run, W_hh packed
@@ -214,8 +222,7 @@ class RecurrentPass {
   RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack, bool may_split) : run_(run) {
     const int64_t H = run.hidden_size, G = gate_count(run.cell);
     if (!pack) return;
-    const int64_t unit_chunks = (H + detail::PackedPanels<S>::kPanel - 1) / detail::PackedPanels<S>::kPanel;
-    loop_threads_ = may_split ? time_loop_threads(step_flops(), unit_chunks) : 1;
+    loop_threads_ = may_split ? time_loop_threads(step_flops(), unit_slots<S>(H)) : 1;
     if (!forward) {
       w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
     } else if (loop_threads_ > 1) {
@@ -349,10 +356,10 @@ class ForwardPass : public RecurrentPass<S> {
           }
         }
       } else if (gru) {
-        w_hh_.multiply(h, H, N, hidden_proj_.data(), gh, false, u.chunk_begin, u.chunk_end,
+        w_hh_.multiply(h, H, N, hidden_proj_.data(), gh, false, u.slot_begin, u.slot_end,
                          scratch);
       } else {
-        w_hh_.multiply(h, H, N, gates_t, gh, true, u.chunk_begin, u.chunk_end, scratch);
+        w_hh_.multiply(h, H, N, gates_t, gh, true, u.slot_begin, u.slot_end, scratch);
       }
 
       for (int64_t b = 0; b < N; ++b) {
@@ -521,7 +528,7 @@ class BackwardPass : public RecurrentPass<S> {
       // The product below reads every unit's gate gradients. Nothing else needs a barrier: each
       // thread only reads and writes its own units of dh, dc and dh_next.
       barrier.wait();
-      w_hh_.multiply(dgh_t, gh, N, dh_next, H, true, u.chunk_begin, u.chunk_end, scratch);
+      w_hh_.multiply(dgh_t, gh, N, dh_next, H, true, u.slot_begin, u.slot_end, scratch);
     }
     // (the next call's first step reads only this thread's units of dh: no barrier needed)
   }
@@ -672,8 +679,7 @@ WavefrontPlan plan_wavefront(const ModelConfig& config, int64_t steps, int64_t b
                     layer_flops(config, k, steps, batch) / kWavefrontFlopRate;
     }
     if (one_thread < kWavefrontMinSeconds) return plan;
-    const int64_t parts = (H + detail::PackedPanels<S>::kPanel - 1) / detail::PackedPanels<S>::kPanel;
-    if (time_loop_threads(step_flops, parts) >= team &&
+    if (time_loop_threads(step_flops, unit_slots<S>(H)) >= team &&
         (L % team != 0 || step_flops > kWavefrontMaxStepFlops)) {
       return plan;
     }
