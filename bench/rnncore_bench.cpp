@@ -5,7 +5,9 @@
 //   build-bench/bench/rnncore_bench --benchmark_filter='lstm/h256'  # a subset
 //
 // Names: <kind>/<cell>/h<H>/n<N>/t<T>/<uni|bi>[/l<layers>]/threads:<k>, kind = forward (inference),
-// train (forward + BPTT with every gradient), step (one step, T = 1), gemm (Eigen float32).
+// train (forward + BPTT with every gradient), step (one step, T = 1), gemm (Eigen float32);
+// product/h<H>/g<G>/rows<N>: one time step's recurrent product alone (W_hh^T packed once, G*H
+// columns, depth H, N rows of state; one thread, weights in cache: the kernel's own rate).
 // Counters: GFLOPs = the model's multiply-add work (training counts 3x the forward) per second.
 #include <benchmark/benchmark.h>
 
@@ -16,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "recurrent_gemm.h"
 #include "rnncore/parallel.h"
 #include "rnncore/sequence.h"
 
@@ -160,6 +163,26 @@ void run_gemm(benchmark::State& state, int64_t m, int64_t n, int64_t k, int thre
   set_threads(1);
 }
 
+// The time loop's product out[rows, G*H] += h[rows, H] * W_hh^T, W_hh packed as one run of
+// G*H columns (as a one-thread time loop packs it).
+void run_product(benchmark::State& state, int64_t hidden, int64_t gates, int64_t rows) {
+  set_threads(1);
+  const auto w = random_vector(static_cast<std::size_t>(gates * hidden * hidden), 1, 0.1f);
+  const auto h = random_vector(static_cast<std::size_t>(rows * hidden), 2, 1.0f);
+  std::vector<float> out(static_cast<std::size_t>(rows * gates * hidden), 0.0f);
+  rnncore::detail::PackedPanels<float> packed;
+  packed.pack(w.data(), hidden, true, hidden, 1, gates * hidden);
+  std::vector<float> scratch(static_cast<std::size_t>(packed.scratch_size(rows)));
+  for (auto _ : state) {
+    packed.multiply(h.data(), hidden, rows, out.data(), gates * hidden, true, 0, packed.slots(),
+                    scratch.data());
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * rows * gates * hidden * hidden * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+
 const char* cell_name(CellKind c) {
   switch (c) {
     case CellKind::RnnTanh: return "rnn";
@@ -171,6 +194,16 @@ const char* cell_name(CellKind c) {
 }
 
 void register_all() {
+  // The recurrent product alone: few rows (the kernel for 1-3 rows), row blocks, hidden sizes
+  // on and off the 32-float panel grid.
+  for (int64_t hidden : {100, 128, 200, 256}) {
+    for (int64_t rows : {1, 2, 3, 4, 8, 10, 16}) {
+      const std::string name = "product/h" + std::to_string(hidden) + "/g4/rows" +
+                               std::to_string(rows);
+      benchmark::RegisterBenchmark(name.c_str(), run_product, hidden, int64_t{4}, rows)
+          ->Unit(benchmark::kMicrosecond)->UseRealTime();
+    }
+  }
   const int max_threads = rnncore::max_threads();
   std::vector<int> thread_counts = {1};
   if (max_threads >= 2) thread_counts.push_back(2);
