@@ -8,11 +8,12 @@
 // zero-padded, and each step streams every panel once while a block of rows of `a` sits in
 // registers (a broadcast-FMA micro-kernel, the layout BLIS and oneDNN use).
 //
-// Panels are grouped by "chunk": panel (gate g, chunk c) holds columns
-// g * group_width + c * kPanel ... + kPanel - 1 (clipped to the group). For the forward product
-// the groups are the gates, so one chunk covers the same hidden units in every gate and a thread
-// that owns a range of chunks can run the pointwise cell math for those units without waiting
-// for the others.
+// Panels are grouped by "chunk": panel (group g, chunk c) holds columns
+// g * group_width + c * kPanel ... + kPanel - 1 (clipped to the group). Products run on ranges of
+// "slots", the SIMD packets of a group (chunk c holds slots 2c and 2c + 1). When a threaded time
+// loop packs W_hh^T the groups are the gates, so one slot covers the same hidden units in every
+// gate and a thread that owns a range of slots can run the pointwise cell math for those units
+// without waiting for the others; otherwise all columns are one group.
 #pragma once
 
 #include <Eigen/Core>
@@ -98,7 +99,6 @@ class PackedPanels {
     }
   }
 
-  int64_t chunks() const noexcept { return chunks_; }
   // Slots: the packets of a group, kPacket columns each (chunk c holds slots 2c and 2c + 1).
   // Columns [slot_begin(s), slot_begin(s) + kPacket) of every group, clipped to the group,
   // belong to slot s. Products and threads work on ranges of slots.

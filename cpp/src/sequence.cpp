@@ -205,7 +205,7 @@ int64_t unit_slots(int64_t H) {
 template <typename S>
 class RecurrentPass {
  public:
-  // Recurrent-product work of one step, and the chunks of hidden units it splits into.
+  // Recurrent-product work of one step.
   double step_flops() const {
     return 2.0 * static_cast<double>(run_.batch) * run_.gate_rows() * run_.hidden_size;
   }
@@ -217,7 +217,7 @@ class RecurrentPass {
  protected:
   // forward: W_hh^T, B[k, g*H + j] = W_hh[g*H + j, k]; backward: W_hh itself,
   // B[k, j] = W_hh[k, j], k over the G*H gate rows. The time loop gets threads by the step's
-  // work and its chunks of hidden units (none where may_split is false: a wavefront runs each
+  // work and its slots of hidden units (none where may_split is false: a wavefront runs each
   // pass on one thread). Not packed (pack = false) the loop runs on one thread.
   RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack, bool may_split) : run_(run) {
     const int64_t H = run.hidden_size, G = gate_count(run.cell);
