@@ -102,7 +102,8 @@ class PackedPanels {
   // Slots: the packets of a group, kPacket columns each (chunk c holds slots 2c and 2c + 1).
   // Columns [slot_begin(s), slot_begin(s) + kPacket) of every group, clipped to the group,
   // belong to slot s. Products and threads work on ranges of slots.
-  int64_t slots() const noexcept { return (group_width_ + kPacket - 1) / kPacket; }
+  int64_t slots() const noexcept { return slot_count(group_width_); }
+  static int64_t slot_count(int64_t width) noexcept { return (width + kPacket - 1) / kPacket; }
   static int64_t slot_begin(int64_t s) noexcept { return s * kPacket; }
   int64_t scratch_size(int64_t rows) const noexcept { return rows * depth_; }
   int64_t depth() const noexcept { return depth_; }

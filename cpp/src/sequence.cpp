@@ -194,12 +194,6 @@ UnitRange unit_range(const detail::PackedPanels<S>& packed, int64_t H, int threa
           std::min(H, detail::PackedPanels<S>::slot_begin(s1))};
 }
 
-// The parts a time loop over H hidden units splits into: its slots.
-template <typename S>
-int64_t unit_slots(int64_t H) {
-  return (H + detail::PackedPanels<S>::kPacket - 1) / detail::PackedPanels<S>::kPacket;
-}
-
 // What the forward and the backward pass of one (layer, direction) share: the run, W_hh packed
 // for the time loop's product, and what the loop's threads need to know about it.
 template <typename S>
@@ -222,12 +216,12 @@ class RecurrentPass {
   RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack, bool may_split) : run_(run) {
     const int64_t H = run.hidden_size, G = gate_count(run.cell);
     if (!pack) return;
-    loop_threads_ = may_split ? time_loop_threads(step_flops(), unit_slots<S>(H)) : 1;
+    loop_threads_ = may_split ? time_loop_threads(step_flops(), detail::PackedPanels<S>::slot_count(H)) : 1;
     if (!forward) {
       w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
     } else if (loop_threads_ > 1) {
-      // One panel group per gate: chunk c covers the same units in every gate, and a thread
-      // owning a range of chunks runs the cell math of its units without waiting for others.
+      // One panel group per gate: a slot covers the same units in every gate, and a thread
+      // owning a range of slots runs the cell math of its units without waiting for others.
       w_hh_.pack(run.w.w_hh, H, true, H, G, H);
     } else {
       // One thread owns every unit: the G*H columns as one group leave at most one partial
@@ -271,7 +265,7 @@ class ForwardPass : public RecurrentPass<S> {
               typename TrainingCache<S>::Direction* cache, bool may_split = true)
       : RecurrentPass<S>(run, true, !direct(run), may_split), direct_(direct(run)), cache_(cache) {
     const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
-    const int64_t rows = T * N, NH = N * H, G = gate_count(run.cell);
+    const int64_t rows = T * N, NH = N * H;
     const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
     Buffer<S>& gates = cache != nullptr ? cache->gates : local_gates_;
     gates.resize(static_cast<std::size_t>(rows * gh));
@@ -679,7 +673,7 @@ WavefrontPlan plan_wavefront(const ModelConfig& config, int64_t steps, int64_t b
                     layer_flops(config, k, steps, batch) / kWavefrontFlopRate;
     }
     if (one_thread < kWavefrontMinSeconds) return plan;
-    if (time_loop_threads(step_flops, unit_slots<S>(H)) >= team &&
+    if (time_loop_threads(step_flops, detail::PackedPanels<S>::slot_count(H)) >= team &&
         (L % team != 0 || step_flops > kWavefrontMaxStepFlops)) {
       return plan;
     }
