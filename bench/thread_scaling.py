@@ -4,6 +4,7 @@
     python bench/thread_scaling.py --cells gru --hidden 64,256 --batch 1,16 --steps 100
     python bench/thread_scaling.py --json out.json
     python bench/thread_scaling.py --layers 2           # stacks: the wavefront over layers
+    python bench/thread_scaling.py --splits             # also each split of the time loop
 
 For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interleaved the way
 bench/compare.py interleaves its peers (rnncore.benchmark.measure_interleaved), and prints the
@@ -11,12 +12,18 @@ medians and the speed-up t1/t2. Rows where the second thread loses more
 than --tolerance (default 5%, the noise of these machines) are flagged "SLOWER"; the exit code
 is 1 when any is. Input size = hidden size. Issue 3's rule: two threads never slower than one;
 at small sizes the kernels must pick fewer threads rather than lose.
+
+--splits also times 2 threads with the time loop's split forced (RNNCORE_TIME_LOOP=units: every
+thread takes a share of the hidden units, a barrier per step; =rows: a share of the sequences, no
+barrier; =one) and prints which one rnncore picks by itself (rnncore._core.time_loop_split) and
+which one was fastest: the data behind sequence.cpp's plan_time_loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 
@@ -34,15 +41,17 @@ def _ints(text: str) -> list[int]:
 
 
 def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: int,
-            min_seconds: float, layers: int = 1) -> dict:
+            min_seconds: float, layers: int = 1, splits: bool = False) -> dict:
     model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](hidden, hidden, num_layers=layers,
                                                                   seed=0)
     x = np.random.default_rng(0).standard_normal((steps, batch, hidden)).astype(np.float32)
     grad_y = np.ones((steps, batch, hidden), np.float32)
 
-    def at(threads: int):
+    def at(threads: int, split: str = ""):
         def call():
             rc.set_num_threads(threads)  # ~0.1 us: nothing beside the calls it times
+            if splits:
+                os.environ["RNNCORE_TIME_LOOP"] = split  # "" = by size; read on every call
             if mode == "inference":
                 model(x)
             else:
@@ -50,12 +59,29 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
                 model.backward(cache, grad_y)
         return call
 
+    runners = {1: at(1), 2: at(2)}
+    if splits:
+        runners.update({"one": at(2, "one"), "units": at(2, "units")})
+        if batch >= 2:
+            runners["rows"] = at(2, "rows")
     # No pause between samples: there is no peer whose thread pool must park first, and a pause
     # would let the second core go idle, timing its wake-up rather than the kernels.
-    seconds = measure_interleaved({1: at(1), 2: at(2)}, rounds, min_seconds, settle_seconds=0.0)
-    return {"cell": cell, "hidden": hidden, "batch": batch, "steps": steps, "layers": layers,
-            "mode": mode, "ms_1_thread": seconds[1] * 1e3, "ms_2_threads": seconds[2] * 1e3,
-            "speedup": seconds[1] / seconds[2]}
+    try:
+        seconds = measure_interleaved(runners, rounds, min_seconds, settle_seconds=0.0)
+    finally:
+        os.environ.pop("RNNCORE_TIME_LOOP", None)
+    row = {"cell": cell, "hidden": hidden, "batch": batch, "steps": steps, "layers": layers,
+           "mode": mode, "ms_1_thread": seconds[1] * 1e3, "ms_2_threads": seconds[2] * 1e3,
+           "speedup": seconds[1] / seconds[2]}
+    if splits:
+        from rnncore._compiled import CELL_CODES
+
+        rc.set_num_threads(2)
+        code = CELL_CODES["rnn_tanh" if cell == "rnn" else cell]
+        row["chosen"] = rc._core.time_loop_split(code, hidden, steps, batch)[1]
+        row["ms_split"] = {k: seconds[k] * 1e3 for k in ("one", "units", "rows") if k in seconds}
+        row["fastest"] = min(row["ms_split"], key=row["ms_split"].get)
+    return row
 
 
 def main(argv=None) -> int:
@@ -70,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-time", type=float, default=0.03, help="seconds per timed sample")
     p.add_argument("--tolerance", type=float, default=0.05,
                    help="flag rows where 2 threads are more than this fraction slower")
+    p.add_argument("--splits", action="store_true",
+                   help="also time each split of the time loop at 2 threads (one/units/rows)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     cells = [c for c in args.cells.split(",") if c]
@@ -82,18 +110,25 @@ def main(argv=None) -> int:
             p.error(f"--modes: expected a subset of inference,training, got {m!r}")
 
     rows = []
-    print(f"{'case':34s} {'1 thread ms':>12s} {'2 threads ms':>13s} {'speed-up':>9s}")
+    print(f"{'case':34s} {'1 thread ms':>12s} {'2 threads ms':>13s} {'speed-up':>9s}"
+          + ("  2 threads: one / units / rows ms, chosen, fastest" if args.splits else ""))
     for mode in modes:
         for cell in cells:
             for h in args.hidden:
                 for n in args.batch:
                     for t in args.steps:
                         for layers in args.layers:
-                            r = measure(cell, h, n, t, mode, args.rounds, args.min_time, layers)
+                            r = measure(cell, h, n, t, mode, args.rounds, args.min_time, layers,
+                                        args.splits)
                             r["slower"] = r["speedup"] < 1.0 - args.tolerance
                             rows.append(r)
                             name = f"{mode[:5]} {cell} {h}x{n}x{t}" + (f" L{layers}" if layers > 1 else "")
                             flag = "  SLOWER" if r["slower"] else ""
+                            if args.splits:
+                                ms = r["ms_split"]
+                                flag += "  " + " / ".join(
+                                    f"{ms[k]:.3f}" if k in ms else "-" for k in ("one", "units", "rows"))
+                                flag += f"  {r['chosen']}, {r['fastest']}"
                             print(f"{name:34s} {r['ms_1_thread']:12.3f} {r['ms_2_threads']:13.3f} "
                                   f"{r['speedup']:9.2f}{flag}", flush=True)
     slower = [r for r in rows if r["slower"]]
@@ -101,6 +136,13 @@ def main(argv=None) -> int:
     print(f"# {len(rows)} cases: speed-up min {min(speedups):.2f}, median "
           f"{statistics.median(speedups):.2f}, max {max(speedups):.2f}; "
           f"{len(slower)} slower than 1 thread by more than {args.tolerance:.0%}")
+    if args.splits:
+        # How much the chosen split leaves on the table against the fastest forced one.
+        losses = [r["ms_split"].get(r["chosen"], r["ms_2_threads"]) / r["ms_split"][r["fastest"]]
+                  for r in rows]
+        agree = sum(r["chosen"] == r["fastest"] for r in rows)
+        print(f"# split chosen = fastest in {agree} of {len(rows)}; chosen / fastest time: median "
+              f"{statistics.median(losses):.2f}, max {max(losses):.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "tolerance": args.tolerance, "build": rc.build_info()}, f, indent=1)

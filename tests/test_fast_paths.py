@@ -8,8 +8,9 @@ in every gate). They run row blocks of up to 8 (AVX-512) or 6 rows, cut as evenl
 and a separate kernel for 1-3 rows that walks several panels at once; they cut the depth into
 slices (128 float rows with AVX-512), cut the T*N rows of the input product into blocks of 96,
 run the pointwise cell math on whole packets with an Eigen tail, and split the time loop over
-threads by slots (SIMD packets of hidden units, so a thread's share may start mid-panel; a
-panel's last packet that holds no unit is skipped). The sizes below straddle every one of those edges: hidden sizes
+threads either by sequences (each thread all units of some of the N sequences, no barrier) or by
+slots (SIMD packets of hidden units, so a thread's share may start mid-panel; a panel's last
+packet that holds no unit is skipped). The sizes below straddle every one of those edges: hidden sizes
 below, at and above a packet and a panel (and gate runs whose panels end mid-gate), batches of
 1-3 and around 6, 8 and 16, input widths that are not multiples of anything, depths above one
 slice, T*N across row blocks. tests/cpp/test_recurrent_gemm.cpp checks the packed product
@@ -173,6 +174,31 @@ def test_benchmark_harness_runs_without_peers(tmp_path):
     assert any("PyTorch disabled" in note for note in data["meta"]["notes"])
 
 
+def test_thread_scaling_harness_times_each_split(tmp_path, threads):
+    import importlib.util
+    import json
+    import os
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "thread_scaling.py"
+    spec = importlib.util.spec_from_file_location("thread_scaling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "splits.json"
+    # A tolerance of 100% flags nothing: the exit code only reports the harness's own failures.
+    code = module.main(["--cells", "lstm", "--hidden", "8", "--batch", "1,3", "--steps", "4",
+                        "--modes", "inference,training", "--rounds", "1", "--min-time", "0.001",
+                        "--tolerance", "1", "--splits", "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["batch"], r["mode"]) for r in rows] == [(1, "inference"), (3, "inference"),
+                                                        (1, "training"), (3, "training")]
+    assert set(rows[0]["ms_split"]) == {"one", "units"}  # one sequence: no split by rows
+    assert set(rows[1]["ms_split"]) == {"one", "units", "rows"}
+    assert all(r["chosen"] in ("one", "units", "rows") and r["fastest"] in r["ms_split"] for r in rows)
+    assert "RNNCORE_TIME_LOOP" not in os.environ
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_products_split_across_two_threads_match_reference(cell, threads):
     # T*N = 24*43 = 1032 rows, H = 100, I = 150: the hoisted input product and dL/dx (>= 31 MFLOP)
@@ -258,3 +284,85 @@ def test_wavefront_is_used_only_where_it_can_run(threads, wavefront_setting):
         _core.wavefront_threads(2, 4, 4, 2, False, 0, 1)
     with pytest.raises(ValueError, match="dtype: expected float32 or float64, got float16"):
         _core.wavefront_threads(2, 4, 4, 2, False, 10, 1, "float16")
+
+
+@pytest.fixture
+def time_loop_setting(monkeypatch):
+    """Sets RNNCORE_TIME_LOOP (read on every call) for one test."""
+
+    def set_to(value):
+        monkeypatch.setenv("RNNCORE_TIME_LOOP", value)
+
+    return set_to
+
+
+def time_loop_split(cell, hidden_size, steps, batch, dtype="float32"):
+    from rnncore._compiled import CELL_CODES
+
+    return _core.time_loop_split(CELL_CODES[cell], hidden_size, steps, batch, dtype)
+
+
+@pytest.mark.parametrize("split", ["rows", "units"])
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("hidden_size,batch,lengths", [
+    (37, 5, None),                 # rows 2 + 3; units split mid-panel
+    (33, 2, [6, 2]),               # one sequence per thread, one of them ending early
+    (150, 7, [9, 1, 4, 9, 9, 2, 7]),  # depth of two slices; lengths on both threads' rows
+], ids=["37x5", "33x2-lengths", "150x7-lengths"])
+def test_time_loop_split_matches_reference(cell, split, hidden_size, batch, lengths, threads,
+                                           time_loop_setting):
+    _core.set_num_threads(2)
+    time_loop_setting(split)
+    assert time_loop_split(cell, hidden_size, 9, batch) == (2, split)
+    check_against_reference(cell, input_size=13, hidden_size=hidden_size, steps=9, batch=batch,
+                            lengths=lengths)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_time_loop_splits_are_bitwise_one_thread(cell, threads, time_loop_setting):
+    # Every output element is the same chain of FMAs whoever computes it, and whatever rows it
+    # was multiplied with (the few-row kernel sums the depth in the row blocks' slices): H = 150
+    # has two depth slices forward, the LSTM's and GRU's backward products more.
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((11, 6, 20)).astype(np.float32)
+    lengths = [11, 4, 11, 7, 1, 11]
+    model = model_for(cell, 20, 150, np.float32, num_layers=2)
+    _core.set_num_threads(2)
+    results = {}
+    for split in ("one", "units", "rows"):
+        time_loop_setting(split)
+        results[split] = forward_backward(model, x, lengths)
+    for split in ("units", "rows"):
+        for key in results["one"]:
+            np.testing.assert_array_equal(results[split][key], results["one"][key],
+                                          err_msg=f"{split}: {key}")
+
+
+def test_time_loop_split_is_chosen_by_size(threads, time_loop_setting):
+    _core.set_num_threads(2)
+    time_loop_setting("")  # by size
+    # Measured on the 2-core Zen 4 (bench/README.md, "Splitting the time loop").
+    assert time_loop_split("lstm", 256, 100, 32) == (2, "rows")  # compute-bound: sequences
+    assert time_loop_split("gru", 64, 200, 4) == (2, "rows")  # W_hh (48 KB) stays in each L2
+    assert time_loop_split("lstm", 256, 100, 4) == (2, "units")  # W_hh 1 MB: half of it each
+    assert time_loop_split("lstm", 256, 150, 1) == (2, "units")
+    assert time_loop_split("lstm", 48, 200, 2) == (2, "rows")  # one sequence each, 36 KB
+    assert time_loop_split("rnn_tanh", 32, 200, 1) == (1, "one")  # too small for a barrier
+    assert time_loop_split("rnn_tanh", 16, 2000, 8) == (1, "one")  # too small for a thread
+    assert time_loop_split("lstm", 256, 1, 1) == (1, "one")  # one step
+    _core.set_num_threads(1)
+    assert time_loop_split("lstm", 256, 100, 32) == (1, "one")
+    _core.set_num_threads(2)
+    time_loop_setting("rows")
+    assert time_loop_split("lstm", 256, 100, 1) == (1, "one")  # one sequence: nothing to split
+    time_loop_setting("units")
+    assert time_loop_split("lstm", 8, 100, 4) == (1, "one")  # one slot of units
+
+
+def test_time_loop_split_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="dtype"):
+        _core.time_loop_split(2, 16, 10, 1, "float16")
+    with pytest.raises(ValueError, match="steps and batch"):
+        _core.time_loop_split(2, 16, 0, 1)
+    with pytest.raises(ValueError, match="cell"):
+        _core.time_loop_split(7, 16, 10, 1)

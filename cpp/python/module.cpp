@@ -547,6 +547,29 @@ PYBIND11_MODULE(_core, m) {
       "Threads a forward/backward call of this shape runs its layers on as a wavefront (1: layer "
       "after layer); see rnncore/sequence.h.");
   m.def(
+      "time_loop_split",
+      [](int cell, int64_t hidden_size, int64_t steps, int64_t batch, const std::string& dtype) {
+        const ModelConfig c = make_config(cell, hidden_size, hidden_size, 1, false, true);
+        if (steps <= 0 || batch <= 0) {
+          throw py::value_error("steps and batch: expected positive integers, got steps=" +
+                                std::to_string(steps) + ", batch=" + std::to_string(batch));
+        }
+        rnncore::TimeLoopSplit split;
+        if (dtype == "float32") {
+          split = rnncore::time_loop_split<float>(c, steps, batch);
+        } else if (dtype == "float64") {
+          split = rnncore::time_loop_split<double>(c, steps, batch);
+        } else {
+          throw py::value_error("dtype: expected float32 or float64, got " + dtype);
+        }
+        return py::make_tuple(split.threads,
+                              split.threads == 1 ? "one" : split.by_rows ? "rows" : "units");
+      },
+      py::arg("cell"), py::arg("hidden_size"), py::arg("steps"), py::arg("batch"),
+      py::arg("dtype") = "float32",
+      "(threads, 'one' | 'units' | 'rows'): how one layer's time loop of this shape is split "
+      "across threads; see rnncore/sequence.h.");
+  m.def(
       "gemm_gflops",
       [](int64_t rows, int64_t cols, int64_t depth, int repeats) {
         // C[rows, cols] = A[rows, depth] * B[cols, depth]^T in float32 through Eigen, at the

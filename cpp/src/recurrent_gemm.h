@@ -304,30 +304,37 @@ class PackedPanels {
     }
   }
 
-  // R rows of a against the first P panels of refs, NP packets of each.
+  // R rows of a against the first P panels of refs, NP packets of each. The depth is summed in
+  // the row-block path's slices (each slice's sum added to the output), so that an output comes
+  // out the same bit for bit whether its row went through this kernel or a row block: a time
+  // loop split by sequences gives each thread fewer rows than one thread would have.
   template <int R, int P, int NP, typename Refs>
   void panel_group(const S* a, int64_t a_stride, const Refs& refs, int64_t out_stride,
                    bool accumulate) const noexcept {
     using namespace Eigen::internal;
-    Packet acc[R][P][NP];
-    for (int r = 0; r < R; ++r) {
-      for (int p = 0; p < P; ++p) {
-        for (int q = 0; q < NP; ++q) acc[r][p][q] = pset1<Packet>(S(0));
-      }
-    }
-    for (int64_t k = 0; k < depth_; ++k) {
-      Packet x[R];
-      for (int r = 0; r < R; ++r) x[r] = pset1<Packet>(a[r * a_stride + k]);
-      for (int p = 0; p < P; ++p) {
-        for (int q = 0; q < NP; ++q) {
-          const Packet w = ploadu<Packet>(refs.panels[p] + k * kPanel + q * kPacket);
-          for (int r = 0; r < R; ++r) acc[r][p][q] = pmadd(x[r], w, acc[r][p][q]);
+    for (int64_t k0 = 0; k0 < depth_; k0 += kDepthSlice) {
+      const int64_t k1 = std::min<int64_t>(depth_, k0 + kDepthSlice);
+      Packet acc[R][P][NP];
+      for (int r = 0; r < R; ++r) {
+        for (int p = 0; p < P; ++p) {
+          for (int q = 0; q < NP; ++q) acc[r][p][q] = pset1<Packet>(S(0));
         }
       }
-    }
-    for (int r = 0; r < R; ++r) {
-      for (int p = 0; p < P; ++p) {
-        store<NP>(acc[r][p], refs.outs[p] + r * out_stride, refs.widths[p], accumulate);
+      for (int64_t k = k0; k < k1; ++k) {
+        Packet x[R];
+        for (int r = 0; r < R; ++r) x[r] = pset1<Packet>(a[r * a_stride + k]);
+        for (int p = 0; p < P; ++p) {
+          for (int q = 0; q < NP; ++q) {
+            const Packet w = ploadu<Packet>(refs.panels[p] + k * kPanel + q * kPacket);
+            for (int r = 0; r < R; ++r) acc[r][p][q] = pmadd(x[r], w, acc[r][p][q]);
+          }
+        }
+      }
+      const bool add = accumulate || k0 > 0;
+      for (int r = 0; r < R; ++r) {
+        for (int p = 0; p < P; ++p) {
+          store<NP>(acc[r][p], refs.outs[p] + r * out_stride, refs.widths[p], add);
+        }
       }
     }
   }

@@ -112,6 +112,33 @@ int product_threads(double flops, double parts) {
                                                   static_cast<double>(max_threads())})));
 }
 
+// Thread `thread` of `team`'s share of packed_product below: an even share of the rows, in whole
+// micro-kernel row blocks. `scratch` holds product_scratch_size(b, rows) elements.
+template <typename S>
+void packed_product_share(const detail::PackedPanels<S>& b, int64_t cols, const S* a,
+                          int64_t a_stride, int64_t rows, S* out, int64_t out_stride,
+                          bool accumulate, const S* bias, int thread, int team, S* scratch) {
+  constexpr int64_t unit = detail::PackedPanels<S>::kRows;
+  const int64_t units = (rows + unit - 1) / unit;
+  const int64_t begin = std::min(rows, units * thread / team * unit);
+  const int64_t end = std::min(rows, units * (thread + 1) / team * unit);
+  for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
+    const int64_t n = std::min(kRowBlock, end - r0);
+    S* o = out + r0 * out_stride;
+    b.multiply(a + r0 * a_stride, a_stride, n, o, out_stride, accumulate, 0, b.slots(), scratch);
+    if (bias != nullptr) {
+      for (int64_t r = 0; r < n; ++r) {
+        Eigen::Map<RowVec<S>>(o + r * out_stride, cols) += Eigen::Map<const RowVec<S>>(bias, cols);
+      }
+    }
+  }
+}
+
+template <typename S>
+int64_t product_scratch_size(const detail::PackedPanels<S>& b, int64_t rows) {
+  return b.scratch_size(std::min(kRowBlock, rows));
+}
+
 template <typename S>
 void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, int64_t a_stride,
                     int64_t rows, S* out, int64_t out_stride, bool accumulate, const S* bias) {
@@ -121,24 +148,10 @@ void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, 
                                       static_cast<double>(units));
   // Allocated here, where a failure can throw: nothing inside the team may.
   std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
-  for (auto& buf : scratch) {
-    buf.resize(static_cast<std::size_t>(b.scratch_size(std::min(kRowBlock, rows))));
-  }
+  for (auto& buf : scratch) buf.resize(static_cast<std::size_t>(product_scratch_size(b, rows)));
   parallel_team(threads, [&](int thread, int team, StepBarrier&) {
-    const int64_t begin = std::min(rows, units * thread / team * unit);
-    const int64_t end = std::min(rows, units * (thread + 1) / team * unit);
-    S* thread_scratch = scratch[static_cast<std::size_t>(thread)].data();
-    for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
-      const int64_t n = std::min(kRowBlock, end - r0);
-      S* o = out + r0 * out_stride;
-      b.multiply(a + r0 * a_stride, a_stride, n, o, out_stride, accumulate, 0, b.slots(),
-                 thread_scratch);
-      if (bias != nullptr) {
-        for (int64_t r = 0; r < n; ++r) {
-          Eigen::Map<RowVec<S>>(o + r * out_stride, cols) += Eigen::Map<const RowVec<S>>(bias, cols);
-        }
-      }
-    }
+    packed_product_share(b, cols, a, a_stride, rows, out, out_stride, accumulate, bias, thread,
+                         team, scratch[static_cast<std::size_t>(thread)].data());
   });
 }
 
@@ -194,17 +207,104 @@ UnitRange unit_range(const detail::PackedPanels<S>& packed, int64_t H, int threa
           std::min(H, detail::PackedPanels<S>::slot_begin(s1))};
 }
 
+// How a time loop's threads share its steps. By units: every thread takes all N sequences and a
+// slice of the hidden units, and the threads meet at a barrier every step, since the next
+// product reads every unit. By rows: every thread takes a slice of the N sequences and all the
+// units. Sequences never read each other's state, so the threads then run their steps without
+// ever waiting for each other, each reading all of W_hh.
+struct LoopPlan {
+  int threads = 1;
+  bool by_rows = false;
+};
+
+// RNNCORE_TIME_LOOP=one|units|rows forces the split of every time loop that may split (rows
+// only where N >= 2; a request for more threads than OpenMP has is capped); unset or anything
+// else decides by size. For tests and measurements.
+LoopPlan forced_time_loop(int64_t batch, int64_t slots) noexcept {
+  const char* value = std::getenv("RNNCORE_TIME_LOOP");
+  if (value == nullptr || in_parallel()) return {0, false};
+  const auto team = [](int64_t parts) {
+    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(parts, max_threads())));
+  };
+  if (std::strcmp(value, "one") == 0) return {1, false};
+  if (std::strcmp(value, "units") == 0) return {team(slots), false};
+  if (std::strcmp(value, "rows") == 0) return {team(batch), batch >= 2};
+  return {0, false};
+}
+
+// When a time loop splits, measured on the 2-core Zen 4 (bench/README.md, "Splitting the time
+// loop"; bench/results/time-loop-split-zen4-2026-11-23.json; two threads against one, T = 200):
+//  - by rows where each thread gets >= 2 sequences and either W_hh fits beside them in a core's
+//    L2 (<= kRowSplitMaxWeightBytes) or each thread gets >= 4 sequences (then the product is
+//    compute-bound): inference 1.3-1.6x from N = 4 up, 5-30% above a split by units. Where W_hh
+//    is larger and N small (LSTM 256 and 512, N = 2-4) both threads stream all of it from L3
+//    and a split by units (half of W_hh each) wins;
+//  - by rows with one sequence each where W_hh is small (<= kOneRowSplitMaxWeightBytes: LSTM
+//    48x2 1.35x against 1.20x by units; at 64 KB, LSTM 64x2, units win 1.33x to 1.26x);
+//  - else by units where a step's product is >= kUnitSplitMinStepFlops (a barrier per step,
+//    ~0.1-0.3 us when both cores are free): N = 1 LSTM H = 64 (32 kFLOP) 1.43x, GRU H = 64
+//    (25 kFLOP) 1.40x; RNN H = 64 (8 kFLOP) 0.88x;
+//  - neither for a loop under kSplitMinLoopFlops in all (~20 us on one core), where starting the
+//    team costs as much as it saves, nor by rows for steps under kRowSplitMinStepFlops (RNN
+//    16x8, 4 kFLOP: 0.37x, the threads' neighbouring rows share cache lines).
+constexpr double kUnitSplitMinStepFlops = 24.0e3;
+constexpr double kRowSplitMinStepFlops = 8.0e3;
+constexpr double kRowSplitMaxWeightBytes = 512.0 * 1024.0;
+constexpr double kOneRowSplitMaxWeightBytes = 40.0 * 1024.0;
+constexpr double kSplitMinLoopFlops = 2.0e6;
+
+// (`forcible`: whether RNNCORE_TIME_LOOP applies.)
+LoopPlan plan_time_loop(int64_t gates, int64_t H, int64_t N, int64_t T, std::size_t elem_bytes,
+                        int64_t slots, bool forcible = true) noexcept {
+  if (forcible) {
+    const LoopPlan forced = forced_time_loop(N, slots);
+    if (forced.threads > 0) return forced;
+  }
+  const int cap = in_parallel() ? 1 : max_threads();
+  const double step = 2.0 * static_cast<double>(N) * static_cast<double>(gates * H) *
+                      static_cast<double>(H);
+  if (cap < 2 || step * static_cast<double>(T) < kSplitMinLoopFlops) return {1, false};
+  const double weight_bytes = static_cast<double>(gates * H * H) * static_cast<double>(elem_bytes);
+  const int64_t by_rows = std::min<int64_t>(cap, N / 2);  // >= 2 sequences each
+  if (by_rows >= 2 && step >= kRowSplitMinStepFlops &&
+      (weight_bytes <= kRowSplitMaxWeightBytes || N >= 4 * by_rows)) {
+    return {static_cast<int>(by_rows), true};
+  }
+  if (N >= 2 && step >= kRowSplitMinStepFlops && weight_bytes <= kOneRowSplitMaxWeightBytes) {
+    return {static_cast<int>(std::min<int64_t>(cap, N)), true};
+  }
+  const int64_t by_units = std::min<int64_t>(
+      {static_cast<int64_t>(step / (kUnitSplitMinStepFlops / 2.0)), slots, cap});
+  if (by_units >= 2) return {static_cast<int>(by_units), false};
+  return {1, false};
+}
+
+template <typename S>
+LoopPlan plan_time_loop(const DirectionRun<S>& run) noexcept {
+  return plan_time_loop(gate_count(run.cell), run.hidden_size, run.batch, run.steps, sizeof(S),
+                        detail::PackedPanels<S>::slot_count(run.hidden_size));
+}
+
 // What the forward and the backward pass of one (layer, direction) share: the run, W_hh packed
 // for the time loop's product, and what the loop's threads need to know about it.
 template <typename S>
 class RecurrentPass {
  public:
-  // Recurrent-product work of one step.
-  double step_flops() const {
-    return 2.0 * static_cast<double>(run_.batch) * run_.gate_rows() * run_.hidden_size;
-  }
   // Threads the time loop runs on, chosen when W_hh is packed (see RecurrentPass()).
-  int loop_threads() const { return loop_threads_; }
+  int loop_threads() const { return plan_.threads; }
+  // Sequences [begin, end) and the unit range that thread `thread` of `team` takes (see LoopPlan).
+  struct Share {
+    int64_t begin, end;
+    UnitRange units;
+    bool by_rows;
+  };
+  Share share(int thread, int team) const {
+    const int64_t N = run_.batch, H = run_.hidden_size;
+    if (plan_.by_rows && team > 1) {
+      return {N * thread / team, N * (thread + 1) / team, unit_range(w_hh_, H, 0, 1), true};
+    }
+    return {0, N, unit_range(w_hh_, H, thread, team), false};
+  }
   // Scratch, per thread, that run_steps needs.
   std::size_t scratch_size() const { return static_cast<std::size_t>(w_hh_.scratch_size(run_.batch)); }
 
@@ -216,15 +316,15 @@ class RecurrentPass {
   RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack, bool may_split) : run_(run) {
     const int64_t H = run.hidden_size, G = gate_count(run.cell);
     if (!pack) return;
-    loop_threads_ = may_split ? time_loop_threads(step_flops(), detail::PackedPanels<S>::slot_count(H)) : 1;
+    if (may_split) plan_ = plan_time_loop(run);
     if (!forward) {
       w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
-    } else if (loop_threads_ > 1) {
+    } else if (plan_.threads > 1 && !plan_.by_rows) {
       // One panel group per gate: a slot covers the same units in every gate, and a thread
       // owning a range of slots runs the cell math of its units without waiting for others.
       w_hh_.pack(run.w.w_hh, H, true, H, G, H);
     } else {
-      // One thread owns every unit: the G*H columns as one group leave at most one partial
+      // Each thread owns every unit: the G*H columns as one group leave at most one partial
       // panel instead of one per gate (H = 100 LSTM: 13 panels of 32 floats, not 16).
       w_hh_.pack(run.w.w_hh, H, true, H, 1, G * H);
     }
@@ -235,16 +335,17 @@ class RecurrentPass {
   DirectionRun<S> run_;
   detail::PackedPanels<S> w_hh_;
   Buffer<S> state_;
-  int loop_threads_ = 1;
+  LoopPlan plan_;
 };
 
 // Runs steps(thread, team, barrier, scratch) on the threads the time loop of `pass` gets, each
 // with its own scratch, allocated before the team starts (nothing inside it may throw).
+// `scratch_size`, when given, replaces pass.scratch_size() (work done in the same team needs more).
 template <typename S, typename Steps>
-void run_time_loop(const RecurrentPass<S>& pass, Steps&& steps) {
+void run_time_loop(const RecurrentPass<S>& pass, Steps&& steps, std::size_t scratch_size = 0) {
   const int threads = pass.loop_threads();
   std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
-  for (auto& buf : scratch) buf.resize(pass.scratch_size());
+  for (auto& buf : scratch) buf.resize(std::max(scratch_size, pass.scratch_size()));
   parallel_team(threads, [&](int thread, int team, StepBarrier& barrier) {
     steps(thread, team, barrier, scratch[static_cast<std::size_t>(thread)].data());
   });
@@ -311,15 +412,31 @@ class ForwardPass : public RecurrentPass<S> {
                    bias_.size() > 0 ? bias_.data() : nullptr);
   }
 
-  // Steps s in [s0, s1) (processing order), thread `thread` of `team` taking its share of the
-  // hidden units; the steps' projections must be done. `scratch` holds scratch_size() elements.
+  // Thread `thread` of `team`'s share of project(in, 0, T), for a team that then runs the time
+  // loop (after a barrier: a thread's steps read rows that others projected). `scratch` holds
+  // project_scratch_size() elements. Only where !is_direct().
+  void project_share(const S* in, int thread, int team, S* scratch) {
+    const int64_t gh = run_.gate_rows();
+    packed_product_share(w_ih_t_, gh, in, run_.input_size, run_.steps * run_.batch, gates_, gh,
+                         false, bias_.size() > 0 ? bias_.data() : nullptr, thread, team, scratch);
+  }
+  std::size_t project_scratch_size() const {
+    return static_cast<std::size_t>(product_scratch_size(w_ih_t_, run_.steps * run_.batch));
+  }
+  bool is_direct() const { return direct_; }
+
+  // Steps s in [s0, s1) (processing order), thread `thread` of `team` taking its share (units or
+  // sequences, see LoopPlan); the steps' projections must be done. `scratch` holds
+  // scratch_size() elements.
   void run_steps(int64_t s0, int64_t s1, S* out, int64_t out_stride, int thread, int team,
                  StepBarrier& barrier, S* scratch) {
     const int64_t N = run_.batch, H = run_.hidden_size, gh = run_.gate_rows(), NH = N * H;
     const bool lstm = run_.cell == CellKind::Lstm, gru = run_.cell == CellKind::Gru;
     const bool relu = run_.cell == CellKind::RnnRelu;
-    const UnitRange u = direct_ ? UnitRange{0, 0, 0, H} : unit_range(w_hh_, H, thread, team);
-    const int64_t j0 = u.begin, n = u.count();
+    const auto part = direct_ ? typename RecurrentPass<S>::Share{0, N, UnitRange{0, 0, 0, H}, false}
+                              : this->share(thread, team);
+    const UnitRange u = part.units;
+    const int64_t j0 = u.begin, n = u.count(), b0 = part.begin, b1 = part.end;
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t t = run_.time_of(s);
       S* h = h_buffer(s % 2);
@@ -330,7 +447,7 @@ class ForwardPass : public RecurrentPass<S> {
       S* tanh_c_t = nullptr;
       S* hn_t = nullptr;
       if (cache_ != nullptr) {
-        for (int64_t b = 0; b < N; ++b) {
+        for (int64_t b = b0; b < b1; ++b) {
           copy_rows(h + b * H + j0, cache_->h_prev.data() + t * NH + b * H + j0, n);
           if (lstm) copy_rows(c + b * H + j0, cache_->c_prev.data() + t * NH + b * H + j0, n);
         }
@@ -341,7 +458,7 @@ class ForwardPass : public RecurrentPass<S> {
       }
 
       if (direct_) {
-        for (int64_t b = 0; b < N; ++b) {
+        for (int64_t b = b0; b < b1; ++b) {
           const auto product = Eigen::Map<const RowVec<S>>(h + b * H, H) * weights(run_.w.w_hh, H).transpose();
           if (gru) {
             Eigen::Map<RowVec<S>>(hidden_proj_.data() + b * gh, gh).noalias() = product;
@@ -350,13 +467,14 @@ class ForwardPass : public RecurrentPass<S> {
           }
         }
       } else if (gru) {
-        w_hh_.multiply(h, H, N, hidden_proj_.data(), gh, false, u.slot_begin, u.slot_end,
-                         scratch);
+        w_hh_.multiply(h + b0 * H, H, b1 - b0, hidden_proj_.data() + b0 * gh, gh, false,
+                       u.slot_begin, u.slot_end, scratch);
       } else {
-        w_hh_.multiply(h, H, N, gates_t, gh, true, u.slot_begin, u.slot_end, scratch);
+        w_hh_.multiply(h + b0 * H, H, b1 - b0, gates_t + b0 * gh, gh, true, u.slot_begin,
+                       u.slot_end, scratch);
       }
 
-      for (int64_t b = 0; b < N; ++b) {
+      for (int64_t b = b0; b < b1; ++b) {
         S* y_part = out + (t * N + b) * out_stride + j0;
         const int64_t o = b * H + j0;
         if (!run_.active(t, b)) {
@@ -382,7 +500,9 @@ class ForwardPass : public RecurrentPass<S> {
         }
         copy_rows(h_next + o, y_part, n);
       }
-      barrier.wait();  // the next step's product reads every unit of h
+      // The next step's product reads every unit of h (of this thread's rows only when split by
+      // rows).
+      if (!part.by_rows) barrier.wait();
     }
   }
 
@@ -423,11 +543,24 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
                        int64_t out_stride, S* h_n, S* c_n,
                        typename TrainingCache<S>::Direction* cache) {
   ForwardPass<S> pass(run, h0, c0, cache);
-  // Hoisted input projection: one product over all T*N rows instead of T small ones.
-  pass.project(in, 0, run.steps);
-  run_time_loop(pass, [&](int thread, int team, StepBarrier& barrier, S* scratch) {
-    pass.run_steps(0, run.steps, out, out_stride, thread, team, barrier, scratch);
-  });
+  // Hoisted input projection: one product over all T*N rows instead of T small ones. Where the
+  // time loop runs on a team, the same team shares it out first (one team start, not two, and
+  // a product too small to get threads of its own still splits).
+  if (pass.loop_threads() > 1 && !pass.is_direct()) {
+    run_time_loop(
+        pass,
+        [&](int thread, int team, StepBarrier& barrier, S* scratch) {
+          pass.project_share(in, thread, team, scratch);
+          barrier.wait();
+          pass.run_steps(0, run.steps, out, out_stride, thread, team, barrier, scratch);
+        },
+        pass.project_scratch_size());
+  } else {
+    pass.project(in, 0, run.steps);
+    run_time_loop(pass, [&](int thread, int team, StepBarrier& barrier, S* scratch) {
+      pass.run_steps(0, run.steps, out, out_stride, thread, team, barrier, scratch);
+    });
+  }
   pass.finish(h_n, c_n);
 }
 
@@ -456,17 +589,18 @@ class BackwardPass : public RecurrentPass<S> {
     if (run.cell == CellKind::Lstm && grad_c_n != nullptr) copy_rows(grad_c_n, dc_buffer(0), NH);
   }
 
-  // Processing steps s = s1 - 1 down to s0, thread `thread` of `team` taking its share of the
-  // hidden units. grad_out [T, N, *] (row stride grad_out_stride) is dL/d(this pass's output), or
-  // nullptr; its rows for these steps must be ready.
+  // Processing steps s = s1 - 1 down to s0, thread `thread` of `team` taking its share (units or
+  // sequences, see LoopPlan). grad_out [T, N, *] (row stride grad_out_stride) is dL/d(this
+  // pass's output), or nullptr; its rows for these steps must be ready.
   void run_steps(int64_t s0, int64_t s1, const S* grad_out, int64_t grad_out_stride, int thread,
                  int team, StepBarrier& barrier, S* scratch) {
     const int64_t T = run_.steps, N = run_.batch, H = run_.hidden_size, gh = run_.gate_rows();
     const int64_t NH = N * H, G = gate_count(run_.cell);
     const bool lstm = run_.cell == CellKind::Lstm, gru = run_.cell == CellKind::Gru;
     const bool relu = run_.cell == CellKind::RnnRelu;
-    const UnitRange u = unit_range(w_hh_, H, thread, team);
-    const int64_t j0 = u.begin, n = u.count();
+    const auto part = this->share(thread, team);
+    const UnitRange u = part.units;
+    const int64_t j0 = u.begin, n = u.count(), b0 = part.begin, b1 = part.end;
     S* const dh_total = this->state(4);
     for (int64_t s = s1 - 1; s >= s0; --s) {
       const int64_t t = run_.time_of(s);
@@ -478,7 +612,7 @@ class BackwardPass : public RecurrentPass<S> {
       const S* gates_t = cache_.gates.data() + t * N * gh;
       S* dgi_t = grad_in_gates_ + t * N * gh;
       S* dgh_t = grad_hidden_gates_ + t * N * gh;
-      for (int64_t b = 0; b < N; ++b) {
+      for (int64_t b = b0; b < b1; ++b) {
         const int64_t o = b * H + j0;
         S* dgi = dgi_t + b * gh + j0;
         S* dgh = dgh_t + b * gh + j0;
@@ -519,10 +653,12 @@ class BackwardPass : public RecurrentPass<S> {
             break;
         }
       }
-      // The product below reads every unit's gate gradients. Nothing else needs a barrier: each
-      // thread only reads and writes its own units of dh, dc and dh_next.
-      barrier.wait();
-      w_hh_.multiply(dgh_t, gh, N, dh_next, H, true, u.slot_begin, u.slot_end, scratch);
+      // The product below reads every unit's gate gradients (of this thread's rows only when
+      // split by rows). Nothing else needs a barrier: each thread only reads and writes its own
+      // units and rows of dh, dc and dh_next.
+      if (!part.by_rows) barrier.wait();
+      w_hh_.multiply(dgh_t + b0 * gh, gh, b1 - b0, dh_next + b0 * H, H, true, u.slot_begin,
+                     u.slot_end, scratch);
     }
     // (the next call's first step reads only this thread's units of dh: no barrier needed)
   }
@@ -673,7 +809,9 @@ WavefrontPlan plan_wavefront(const ModelConfig& config, int64_t steps, int64_t b
                     layer_flops(config, k, steps, batch) / kWavefrontFlopRate;
     }
     if (one_thread < kWavefrontMinSeconds) return plan;
-    if (time_loop_threads(step_flops, detail::PackedPanels<S>::slot_count(H)) >= team &&
+    const LoopPlan loop = plan_time_loop(config.gates(), H, batch, steps, sizeof(S),
+                                         detail::PackedPanels<S>::slot_count(H), false);
+    if (loop.threads >= team &&
         (L % team != 0 || step_flops > kWavefrontMaxStepFlops)) {
       return plan;
     }
@@ -987,6 +1125,16 @@ int wavefront_threads(const ModelConfig& config, int64_t steps, int64_t batch) {
   return plan_wavefront<S>(config, steps, batch).threads;
 }
 
+template <typename S>
+TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t batch) {
+  config.validate();
+  check_lengths(nullptr, steps, batch);
+  const int64_t H = config.hidden_size;
+  const LoopPlan plan = plan_time_loop(config.gates(), H, batch, steps, sizeof(S),
+                                       detail::PackedPanels<S>::slot_count(H));
+  return {plan.threads, plan.threads > 1 && plan.by_rows};
+}
+
 template class TrainingCache<float>;
 template class TrainingCache<double>;
 
@@ -998,7 +1146,8 @@ template class TrainingCache<double>;
                                      const std::vector<DirectionWeights<S>>&,                    \
                                      const TrainingCache<S>&, const S*, const S*, const S*, S*,  \
                                      S*, S*, const std::vector<DirectionGrads<S>>&);             \
-  template int wavefront_threads<S>(const ModelConfig&, int64_t, int64_t);
+  template int wavefront_threads<S>(const ModelConfig&, int64_t, int64_t);                       \
+  template TimeLoopSplit time_loop_split<S>(const ModelConfig&, int64_t, int64_t);
 
 RNNCORE_INSTANTIATE(float)
 RNNCORE_INSTANTIATE(double)

@@ -2,9 +2,11 @@
 // row count from 1 to 21 (the few-row kernel for 1-3 rows, then row blocks split as evenly as
 // possible), widths around the panel width, one or several panel groups, both packing layouts,
 // overwrite and accumulate, and ranges of slots (SIMD packets of columns: one thread's share)
-// that start or end mid-panel.
+// that start or end mid-panel; and that a row's result does not depend on how many rows it was
+// multiplied with (a time loop split by sequences hands each thread fewer rows).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <random>
@@ -72,6 +74,46 @@ TYPED_TEST(RecurrentGemm, EveryRowCountMatchesTheNaiveProduct) {
               }
             }
           }
+        }
+      }
+    }
+  }
+}
+
+// Rows multiplied all together, or cut into any pieces (as the threads of a time loop split by
+// sequences cut them), give the same bits: the few-row kernel sums the depth in the same slices
+// as the row blocks. Depths of one, two and three slices.
+TYPED_TEST(RecurrentGemm, ARowsResultDoesNotDependOnItsNeighbours) {
+  using S = TypeParam;
+  using Packed = rnncore::detail::PackedPanels<S>;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+  const int64_t cols = 75;
+  const int64_t slice = Packed::kDepthSlice;
+  for (int64_t depth : {slice - 3, 2 * slice + 5, 3 * slice}) {
+    std::vector<S> source(static_cast<std::size_t>(cols * depth));
+    for (auto& v : source) v = static_cast<S>(uniform(rng));
+    Packed packed;
+    packed.pack(source.data(), depth, true, depth, 1, cols);
+    for (int64_t rows : {2, 5, 9, 13}) {
+      std::vector<S> a(static_cast<std::size_t>(rows * depth));
+      for (auto& v : a) v = static_cast<S>(uniform(rng));
+      std::vector<S> scratch(static_cast<std::size_t>(packed.scratch_size(rows)));
+      for (bool accumulate : {false, true}) {
+        std::vector<S> start(static_cast<std::size_t>(rows * cols));
+        for (auto& v : start) v = static_cast<S>(uniform(rng));
+        std::vector<S> whole = start;
+        packed.multiply(a.data(), depth, rows, whole.data(), cols, accumulate, 0, packed.slots(),
+                        scratch.data());
+        for (int64_t piece : {1, 2, 3, 4}) {
+          std::vector<S> pieces = start;
+          for (int64_t r0 = 0; r0 < rows; r0 += piece) {
+            const int64_t n = std::min(piece, rows - r0);
+            packed.multiply(a.data() + r0 * depth, depth, n, pieces.data() + r0 * cols, cols,
+                            accumulate, 0, packed.slots(), scratch.data());
+          }
+          ASSERT_EQ(pieces, whole) << "depth " << depth << " rows " << rows << " in pieces of "
+                                   << piece << " accumulate " << accumulate;
         }
       }
     }

@@ -1,5 +1,6 @@
 // Whole-sequence kernels through the C++ API (sequence.h): the wavefront over stacked layers
-// against the layer-by-layer path, and when it is chosen.
+// against the layer-by-layer path, the time loop split by sequences or by hidden units against
+// one thread, and when each is chosen.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -20,11 +21,11 @@ namespace {
 using rnncore::CellKind;
 using rnncore::ModelConfig;
 
-// Sets RNNCORE_WAVEFRONT and the OpenMP thread count for one scope.
+// Sets RNNCORE_WAVEFRONT (unless nullptr) and the OpenMP thread count for one scope.
 class Setting {
  public:
-  Setting(const char* wavefront, int threads) {
-    setenv("RNNCORE_WAVEFRONT", wavefront, 1);
+  Setting(const char* wavefront, int threads) : wavefront_(wavefront != nullptr) {
+    if (wavefront_) setenv("RNNCORE_WAVEFRONT", wavefront, 1);
 #ifdef _OPENMP
     before_ = omp_get_max_threads();
     omp_set_num_threads(threads);
@@ -33,13 +34,14 @@ class Setting {
 #endif
   }
   ~Setting() {
-    unsetenv("RNNCORE_WAVEFRONT");
+    if (wavefront_) unsetenv("RNNCORE_WAVEFRONT");
 #ifdef _OPENMP
     omp_set_num_threads(before_);
 #endif
   }
 
  private:
+  bool wavefront_;
   int before_ = 1;
 };
 
@@ -106,6 +108,21 @@ ModelConfig stack(CellKind cell, int64_t input, int64_t hidden, int64_t layers) 
   return c;
 }
 
+// Every output, final state and gradient equal bit for bit (c_n and grad_c0 stay zero but for
+// the LSTM).
+void expect_bitwise_equal(const Result& got, const Result& want, const std::string& what) {
+  EXPECT_EQ(got.y, want.y) << what;
+  EXPECT_EQ(got.h_n, want.h_n) << what;
+  EXPECT_EQ(got.c_n, want.c_n) << what;
+  EXPECT_EQ(got.grad_x, want.grad_x) << what;
+  EXPECT_EQ(got.grad_h0, want.grad_h0) << what;
+  EXPECT_EQ(got.grad_c0, want.grad_c0) << what;
+  ASSERT_EQ(got.grads.size(), want.grads.size()) << what;
+  for (std::size_t i = 0; i < want.grads.size(); ++i) {
+    EXPECT_EQ(got.grads[i], want.grads[i]) << what << ", gradient " << i;
+  }
+}
+
 TEST(Wavefront, BitwiseEqualToLayerByLayer) {
 #ifndef _OPENMP
   GTEST_SKIP() << "built without OpenMP: there is no second thread";
@@ -129,17 +146,7 @@ TEST(Wavefront, BitwiseEqualToLayerByLayer) {
         const std::string what = "cell " + std::to_string(static_cast<int>(cell)) + ", " +
                                  std::to_string(layers) + " layers, lengths " +
                                  std::to_string(lengths.size());
-        EXPECT_EQ(wave.y, serial.y) << what;
-        EXPECT_EQ(wave.h_n, serial.h_n) << what;
-        EXPECT_EQ(wave.grad_x, serial.grad_x) << what;
-        EXPECT_EQ(wave.grad_h0, serial.grad_h0) << what;
-        if (cell == CellKind::Lstm) {
-          EXPECT_EQ(wave.c_n, serial.c_n) << what;
-          EXPECT_EQ(wave.grad_c0, serial.grad_c0) << what;
-        }
-        for (std::size_t i = 0; i < serial.grads.size(); ++i) {
-          EXPECT_EQ(wave.grads[i], serial.grads[i]) << what << ", gradient " << i;
-        }
+        expect_bitwise_equal(wave, serial, what);
       }
     }
   }
@@ -160,6 +167,76 @@ TEST(Wavefront, ChosenOnlyWhereItCanRun) {
   EXPECT_EQ(rnncore::wavefront_threads<float>(bidirectional, 96, 1), 1);
   EXPECT_EQ(rnncore::wavefront_threads<float>(stack(CellKind::Lstm, 64, 64, 1), 96, 1), 1);
   EXPECT_THROW(rnncore::wavefront_threads<float>(lstm, 0, 1), std::invalid_argument);
+}
+
+// Sets RNNCORE_TIME_LOOP and the OpenMP thread count for one scope.
+class LoopSetting {
+ public:
+  LoopSetting(const char* split, int threads) : threads_(nullptr, threads) {
+    setenv("RNNCORE_TIME_LOOP", split, 1);
+  }
+  ~LoopSetting() { unsetenv("RNNCORE_TIME_LOOP"); }
+
+ private:
+  Setting threads_;
+};
+
+TEST(TimeLoop, SplitsAreBitwiseEqualToOneThread) {
+#ifndef _OPENMP
+  GTEST_SKIP() << "built without OpenMP: there is no second thread";
+#endif
+  // N = 5: rows split 2 + 3; H = 37: units split mid-panel. Lengths mask rows on both threads.
+  for (CellKind cell : {CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru}) {
+    const ModelConfig config = stack(cell, 11, 37, 1);
+    const int64_t T = 17, N = 5;
+    for (const std::vector<int64_t>& lengths :
+         {std::vector<int64_t>{}, {17, 3, 9, 17, 1}}) {
+      Result one;
+      {
+        LoopSetting s("one", 2);
+        const rnncore::TimeLoopSplit split = rnncore::time_loop_split<float>(config, T, N);
+        ASSERT_EQ(split.threads, 1);
+        one = run(config, T, N, lengths);
+      }
+      for (const char* how : {"units", "rows"}) {
+        LoopSetting s(how, 2);
+        const rnncore::TimeLoopSplit split = rnncore::time_loop_split<float>(config, T, N);
+        ASSERT_EQ(split.threads, 2) << how;
+        ASSERT_EQ(split.by_rows, std::string(how) == "rows");
+        const Result got = run(config, T, N, lengths);
+        const std::string what = std::string(how) + ", cell " +
+                                 std::to_string(static_cast<int>(cell)) + ", lengths " +
+                                 std::to_string(lengths.size());
+        expect_bitwise_equal(got, one, what);
+      }
+    }
+  }
+}
+
+TEST(TimeLoop, SplitChosenBySize) {
+  LoopSetting s("", 2);
+  const auto split = [](CellKind cell, int64_t H, int64_t T, int64_t N) {
+    const rnncore::TimeLoopSplit got = rnncore::time_loop_split<float>(stack(cell, H, H, 1), T, N);
+    return got.threads == 1 ? std::string("one") : got.by_rows ? "rows" : "units";
+  };
+#ifndef _OPENMP
+  EXPECT_EQ(split(CellKind::Lstm, 256, 100, 32), "one");
+  return;
+#endif
+  EXPECT_EQ(split(CellKind::Lstm, 256, 100, 32), "rows");   // compute-bound: sequences
+  EXPECT_EQ(split(CellKind::Lstm, 64, 200, 4), "rows");     // W_hh (64 KB) fits in L2
+  EXPECT_EQ(split(CellKind::Lstm, 256, 100, 4), "units");   // W_hh 1 MB: half each
+  EXPECT_EQ(split(CellKind::Lstm, 256, 150, 1), "units");
+  EXPECT_EQ(split(CellKind::Lstm, 48, 200, 2), "rows");     // one sequence each, W_hh 36 KB
+  EXPECT_EQ(split(CellKind::RnnTanh, 32, 200, 1), "one");   // a step too small for a barrier
+  EXPECT_EQ(split(CellKind::RnnTanh, 16, 2000, 8), "one");  // too small even without one
+  EXPECT_EQ(split(CellKind::Lstm, 256, 1, 1), "one");       // too few steps to start a team
+  {
+    LoopSetting rows("rows", 2);
+    EXPECT_EQ(split(CellKind::Lstm, 256, 100, 1), "one");  // one sequence cannot split by rows
+  }
+  EXPECT_THROW(rnncore::time_loop_split<float>(stack(CellKind::Lstm, 8, 8, 1), 0, 1),
+               std::invalid_argument);
 }
 
 }  // namespace

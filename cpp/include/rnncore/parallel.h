@@ -60,28 +60,6 @@ void parallel_directions(int directions, double flops, Fn&& fn) {
 }
 
 
-// Threads for a time loop whose steps each do `step_flops` of recurrent product split into
-// `parts` independent column chunks. Every step ends in a barrier (the next step reads the whole
-// state), which costs about a microsecond when both cores are free and much more when another
-// process holds one, so a thread is only added per kMinStepFlopsPerThread of work per step
-// (about 10 us on one core of this machine).
-constexpr double kMinStepFlopsPerThread = 0.25e6;
-
-inline int time_loop_threads(double step_flops, long long parts) noexcept {
-#ifdef _OPENMP
-  if (omp_in_parallel()) return 1;
-  long long n = static_cast<long long>(step_flops / kMinStepFlopsPerThread);
-  n = n < parts ? n : parts;
-  const long long cap = omp_get_max_threads();
-  n = n < cap ? n : cap;
-  return n < 1 ? 1 : static_cast<int>(n);
-#else
-  (void)step_flops;
-  (void)parts;
-  return 1;
-#endif
-}
-
 namespace detail {
 // Pauses a waiter spins through before it starts yielding the CPU: some tens of microseconds,
 // longer than the imbalance of a step between two threads that each have a core, far shorter

@@ -129,6 +129,19 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
 template <typename S>
 int wavefront_threads(const ModelConfig& config, int64_t steps, int64_t batch);
 
+// How the time loop of one (layer, direction) of this shape runs when it runs on its own (a
+// unidirectional layer outside a wavefront; with two threads, the two directions of a
+// bidirectional layer run one on each thread instead): on `threads` threads, each taking a
+// share of the sequences (by_rows) or of the hidden units (a barrier every step). Chosen by
+// size (sequence.cpp, plan_time_loop); RNNCORE_TIME_LOOP=one|units|rows forces it (rows only
+// where batch >= 2). Results are the same bit for bit whichever runs.
+struct TimeLoopSplit {
+  int threads = 1;
+  bool by_rows = false;
+};
+template <typename S>
+TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t batch);
+
 // The floating-point operations of one forward pass (multiply-adds count 2), for GFLOP/s.
 double forward_flops(const ModelConfig& config, int64_t steps, int64_t batch) noexcept;
 
