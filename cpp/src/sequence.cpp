@@ -207,20 +207,16 @@ UnitRange unit_range(const detail::PackedPanels<S>& packed, int64_t H, int threa
           std::min(H, detail::PackedPanels<S>::slot_begin(s1))};
 }
 
-// How a time loop's threads share its steps. By units: every thread takes all N sequences and a
-// slice of the hidden units, and the threads meet at a barrier every step, since the next
-// product reads every unit. By rows: every thread takes a slice of the N sequences and all the
-// units. Sequences never read each other's state, so the threads then run their steps without
-// ever waiting for each other, each reading all of W_hh.
-struct LoopPlan {
-  int threads = 1;
-  bool by_rows = false;
-};
+// How a time loop's threads share its steps (TimeLoopSplit, sequence.h). By units: every thread
+// takes all N sequences and a slice of the hidden units, and the threads meet at a barrier every
+// step, since the next product reads every unit. By rows: every thread takes a slice of the N
+// sequences and all the units. Sequences never read each other's state, so the threads then run
+// their steps without ever waiting for each other, each reading all of W_hh.
 
 // RNNCORE_TIME_LOOP=one|units|rows forces the split of every time loop that may split (rows
 // only where N >= 2; a request for more threads than OpenMP has is capped); unset or anything
 // else decides by size. For tests and measurements.
-LoopPlan forced_time_loop(int64_t batch, int64_t slots) noexcept {
+TimeLoopSplit forced_time_loop(int64_t batch, int64_t slots) noexcept {
   const char* value = std::getenv("RNNCORE_TIME_LOOP");
   if (value == nullptr || in_parallel()) return {0, false};
   const auto team = [](int64_t parts) {
@@ -253,18 +249,21 @@ constexpr double kRowSplitMaxWeightBytes = 512.0 * 1024.0;
 constexpr double kOneRowSplitMaxWeightBytes = 40.0 * 1024.0;
 constexpr double kSplitMinLoopFlops = 2.0e6;
 
-// (`forcible`: whether RNNCORE_TIME_LOOP applies.)
-LoopPlan plan_time_loop(int64_t gates, int64_t H, int64_t N, int64_t T, std::size_t elem_bytes,
-                        int64_t slots, bool forcible = true) noexcept {
+// The split of a time loop of T steps, N sequences, H units and `gates` gates per unit in
+// scalars S (`forcible`: whether RNNCORE_TIME_LOOP applies).
+template <typename S>
+TimeLoopSplit plan_time_loop(int64_t gates, int64_t H, int64_t N, int64_t T,
+                             bool forcible = true) noexcept {
+  const int64_t slots = detail::PackedPanels<S>::slot_count(H);
   if (forcible) {
-    const LoopPlan forced = forced_time_loop(N, slots);
+    const TimeLoopSplit forced = forced_time_loop(N, slots);
     if (forced.threads > 0) return forced;
   }
   const int cap = in_parallel() ? 1 : max_threads();
   const double step = 2.0 * static_cast<double>(N) * static_cast<double>(gates * H) *
                       static_cast<double>(H);
   if (cap < 2 || step * static_cast<double>(T) < kSplitMinLoopFlops) return {1, false};
-  const double weight_bytes = static_cast<double>(gates * H * H) * static_cast<double>(elem_bytes);
+  const double weight_bytes = static_cast<double>(gates * H * H) * static_cast<double>(sizeof(S));
   const int64_t by_rows = std::min<int64_t>(cap, N / 2);  // >= 2 sequences each
   if (by_rows >= 2 && step >= kRowSplitMinStepFlops &&
       (weight_bytes <= kRowSplitMaxWeightBytes || N >= 4 * by_rows)) {
@@ -279,12 +278,6 @@ LoopPlan plan_time_loop(int64_t gates, int64_t H, int64_t N, int64_t T, std::siz
   return {1, false};
 }
 
-template <typename S>
-LoopPlan plan_time_loop(const DirectionRun<S>& run) noexcept {
-  return plan_time_loop(gate_count(run.cell), run.hidden_size, run.batch, run.steps, sizeof(S),
-                        detail::PackedPanels<S>::slot_count(run.hidden_size));
-}
-
 // What the forward and the backward pass of one (layer, direction) share: the run, W_hh packed
 // for the time loop's product, and what the loop's threads need to know about it.
 template <typename S>
@@ -292,7 +285,8 @@ class RecurrentPass {
  public:
   // Threads the time loop runs on, chosen when W_hh is packed (see RecurrentPass()).
   int loop_threads() const { return plan_.threads; }
-  // Sequences [begin, end) and the unit range that thread `thread` of `team` takes (see LoopPlan).
+  // Sequences [begin, end) and the unit range that thread `thread` of `team` takes (see
+  // TimeLoopSplit).
   struct Share {
     int64_t begin, end;
     UnitRange units;
@@ -316,7 +310,7 @@ class RecurrentPass {
   RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack, bool may_split) : run_(run) {
     const int64_t H = run.hidden_size, G = gate_count(run.cell);
     if (!pack) return;
-    if (may_split) plan_ = plan_time_loop(run);
+    if (may_split) plan_ = plan_time_loop<S>(G, H, run.batch, run.steps);
     if (!forward) {
       w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
     } else if (plan_.threads > 1 && !plan_.by_rows) {
@@ -335,7 +329,7 @@ class RecurrentPass {
   DirectionRun<S> run_;
   detail::PackedPanels<S> w_hh_;
   Buffer<S> state_;
-  LoopPlan plan_;
+  TimeLoopSplit plan_;
 };
 
 // Runs steps(thread, team, barrier, scratch) on the threads the time loop of `pass` gets, each
@@ -426,7 +420,7 @@ class ForwardPass : public RecurrentPass<S> {
   bool is_direct() const { return direct_; }
 
   // Steps s in [s0, s1) (processing order), thread `thread` of `team` taking its share (units or
-  // sequences, see LoopPlan); the steps' projections must be done. `scratch` holds
+  // sequences, see TimeLoopSplit); the steps' projections must be done. `scratch` holds
   // scratch_size() elements.
   void run_steps(int64_t s0, int64_t s1, S* out, int64_t out_stride, int thread, int team,
                  StepBarrier& barrier, S* scratch) {
@@ -590,7 +584,7 @@ class BackwardPass : public RecurrentPass<S> {
   }
 
   // Processing steps s = s1 - 1 down to s0, thread `thread` of `team` taking its share (units or
-  // sequences, see LoopPlan). grad_out [T, N, *] (row stride grad_out_stride) is dL/d(this
+  // sequences, see TimeLoopSplit). grad_out [T, N, *] (row stride grad_out_stride) is dL/d(this
   // pass's output), or nullptr; its rows for these steps must be ready.
   void run_steps(int64_t s0, int64_t s1, const S* grad_out, int64_t grad_out_stride, int thread,
                  int team, StepBarrier& barrier, S* scratch) {
@@ -809,9 +803,7 @@ WavefrontPlan plan_wavefront(const ModelConfig& config, int64_t steps, int64_t b
                     layer_flops(config, k, steps, batch) / kWavefrontFlopRate;
     }
     if (one_thread < kWavefrontMinSeconds) return plan;
-    const LoopPlan loop = plan_time_loop(config.gates(), H, batch, steps, sizeof(S),
-                                         detail::PackedPanels<S>::slot_count(H), false);
-    if (loop.threads >= team &&
+    if (plan_time_loop<S>(config.gates(), H, batch, steps, false).threads >= team &&
         (L % team != 0 || step_flops > kWavefrontMaxStepFlops)) {
       return plan;
     }
@@ -1129,9 +1121,7 @@ template <typename S>
 TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t batch) {
   config.validate();
   check_lengths(nullptr, steps, batch);
-  const int64_t H = config.hidden_size;
-  const LoopPlan plan = plan_time_loop(config.gates(), H, batch, steps, sizeof(S),
-                                       detail::PackedPanels<S>::slot_count(H));
+  const TimeLoopSplit plan = plan_time_loop<S>(config.gates(), config.hidden_size, batch, steps);
   return {plan.threads, plan.threads > 1 && plan.by_rows};
 }
 
