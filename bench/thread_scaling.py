@@ -5,6 +5,7 @@
     python bench/thread_scaling.py --json out.json
     python bench/thread_scaling.py --layers 2           # stacks: the wavefront over layers
     python bench/thread_scaling.py --splits             # also each split of the time loop
+    python bench/thread_scaling.py --plans              # also 2 threads without the measured plan
 
 For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interleaved the way
 bench/compare.py interleaves its peers (rnncore.benchmark.measure_interleaved), and prints the
@@ -17,6 +18,10 @@ at small sizes the kernels must pick fewer threads rather than lose.
 thread takes a share of the hidden units, a barrier per step; =rows: a share of the sequences, no
 barrier; =one) and prints which one rnncore picks by itself (rnncore._core.time_loop_split) and
 which one was fastest: the data behind sequence.cpp's plan_time_loop.
+
+--plans also times 2 threads with the measured thread plan off (rnncore.set_thread_plan("fixed"):
+every call takes the threads the size rules give it) beside the default ("measured": a call that
+may use two threads times itself against one and runs the faster), interleaved with the rest.
 """
 
 from __future__ import annotations
@@ -41,15 +46,21 @@ def _ints(text: str) -> list[int]:
 
 
 def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: int,
-            min_seconds: float, layers: int = 1, splits: bool = False) -> dict:
+            min_seconds: float, layers: int = 1, splits: bool = False, plans: bool = False) -> dict:
     model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](hidden, hidden, num_layers=layers,
                                                                   seed=0)
     x = np.random.default_rng(0).standard_normal((steps, batch, hidden)).astype(np.float32)
     grad_y = np.ones((steps, batch, hidden), np.float32)
 
-    def at(threads: int, split: str = ""):
+    # "2 threads" runs the plan in force (measured unless RNNCORE_THREAD_PLAN=fixed); with
+    # --plans, measured against fixed.
+    found_plan = rc.get_thread_plan()
+    default_plan = "measured" if plans else found_plan
+
+    def at(threads: int, split: str = "", plan: str | None = None):
         def call():
             rc.set_num_threads(threads)  # ~0.1 us: nothing beside the calls it times
+            rc.set_thread_plan(plan or default_plan)
             if splits:
                 os.environ["RNNCORE_TIME_LOOP"] = split  # "" = by size; read on every call
             if mode == "inference":
@@ -64,15 +75,21 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
         runners.update({"one": at(2, "one"), "units": at(2, "units")})
         if batch >= 2:
             runners["rows"] = at(2, "rows")
+    if plans:
+        runners["fixed"] = at(2, plan="fixed")
     # No pause between samples: there is no peer whose thread pool must park first, and a pause
     # would let the second core go idle, timing its wake-up rather than the kernels.
     try:
         seconds = measure_interleaved(runners, rounds, min_seconds, settle_seconds=0.0)
     finally:
         os.environ.pop("RNNCORE_TIME_LOOP", None)
+        rc.set_thread_plan(found_plan)
     row = {"cell": cell, "hidden": hidden, "batch": batch, "steps": steps, "layers": layers,
            "mode": mode, "ms_1_thread": seconds[1] * 1e3, "ms_2_threads": seconds[2] * 1e3,
            "speedup": seconds[1] / seconds[2]}
+    if plans:
+        row["ms_2_threads_fixed"] = seconds["fixed"] * 1e3
+        row["speedup_fixed"] = seconds[1] / seconds["fixed"]
     if splits:
         from rnncore._compiled import CELL_CODES
 
@@ -98,6 +115,8 @@ def main(argv=None) -> int:
                    help="flag rows where 2 threads are more than this fraction slower")
     p.add_argument("--splits", action="store_true",
                    help="also time each split of the time loop at 2 threads (one/units/rows)")
+    p.add_argument("--plans", action="store_true",
+                   help='also time 2 threads with the measured thread plan off ("fixed")')
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     cells = [c for c in args.cells.split(",") if c]
@@ -111,6 +130,7 @@ def main(argv=None) -> int:
 
     rows = []
     print(f"{'case':34s} {'1 thread ms':>12s} {'2 threads ms':>13s} {'speed-up':>9s}"
+          + ("  fixed plan: 2 threads ms, speed-up" if args.plans else "")
           + ("  2 threads: one / units / rows ms, chosen, fastest" if args.splits else ""))
     for mode in modes:
         for cell in cells:
@@ -119,11 +139,15 @@ def main(argv=None) -> int:
                     for t in args.steps:
                         for layers in args.layers:
                             r = measure(cell, h, n, t, mode, args.rounds, args.min_time, layers,
-                                        args.splits)
+                                        args.splits, args.plans)
                             r["slower"] = r["speedup"] < 1.0 - args.tolerance
                             rows.append(r)
                             name = f"{mode[:5]} {cell} {h}x{n}x{t}" + (f" L{layers}" if layers > 1 else "")
                             flag = "  SLOWER" if r["slower"] else ""
+                            if args.plans:
+                                fixed_slower = r["speedup_fixed"] < 1.0 - args.tolerance
+                                flag += (f"  {r['ms_2_threads_fixed']:.3f} {r['speedup_fixed']:.2f}"
+                                         + (" (slower)" if fixed_slower else ""))
                             if args.splits:
                                 ms = r["ms_split"]
                                 flag += "  " + " / ".join(
@@ -136,6 +160,12 @@ def main(argv=None) -> int:
     print(f"# {len(rows)} cases: speed-up min {min(speedups):.2f}, median "
           f"{statistics.median(speedups):.2f}, max {max(speedups):.2f}; "
           f"{len(slower)} slower than 1 thread by more than {args.tolerance:.0%}")
+    if args.plans:
+        fixed = [r["speedup_fixed"] for r in rows]
+        ratio = [r["ms_2_threads_fixed"] / r["ms_2_threads"] for r in rows]
+        print(f"# fixed plan: speed-up min {min(fixed):.2f}, median {statistics.median(fixed):.2f}; "
+              f"{sum(v < 1.0 - args.tolerance for v in fixed)} slower than 1 thread; fixed / measured "
+              f"time: median {statistics.median(ratio):.2f}, min {min(ratio):.2f}, max {max(ratio):.2f}")
     if args.splits:
         # How much the chosen split leaves on the table against the fastest forced one.
         losses = [r["ms_split"].get(r["chosen"], r["ms_2_threads"]) / r["ms_split"][r["fastest"]]

@@ -19,6 +19,7 @@
 #include "rnncore/parallel.h"
 #include "rnncore/sequence.h"
 #include "rnncore/stream.h"
+#include "rnncore/thread_plan.h"
 
 namespace py = pybind11;
 using rnncore::CellKind;
@@ -602,6 +603,47 @@ PYBIND11_MODULE(_core, m) {
 #endif
     Eigen::setNbThreads(n);
   });
+  m.def("set_thread_plan", [](const std::string& plan) {
+    if (plan == "measured") {
+      rnncore::set_thread_plan(rnncore::ThreadPlan::Measured);
+    } else if (plan == "fixed") {
+      rnncore::set_thread_plan(rnncore::ThreadPlan::Fixed);
+    } else {
+      throw py::value_error("plan: expected 'measured' or 'fixed', got '" + plan + "'");
+    }
+  }, py::arg("plan"),
+        "'measured' (default): a call that may use several threads times itself against one "
+        "thread and runs the faster; 'fixed': every call takes the threads its size gives it.");
+  m.def("get_thread_plan", []() {
+    return std::string(rnncore::thread_plan() == rnncore::ThreadPlan::Measured ? "measured" : "fixed");
+  });
+  m.def("thread_plan_report", []() {
+    py::list out;
+    for (const auto& e : rnncore::thread_plan_report()) {
+      py::dict d;
+      d["pass"] = e.pass;
+      d["cell"] = rnncore::cell_name(e.cell);
+      d["dtype"] = e.scalar_bytes == 8 ? "float64" : "float32";
+      d["input_size"] = e.input_size;
+      d["hidden_size"] = e.hidden_size;
+      d["num_layers"] = e.num_layers;
+      d["bidirectional"] = e.bidirectional;
+      d["lengths"] = e.lengths;
+      d["batch"] = e.batch;
+      d["steps"] = py::make_tuple(e.steps_from, e.steps_to);
+      d["threads"] = e.threads;
+      d["calls"] = e.calls;
+      d["alone_calls"] = e.alone_calls;
+      d["decided"] = e.decided;
+      d["choice"] = !e.decided ? "measuring" : (e.team ? "team" : "alone");
+      d["team_us_per_step"] = e.team_seconds_per_step * 1e6;
+      d["alone_us_per_step"] = e.alone_seconds_per_step * 1e6;
+      out.append(d);
+    }
+    return out;
+  }, "What the measured thread plan has timed: one dict per kind of call.");
+  m.def("reset_thread_plan", &rnncore::reset_thread_plan,
+        "Forget the measured thread plan's times (the next calls measure afresh).");
   m.def("empty_cache", &rnncore::memory::empty_cache,
         "Return the workspace pool's free blocks to the system; the number of bytes released.");
   m.def("cache_info", []() {

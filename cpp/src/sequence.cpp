@@ -13,6 +13,7 @@
 
 #include "rnncore/parallel.h"
 #include "recurrent_gemm.h"
+#include "thread_plan_call.h"
 
 namespace rnncore {
 
@@ -915,6 +916,10 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
                       const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
   check_weights(config, weights.size());
   check_lengths(lengths, steps, batch);
+  // With two threads or more, this kind of call may run on one (thread_plan.h).
+  detail::MeasuredCall measured(
+      cache != nullptr ? detail::PassKind::TrainingForward : detail::PassKind::Inference, config,
+      static_cast<int>(sizeof(S)), steps, batch, lengths != nullptr);
   const int D = config.directions();
   const int64_t H = config.hidden_size, L = config.num_layers, NH = batch * H;
   const int64_t out_width = D * H;
@@ -958,6 +963,7 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
       passes[k]->finish(h_n != nullptr ? h_n + k * NH : nullptr,
                         lstm && c_n != nullptr ? c_n + k * NH : nullptr);
     }
+    measured.finish();
     return;
   }
 
@@ -983,6 +989,7 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
     });
     in = out;
   }
+  measured.finish();
 }
 
 // BPTT as a wavefront (see plan_wavefront): layer k on thread k % team, chunks of steps from
@@ -1061,11 +1068,14 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   const int64_t rows = T * N, NH = N * H, gh = config.gates() * H, out_width = D * H;
   const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
   const int64_t* lengths = cache.has_lengths() ? cache.lengths_.data() : nullptr;
+  detail::MeasuredCall measured(detail::PassKind::Backward, config, static_cast<int>(sizeof(S)),
+                                T, N, lengths != nullptr);
 
   const WavefrontPlan plan = plan_wavefront<S>(config, T, N);
   if (plan.threads > 1) {
     wavefront_backward(plan, config, weights, cache, cache.layer_inputs_, cache.directions_, grad_y, grad_h_n, grad_c_n, grad_x, grad_h0,
                        grad_c0, grads);
+    measured.finish();
     return;
   }
 
@@ -1108,6 +1118,7 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
     }
     grad_out = grad_in;
   }
+  measured.finish();
 }
 
 template <typename S>

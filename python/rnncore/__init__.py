@@ -13,6 +13,7 @@ from .grads import clip_grad_norm, global_norm, per_step_grad_norms
 from .io import ModelFileError, load
 from .layers import GRU, LSTM, RNN, ForwardCache, Gradients
 from .streaming import Stream
+from .threads import get_thread_plan, reset_thread_plan, set_thread_plan, thread_plan_report
 from .losses import log_softmax, mse, one_hot, softmax, softmax_cross_entropy
 from .nn import Embedding, Linear, ParameterRow, parameter_count, parameter_table
 from .optim import SGD, Adam, AdamW
@@ -48,6 +49,10 @@ __all__ = [
     "reference",
     "get_num_threads",
     "set_num_threads",
+    "set_thread_plan",
+    "get_thread_plan",
+    "thread_plan_report",
+    "reset_thread_plan",
     "empty_cache",
     "cache_info",
     "build_info",

@@ -20,9 +20,20 @@ inline bool in_parallel() noexcept {
 #endif
 }
 
+namespace detail {
+// A cap on the threads of the calls the current thread makes (0: none). The measured thread
+// plan (thread_plan.h) sets it to 1 around a call it runs on one thread.
+inline int& thread_cap() noexcept {
+  thread_local int cap = 0;
+  return cap;
+}
+}  // namespace detail
+
+// The threads a kernel called from here may use: OpenMP's, under the current thread's cap.
 inline int max_threads() noexcept {
 #ifdef _OPENMP
-  return omp_get_max_threads();
+  const int threads = omp_get_max_threads(), cap = detail::thread_cap();
+  return cap > 0 && cap < threads ? cap : threads;
 #else
   return 1;
 #endif
@@ -39,7 +50,7 @@ constexpr double kMinParallelFlops = 4.0e6;
 template <typename Fn>
 void parallel_directions(int directions, double flops, Fn&& fn) {
 #ifdef _OPENMP
-  if (directions > 1 && flops >= kMinParallelFlops && omp_get_max_threads() > 1 &&
+  if (directions > 1 && flops >= kMinParallelFlops && max_threads() > 1 &&
       !omp_in_parallel()) {
     std::exception_ptr failures[2] = {nullptr, nullptr};
 #pragma omp parallel for num_threads(2) schedule(static, 1)

@@ -106,6 +106,9 @@ class TrainingCache {
 // Runs the whole stack. h0/c0 may be nullptr (zeros); c0/c_n are used only by the LSTM (c_n may
 // be nullptr for other cells). When `cache` is non-null it is filled for sequence_backward.
 // Throws std::invalid_argument on inconsistent sizes or lengths outside 1..T.
+// Threads: up to OpenMP's; with two or more, this and sequence_backward follow the measured
+// thread plan (thread_plan.h) unless it is set to Fixed: a kind of call timed faster on one
+// thread runs on one. The results are the same bit for bit.
 template <typename S>
 void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                       int64_t steps, int64_t batch, const S* x, const S* h0, const S* c0,
