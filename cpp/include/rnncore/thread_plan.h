@@ -11,7 +11,7 @@
 // (pass, cell, scalar, sizes, batch, steps up to a power of two, lengths or not) a TeamOrAlone
 // below keeps the recent times per step of the call run with its threads ("team") and on the
 // calling thread alone, runs each a few times first, then the faster (the team only where it
-// is >= 5% faster), and now and then the other once, to notice when the machine has changed.
+// is >= 5% faster), and now and then the other again, to notice when the machine has changed.
 // Every split gives the same bits (sequence.h), so the choice changes only the time.
 //
 // Calls too small to get a second thread by size (< 2 MFLOP) run as planned without timing; so
