@@ -39,6 +39,9 @@ def test_set_thread_plan_rejects_bad_values():
         rc.set_thread_plan("fast")
     with pytest.raises(ValueError, match="plan"):
         _core.set_thread_plan("Measured")
+    with pytest.raises(ValueError, match=r"got 'xxxxxxxxxx.*\.\.\.'$"):
+        rc.set_thread_plan("x" * 10_000)
+    assert rc.get_thread_plan() == "fixed"  # unchanged (the suite runs with the fixed plan)
 
 
 def test_get_thread_plan_follows_set(measured):

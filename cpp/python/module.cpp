@@ -609,7 +609,8 @@ PYBIND11_MODULE(_core, m) {
     } else if (plan == "fixed") {
       rnncore::set_thread_plan(rnncore::ThreadPlan::Fixed);
     } else {
-      throw py::value_error("plan: expected 'measured' or 'fixed', got '" + plan + "'");
+      const std::string shown = plan.size() > 40 ? plan.substr(0, 40) + "..." : plan;
+      throw py::value_error("plan: expected 'measured' or 'fixed', got '" + shown + "'");
     }
   }, py::arg("plan"),
         "'measured' (default): a call that may use several threads times itself against one "
