@@ -68,6 +68,7 @@ def test_info_prints_version_and_build(capsys):
     code, out, _ = run(capsys, "info")
     assert code == 0
     assert "version" in out and rc.__version__ in out and "openmp" in out
+    assert f"thread_plan: {rc.get_thread_plan()}" in out
 
 
 def test_check_passes(capsys):

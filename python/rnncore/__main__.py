@@ -5,7 +5,7 @@
     rnncore charlm     a character-level LSTM language model (bits per character, samples)
     rnncore bench      the benchmark harness (rnncore.benchmark)
     rnncore check      compiled kernels vs the NumPy reference
-    rnncore info       version, compiler, SIMD level, threads, CUDA
+    rnncore info       version, compiler, SIMD level, threads and thread plan, CUDA
 
 Bad arguments and unreadable files end the command with one line on stderr and a non-zero
 status (2 for usage errors, 1 for failures); Ctrl-C stops a run, prints what was reached and
@@ -123,10 +123,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import build_info
+    from . import build_info, get_thread_plan
 
     for key, value in build_info().items():
         print(f"{key:>12}: {value}")
+    print(f"{'thread_plan':>12}: {get_thread_plan()}")
     return 0
 
 
@@ -371,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="compare every cell's compiled kernels with the NumPy reference")
     _add_common(check, threads=False)
     check.set_defaults(func=_cmd_check)
-    info = sub.add_parser("info", help="version, compiler, SIMD level, threads, CUDA")
+    info = sub.add_parser("info", help="version, compiler, SIMD level, threads and thread plan, CUDA")
     info.set_defaults(func=_cmd_info)
     parser.set_defaults(commands=sub.choices)
     return parser
