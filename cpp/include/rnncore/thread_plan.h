@@ -8,10 +8,11 @@
 // can tell the two apart; the call's own time can.
 //
 // So, by default, sequence_forward and sequence_backward time themselves. Per kind of call
-// (pass, cell, scalar, sizes, batch, steps up to a power of two, lengths or not) a TeamOrAlone
-// below keeps the recent times per step of the call run with its threads ("team") and on the
-// calling thread alone, runs each a few times first, then the faster (the team only where it
-// is >= 5% faster), and now and then the other again, to notice when the machine has changed.
+// (pass, cell, scalar, sizes, batch, steps within a factor of two, lengths or not, threads) a
+// TeamOrAlone below keeps the recent times per step of the call run with its threads ("team")
+// and on the calling thread alone, runs each a few times first, then the faster (the team only
+// where it is >= 5% faster), and now and then the other again, to notice when the machine has
+// changed.
 // Every split gives the same bits (sequence.h), so the choice changes only the time.
 //
 // Calls too small to get a second thread by size (< 2 MFLOP) run as planned without timing; so
@@ -48,7 +49,7 @@ struct ThreadPlanEntry {
   int threads = 0;                       // the threads the call may use ("team")
   int64_t calls = 0, alone_calls = 0;    // calls timed, and how many ran on one thread
   bool decided = false, team = true;     // the current choice (once both have been timed)
-  double team_seconds_per_step = 0.0;    // best of the recent times (0: not timed yet)
+  double team_seconds_per_step = 0.0;    // TeamOrAlone::estimate of each (0: not timed yet)
   double alone_seconds_per_step = 0.0;
 };
 // Every kind of call timed so far, and forgetting them (the next calls measure afresh).
