@@ -11,7 +11,8 @@ For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interlea
 bench/compare.py interleaves its peers (rnncore.benchmark.measure_interleaved), and prints the
 medians and the speed-up t1/t2. Rows where the second thread loses more
 than --tolerance (default 5%, the noise of these machines) are flagged "SLOWER"; the exit code
-is 1 when any is. Input size = hidden size. Issue 3's rule: two threads never slower than one;
+is 1 when any is. Input size = hidden size unless --input-size is given. Issue 3's rule: two
+threads never slower than one;
 at small sizes the kernels must pick fewer threads rather than lose.
 
 --splits also times 2 threads with the time loop's split forced (RNNCORE_TIME_LOOP=units: every
@@ -27,6 +28,7 @@ may use two threads times itself against one and runs the faster), interleaved w
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -46,10 +48,12 @@ def _ints(text: str) -> list[int]:
 
 
 def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: int,
-            min_seconds: float, layers: int = 1, splits: bool = False, plans: bool = False) -> dict:
-    model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](hidden, hidden, num_layers=layers,
+            min_seconds: float, layers: int = 1, splits: bool = False, plans: bool = False,
+            input_size: int | None = None) -> dict:
+    inputs = hidden if input_size is None else input_size
+    model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](inputs, hidden, num_layers=layers,
                                                                   seed=0)
-    x = np.random.default_rng(0).standard_normal((steps, batch, hidden)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((steps, batch, inputs)).astype(np.float32)
     grad_y = np.ones((steps, batch, hidden), np.float32)
 
     # "2 threads" runs the plan in force (measured unless RNNCORE_THREAD_PLAN=fixed); with
@@ -84,7 +88,8 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
     finally:
         os.environ.pop("RNNCORE_TIME_LOOP", None)
         rc.set_thread_plan(found_plan)
-    row = {"cell": cell, "hidden": hidden, "batch": batch, "steps": steps, "layers": layers,
+    row = {"cell": cell, "hidden": hidden, "input_size": inputs, "batch": batch, "steps": steps,
+           "layers": layers,
            "mode": mode, "ms_1_thread": seconds[1] * 1e3, "ms_2_threads": seconds[2] * 1e3,
            "speedup": seconds[1] / seconds[2]}
     if plans:
@@ -108,6 +113,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=_ints, default=[1, 4, 16, 64])
     p.add_argument("--steps", type=_ints, default=[100])
     p.add_argument("--layers", type=_ints, default=[1], help="stacked layers, e.g. 1,2")
+    p.add_argument("--input-size", type=_ints, default=None,
+                   help="input sizes (default: each hidden size)")
     p.add_argument("--modes", default="inference,training")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per case (median)")
     p.add_argument("--min-time", type=float, default=0.03, help="seconds per timed sample")
@@ -137,12 +144,13 @@ def main(argv=None) -> int:
             for h in args.hidden:
                 for n in args.batch:
                     for t in args.steps:
-                        for layers in args.layers:
+                        for layers, i in itertools.product(args.layers, args.input_size or [None]):
                             r = measure(cell, h, n, t, mode, args.rounds, args.min_time, layers,
-                                        args.splits, args.plans)
+                                        args.splits, args.plans, i)
                             r["slower"] = r["speedup"] < 1.0 - args.tolerance
                             rows.append(r)
-                            name = f"{mode[:5]} {cell} {h}x{n}x{t}" + (f" L{layers}" if layers > 1 else "")
+                            name = (f"{mode[:5]} {cell} {h}x{n}x{t}" + (f"x{i}" if i is not None else "")
+                                    + (f" L{layers}" if layers > 1 else ""))
                             flag = "  SLOWER" if r["slower"] else ""
                             if args.plans:
                                 fixed_slower = r["speedup_fixed"] < 1.0 - args.tolerance

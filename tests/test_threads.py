@@ -119,9 +119,10 @@ def test_thread_scaling_harness_compares_the_plans(tmp_path):
     out = tmp_path / "plans.json"
     before = rc.get_thread_plan()
     code = module.main(["--cells", "gru", "--hidden", "16", "--batch", "4", "--steps", "40",
-                        "--modes", "inference", "--rounds", "1", "--min-time", "0.001",
-                        "--tolerance", "1", "--plans", "--json", str(out)])
+                        "--input-size", "16,5", "--modes", "inference", "--rounds", "1",
+                        "--min-time", "0.001", "--tolerance", "1", "--plans", "--json", str(out)])
     assert code == 0
     assert rc.get_thread_plan() == before  # the harness leaves the plan as it found it
-    (row,) = json.loads(out.read_text())["rows"]
-    assert row["ms_2_threads_fixed"] > 0 and row["speedup_fixed"] > 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["input_size"] for r in rows] == [16, 5]
+    assert all(r["ms_2_threads_fixed"] > 0 and r["speedup_fixed"] > 0 for r in rows)
