@@ -6,6 +6,7 @@
     python bench/thread_scaling.py --layers 2           # stacks: the wavefront over layers
     python bench/thread_scaling.py --splits             # also each split of the time loop
     python bench/thread_scaling.py --plans              # also 2 threads without the measured plan
+    python bench/thread_scaling.py --versus RNNCORE_PARALLEL_PACK=0   # a knob's effect
 
 For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interleaved the way
 bench/compare.py interleaves its peers (rnncore.benchmark.measure_interleaved), and prints the
@@ -23,6 +24,11 @@ which one was fastest: the data behind sequence.cpp's plan_time_loop.
 --plans also times 2 threads with the measured thread plan off (rnncore.set_thread_plan("fixed"):
 every call takes the threads the size rules give it) beside the default ("measured": a call that
 may use two threads times itself against one and runs the faster), interleaved with the rest.
+
+--versus VAR=VALUE (repeatable) also times 2 threads with that environment variable set for the
+call, e.g. RNNCORE_PARALLEL_PACK=0 (pack the weights on one thread), against 2 threads without
+it, both with the fixed plan (so that the measured plan's choice does not mix into the knob's
+effect); implies --plans.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ def _ints(text: str) -> list[int]:
 
 def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: int,
             min_seconds: float, layers: int = 1, splits: bool = False, plans: bool = False,
-            input_size: int | None = None) -> dict:
+            input_size: int | None = None, versus: tuple[str, ...] = ()) -> dict:
     inputs = hidden if input_size is None else input_size
     model = {"rnn": rc.RNN, "lstm": rc.LSTM, "gru": rc.GRU}[cell](inputs, hidden, num_layers=layers,
                                                                   seed=0)
@@ -59,14 +65,22 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
     # "2 threads" runs the plan in force (measured unless RNNCORE_THREAD_PLAN=fixed); with
     # --plans, measured against fixed.
     found_plan = rc.get_thread_plan()
-    default_plan = "measured" if plans else found_plan
 
-    def at(threads: int, split: str = "", plan: str | None = None):
+    plans = plans or bool(versus)
+    default_plan = "measured" if plans else found_plan
+    found_env = {spec.split("=", 1)[0]: os.environ.get(spec.split("=", 1)[0]) for spec in versus}
+
+    def at(threads: int, split: str = "", plan: str | None = None, env: str = ""):
         def call():
             rc.set_num_threads(threads)  # ~0.1 us: nothing beside the calls it times
             rc.set_thread_plan(plan or default_plan)
             if splits:
                 os.environ["RNNCORE_TIME_LOOP"] = split  # "" = by size; read on every call
+            for name in found_env:
+                os.environ.pop(name, None)
+            if env:
+                name, value = env.split("=", 1)
+                os.environ[name] = value
             if mode == "inference":
                 model(x)
             else:
@@ -81,12 +95,19 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
             runners["rows"] = at(2, "rows")
     if plans:
         runners["fixed"] = at(2, plan="fixed")
+    for spec in versus:
+        runners[spec] = at(2, plan="fixed", env=spec)
     # No pause between samples: there is no peer whose thread pool must park first, and a pause
     # would let the second core go idle, timing its wake-up rather than the kernels.
     try:
         seconds = measure_interleaved(runners, rounds, min_seconds, settle_seconds=0.0)
     finally:
         os.environ.pop("RNNCORE_TIME_LOOP", None)
+        for name, value in found_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         rc.set_thread_plan(found_plan)
     row = {"cell": cell, "hidden": hidden, "input_size": inputs, "batch": batch, "steps": steps,
            "layers": layers,
@@ -95,6 +116,10 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
     if plans:
         row["ms_2_threads_fixed"] = seconds["fixed"] * 1e3
         row["speedup_fixed"] = seconds[1] / seconds["fixed"]
+    if versus:
+        # > 1: the knob makes two threads slower than without it.
+        row["versus"] = {spec: {"ms": seconds[spec] * 1e3, "vs_fixed": seconds[spec] / seconds["fixed"]}
+                         for spec in versus}
     if splits:
         from rnncore._compiled import CELL_CODES
 
@@ -124,8 +149,15 @@ def main(argv=None) -> int:
                    help="also time each split of the time loop at 2 threads (one/units/rows)")
     p.add_argument("--plans", action="store_true",
                    help='also time 2 threads with the measured thread plan off ("fixed")')
+    p.add_argument("--versus", metavar="VAR=VALUE", action="append", default=[],
+                   help="also time 2 threads with this environment variable set (repeatable; "
+                        "implies --plans)")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
+    for spec in args.versus:
+        if "=" not in spec or not spec.split("=", 1)[0]:
+            p.error(f"--versus: expected VAR=VALUE, got {spec!r}")
+    args.plans = args.plans or bool(args.versus)
     cells = [c for c in args.cells.split(",") if c]
     modes = [m for m in args.modes.split(",") if m]
     for c in cells:
@@ -146,7 +178,7 @@ def main(argv=None) -> int:
                     for t in args.steps:
                         for layers, i in itertools.product(args.layers, args.input_size or [None]):
                             r = measure(cell, h, n, t, mode, args.rounds, args.min_time, layers,
-                                        args.splits, args.plans, i)
+                                        args.splits, args.plans, i, tuple(args.versus))
                             r["slower"] = r["speedup"] < 1.0 - args.tolerance
                             rows.append(r)
                             name = (f"{mode[:5]} {cell} {h}x{n}x{t}" + (f"x{i}" if i is not None else "")
@@ -156,6 +188,8 @@ def main(argv=None) -> int:
                                 fixed_slower = r["speedup_fixed"] < 1.0 - args.tolerance
                                 flag += (f"  {r['ms_2_threads_fixed']:.3f} {r['speedup_fixed']:.2f}"
                                          + (" (slower)" if fixed_slower else ""))
+                            for spec, v in r.get("versus", {}).items():
+                                flag += f"  {spec}: {v['ms']:.3f} ({v['vs_fixed']:.2f}x fixed)"
                             if args.splits:
                                 ms = r["ms_split"]
                                 flag += "  " + " / ".join(
@@ -174,6 +208,10 @@ def main(argv=None) -> int:
         print(f"# fixed plan: speed-up min {min(fixed):.2f}, median {statistics.median(fixed):.2f}; "
               f"{sum(v < 1.0 - args.tolerance for v in fixed)} slower than 1 thread; fixed / measured "
               f"time: median {statistics.median(ratio):.2f}, min {min(ratio):.2f}, max {max(ratio):.2f}")
+    for spec in args.versus:
+        ratio = [r["versus"][spec]["vs_fixed"] for r in rows]
+        print(f"# {spec}: time / fixed plan's without it: median {statistics.median(ratio):.2f}, "
+              f"min {min(ratio):.2f}, max {max(ratio):.2f}")
     if args.splits:
         # How much the chosen split leaves on the table against the fastest forced one.
         losses = [r["ms_split"].get(r["chosen"], r["ms_2_threads"]) / r["ms_split"][r["fastest"]]

@@ -338,6 +338,24 @@ def test_time_loop_splits_are_bitwise_one_thread(cell, threads, time_loop_settin
                                           err_msg=f"{split}: {key}")
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_weights_packed_by_two_threads_match_one_and_the_reference(cell, threads, monkeypatch):
+    # W_hh (H = 150: 90-360 KB) and W_ih (I = 300: 180-720 KB) are packed by two threads from
+    # 256 KB, each panel by one of them; RNNCORE_PARALLEL_PACK=0 packs on one thread. Forward
+    # packs W_ih^T and W_hh^T, backward W_hh and W_ih: all four layouts.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 9, 300)).astype(np.float32)
+    model = model_for(cell, 300, 150, np.float32)
+    _core.set_num_threads(2)
+    parallel = forward_backward(model, x)
+    monkeypatch.setenv("RNNCORE_PARALLEL_PACK", "0")
+    serial = forward_backward(model, x)
+    for key in serial:
+        np.testing.assert_array_equal(parallel[key], serial[key], err_msg=key)
+    monkeypatch.delenv("RNNCORE_PARALLEL_PACK")
+    check_against_reference(cell, input_size=300, hidden_size=150, steps=5, batch=9)
+
+
 def test_time_loop_split_is_chosen_by_size(threads, time_loop_setting):
     _core.set_num_threads(2)
     time_loop_setting("")  # by size
