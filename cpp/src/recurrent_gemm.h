@@ -93,38 +93,36 @@ class PackedPanels {
                    int64_t end) noexcept {
     const int64_t depth = depth_;
     for (int64_t p = begin; p < end; ++p) {
-      {
-        const int64_t g = p / chunks_, c = p % chunks_;
-        S* panel = panel_data(g, c);
-        const int64_t width = chunk_width(c), col0 = g * group_width_ + c * kPanel;
-        if (width < kPanel) std::fill(panel, panel + depth * kPanel, S(0));
-        if (transposed) {
-          // Square tiles of kPacket columns x kPacket depth rows are transposed in registers;
-          // element by element this costs a quarter of an H = 256 LSTM's N = 1 inference call.
-          using namespace Eigen::internal;
-          int64_t j = 0;
-          for (; j + kPacket <= width; j += kPacket) {
-            const S* src = source + (col0 + j) * ld;
-            int64_t k = 0;
-            for (; k + kPacket <= depth; k += kPacket) {
-              PacketBlock<Packet, kPacket> tile;
-              for (int q = 0; q < kPacket; ++q) tile.packet[q] = ploadu<Packet>(src + q * ld + k);
-              ptranspose(tile);
-              for (int q = 0; q < kPacket; ++q) pstoreu(panel + (k + q) * kPanel + j, tile.packet[q]);
-            }
-            for (; k < depth; ++k) {
-              for (int q = 0; q < kPacket; ++q) panel[k * kPanel + j + q] = src[q * ld + k];
-            }
+      const int64_t g = p / chunks_, c = p % chunks_;
+      S* panel = panel_data(g, c);
+      const int64_t width = chunk_width(c), col0 = g * group_width_ + c * kPanel;
+      if (width < kPanel) std::fill(panel, panel + depth * kPanel, S(0));
+      if (transposed) {
+        // Square tiles of kPacket columns x kPacket depth rows are transposed in registers;
+        // element by element this costs a quarter of an H = 256 LSTM's N = 1 inference call.
+        using namespace Eigen::internal;
+        int64_t j = 0;
+        for (; j + kPacket <= width; j += kPacket) {
+          const S* src = source + (col0 + j) * ld;
+          int64_t k = 0;
+          for (; k + kPacket <= depth; k += kPacket) {
+            PacketBlock<Packet, kPacket> tile;
+            for (int q = 0; q < kPacket; ++q) tile.packet[q] = ploadu<Packet>(src + q * ld + k);
+            ptranspose(tile);
+            for (int q = 0; q < kPacket; ++q) pstoreu(panel + (k + q) * kPanel + j, tile.packet[q]);
           }
-          for (; j < width; ++j) {
-            const S* src = source + (col0 + j) * ld;
-            for (int64_t k = 0; k < depth; ++k) panel[k * kPanel + j] = src[k];
+          for (; k < depth; ++k) {
+            for (int q = 0; q < kPacket; ++q) panel[k * kPanel + j + q] = src[q * ld + k];
           }
-        } else {
-          for (int64_t k = 0; k < depth; ++k) {
-            const S* src = source + k * ld + col0;
-            std::copy(src, src + width, panel + k * kPanel);
-          }
+        }
+        for (; j < width; ++j) {
+          const S* src = source + (col0 + j) * ld;
+          for (int64_t k = 0; k < depth; ++k) panel[k * kPanel + j] = src[k];
+        }
+      } else {
+        for (int64_t k = 0; k < depth; ++k) {
+          const S* src = source + k * ld + col0;
+          std::copy(src, src + width, panel + k * kPanel);
         }
       }
     }

@@ -963,7 +963,6 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
       passes[k]->finish(h_n != nullptr ? h_n + k * NH : nullptr,
                         lstm && c_n != nullptr ? c_n + k * NH : nullptr);
     }
-    measured.finish();
     return;
   }
 
@@ -989,7 +988,6 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
     });
     in = out;
   }
-  measured.finish();
 }
 
 // BPTT as a wavefront (see plan_wavefront): layer k on thread k % team, chunks of steps from
@@ -1075,7 +1073,6 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   if (plan.threads > 1) {
     wavefront_backward(plan, config, weights, cache, cache.layer_inputs_, cache.directions_, grad_y, grad_h_n, grad_c_n, grad_x, grad_h0,
                        grad_c0, grads);
-    measured.finish();
     return;
   }
 
@@ -1118,7 +1115,6 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
     }
     grad_out = grad_in;
   }
-  measured.finish();
 }
 
 template <typename S>

@@ -172,7 +172,7 @@ const char* pass_name(int pass) noexcept {
 
 MeasuredCall::MeasuredCall(PassKind pass, const ModelConfig& config, int scalar_bytes,
                            int64_t steps, int64_t batch, bool lengths)
-    : steps_(steps), saved_cap_(thread_cap()) {
+    : steps_(steps), saved_cap_(thread_cap()), exceptions_(std::uncaught_exceptions()) {
   if (thread_plan() != ThreadPlan::Measured || in_parallel() || steps < 1 || batch < 1) return;
   const int threads = max_threads();
   if (threads < 2 || split_forced()) return;
@@ -200,9 +200,12 @@ MeasuredCall::MeasuredCall(PassKind pass, const ModelConfig& config, int scalar_
   start_ = std::chrono::steady_clock::now();
 }
 
-MeasuredCall::~MeasuredCall() { thread_cap() = saved_cap_; }
+MeasuredCall::~MeasuredCall() {
+  if (std::uncaught_exceptions() == exceptions_) report();
+  thread_cap() = saved_cap_;
+}
 
-void MeasuredCall::finish() noexcept {
+void MeasuredCall::report() noexcept {
   if (entry_ == nullptr) return;
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
@@ -212,7 +215,6 @@ void MeasuredCall::finish() noexcept {
   if (r.generation == generation_) {
     entry_->record(option_, seconds / static_cast<double>(steps_));
   }
-  entry_ = nullptr;
 }
 
 }  // namespace detail
