@@ -19,7 +19,10 @@
 // columns are stored contiguously (with its bias first), so a step streams the weights once,
 // front to back, with the accumulators held in registers. The GRU's n rows are two panel groups
 // (W_in x + b_in and W_hn h + b_hn) because r multiplies only the second; no zero blocks are
-// multiplied. The pointwise part is cell.h's, the same code the sequence kernels run.
+// multiplied. With several batch rows, each weight packet is loaded once for a block of up to 6
+// rows (2 below AVX-512), every row keeping the accumulation order a single row gets, so a row's
+// result does not depend on the batch size. The pointwise part is cell.h's, the same code the
+// sequence kernels run.
 //
 // The hot path (step, step_many, reset, reset_row, get_state, set_state) never allocates and is
 // noexcept; all memory is taken at construction. A Stream holds its own packed copy of the
