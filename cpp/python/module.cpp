@@ -126,46 +126,102 @@ py::array_t<S> empty(const std::vector<int64_t>& shape) {
                         owner);
 }
 
+// The arrays of one forward call, checked against the model's configuration, and its outputs.
+template <typename S>
+struct ForwardCall {
+  int64_t T = 0, N = 0;
+  const S* x = nullptr;
+  const S* h0 = nullptr;
+  const S* c0 = nullptr;
+  const int64_t* lengths = nullptr;
+  py::array_t<S> y, h_n;
+  py::object c_n = py::none();
+  S* c_n_data = nullptr;
+
+  ForwardCall(const ModelConfig& c, const py::array& x_array, const py::object& h0_obj,
+              const py::object& c0_obj, const py::object& lengths_obj) {
+    if (x_array.ndim() != 3) {
+      throw py::value_error("x: expected 3 dimensions (T, N, I), got " + shape_string(x_array));
+    }
+    T = x_array.shape(0);
+    N = x_array.shape(1);
+    const int64_t H = c.hidden_size, states = c.num_layers * c.directions();
+    const bool lstm = c.cell == CellKind::Lstm;
+    x = checked<S>(x_array, "x", {T, N, c.input_size});
+    h0 = checked_optional<S>(h0_obj, "h0", {states, N, H});
+    c0 = lstm ? checked_optional<S>(c0_obj, "c0", {states, N, H}) : nullptr;
+    if (!lengths_obj.is_none()) {
+      py::array l = py::cast<py::array>(lengths_obj);
+      if (!l.dtype().is(py::dtype::of<int64_t>())) throw py::type_error("lengths: expected int64");
+      lengths = checked<int64_t>(l, "lengths", {N});
+    }
+    if (T <= 0 || N <= 0) {
+      throw py::value_error("x: expected T > 0 and N > 0, got " + shape_string(x_array));
+    }
+    y = empty<S>({T, N, c.directions() * H});
+    h_n = empty<S>({states, N, H});
+    if (lstm) {
+      auto arr = empty<S>({states, N, H});
+      c_n_data = arr.mutable_data();
+      c_n = arr;
+    }
+  }
+};
+
 template <typename S>
 py::tuple forward_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays,
                        const py::array& x, const py::object& h0, const py::object& c0,
                        const py::object& lengths, bool training) {
   const auto weights = checked_weights<S>(c, weight_arrays);
-  if (x.ndim() != 3) throw py::value_error("x: expected 3 dimensions (T, N, I), got " + shape_string(x));
-  const int64_t T = x.shape(0), N = x.shape(1), H = c.hidden_size;
-  const int64_t states = c.num_layers * c.directions();
-  const bool lstm = c.cell == CellKind::Lstm;
-  const S* x_data = checked<S>(x, "x", {T, N, c.input_size});
-  const S* h0_data = checked_optional<S>(h0, "h0", {states, N, H});
-  const S* c0_data = lstm ? checked_optional<S>(c0, "c0", {states, N, H}) : nullptr;
-  const int64_t* len_data = nullptr;
-  if (!lengths.is_none()) {
-    py::array l = py::cast<py::array>(lengths);
-    if (!l.dtype().is(py::dtype::of<int64_t>())) throw py::type_error("lengths: expected int64");
-    len_data = checked<int64_t>(l, "lengths", {N});
-  }
-  if (T <= 0 || N <= 0) throw py::value_error("x: expected T > 0 and N > 0, got " + shape_string(x));
-
-  auto y = empty<S>({T, N, c.directions() * H});
-  auto h_n = empty<S>({states, N, H});
-  py::object c_n = py::none();
-  S* c_n_data = nullptr;
-  if (lstm) {
-    auto arr = empty<S>({states, N, H});
-    c_n_data = arr.mutable_data();
-    c_n = arr;
-  }
+  ForwardCall<S> call(c, x, h0, c0, lengths);
   std::shared_ptr<rnncore::TrainingCache<S>> cache;
   if (training) cache = std::make_shared<rnncore::TrainingCache<S>>();
-  S* y_data = y.mutable_data();
-  S* h_n_data = h_n.mutable_data();
+  S* y_data = call.y.mutable_data();
+  S* h_n_data = call.h_n.mutable_data();
   {
     py::gil_scoped_release release;
-    rnncore::sequence_forward<S>(c, weights, T, N, x_data, h0_data, c0_data, len_data, y_data,
-                                 h_n_data, c_n_data, cache.get());
+    rnncore::sequence_forward<S>(c, weights, call.T, call.N, call.x, call.h0, call.c0,
+                                 call.lengths, y_data, h_n_data, call.c_n_data, cache.get());
   }
   py::object cache_obj = cache ? py::cast(cache) : py::none();
-  return py::make_tuple(y, h_n, c_n, cache_obj);
+  return py::make_tuple(call.y, call.h_n, call.c_n, cache_obj);
+}
+
+// ------------------------------------------------------------------ prepared weights
+template <typename S>
+using Prepared = rnncore::PreparedWeights<S>;
+
+template <typename S>
+py::object prepare_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays) {
+  const auto weights = checked_weights<S>(c, weight_arrays);
+  std::shared_ptr<Prepared<S>> prepared;
+  {
+    py::gil_scoped_release release;
+    prepared = std::make_shared<Prepared<S>>(c, weights);
+  }
+  return py::cast(prepared);
+}
+
+template <typename S>
+py::tuple forward_prepared_impl(const Prepared<S>& prepared, const py::array& x,
+                                const py::object& h0, const py::object& c0,
+                                const py::object& lengths) {
+  ForwardCall<S> call(prepared.config(), x, h0, c0, lengths);
+  S* y_data = call.y.mutable_data();
+  S* h_n_data = call.h_n.mutable_data();
+  {
+    py::gil_scoped_release release;
+    rnncore::sequence_forward<S>(prepared, call.T, call.N, call.x, call.h0, call.c0, call.lengths,
+                                 y_data, h_n_data, call.c_n_data);
+  }
+  return py::make_tuple(call.y, call.h_n, call.c_n);
+}
+
+template <typename S>
+void bind_prepared(py::module_& m, const char* name) {
+  py::class_<Prepared<S>, std::shared_ptr<Prepared<S>>>(
+      m, name, "A model's weights packed once for inference (opaque; see rnncore/sequence.h).")
+      .def_property_readonly("nbytes", &Prepared<S>::nbytes);
 }
 
 template <typename S>
@@ -457,6 +513,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rnncore's compiled kernels (private: use the rnncore package).";
   bind_cache<float>(m, "TrainingCacheF32");
   bind_cache<double>(m, "TrainingCacheF64");
+  bind_prepared<float>(m, "PreparedF32");
+  bind_prepared<double>(m, "PreparedF64");
 
   m.def(
       "forward",
@@ -498,6 +556,38 @@ PYBIND11_MODULE(_core, m) {
       py::arg("bidirectional"), py::arg("bias"), py::arg("weights"), py::arg("cache"),
       py::arg("grad_y").none(true), py::arg("grad_h_n").none(true), py::arg("grad_c_n").none(true),
       "BPTT. Returns (grad_x, grad_h0, grad_c0 or None, [weight grads in the order of weights]).");
+
+  m.def(
+      "prepare",
+      [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
+         bool bias, const std::vector<py::array>& weights) {
+        const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
+        if (weights.empty()) throw py::value_error("weights: expected arrays, got none");
+        if (weights[0].dtype().is(py::dtype::of<float>())) return prepare_impl<float>(c, weights);
+        if (weights[0].dtype().is(py::dtype::of<double>())) return prepare_impl<double>(c, weights);
+        throw py::type_error("weights: expected float32 or float64, got " +
+                             std::string(py::str(weights[0].dtype())));
+      },
+      py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
+      py::arg("bidirectional"), py::arg("bias"), py::arg("weights"),
+      "Packs the weights once for forward_prepared (a copy: later changes do not reach it).");
+  m.def(
+      "forward_prepared",
+      [](const py::object& prepared, const py::array& x, const py::object& h0, const py::object& c0,
+         const py::object& lengths) {
+        if (py::isinstance<Prepared<float>>(prepared)) {
+          return forward_prepared_impl<float>(prepared.cast<const Prepared<float>&>(), x, h0, c0,
+                                              lengths);
+        }
+        if (py::isinstance<Prepared<double>>(prepared)) {
+          return forward_prepared_impl<double>(prepared.cast<const Prepared<double>&>(), x, h0, c0,
+                                               lengths);
+        }
+        throw py::type_error("prepared: expected the result of rnncore._core.prepare");
+      },
+      py::arg("prepared"), py::arg("x"), py::arg("h0").none(true), py::arg("c0").none(true),
+      py::arg("lengths").none(true),
+      "Inference over prepared weights. Returns (y, h_n, c_n or None).");
 
   StreamBinding<float>::bind(m, "StreamF32");
   StreamBinding<double>::bind(m, "StreamF64");

@@ -136,6 +136,8 @@ class PackedPanels {
   static int64_t slot_count(int64_t width) noexcept { return (width + kPacket - 1) / kPacket; }
   static int64_t slot_begin(int64_t s) noexcept { return s * kPacket; }
   int64_t scratch_size(int64_t rows) const noexcept { return rows * depth_; }
+  // Elements held (zero before the first pack).
+  std::size_t size() const noexcept { return data_.size(); }
   int64_t depth() const noexcept { return depth_; }
 
   // out[r, g * group_width + j] (+)= sum_k a[r * a_stride + k] * B[k, ...] for rows r < rows and

@@ -60,6 +60,30 @@ void copy_rows(const S* src, S* dst, int64_t count) {
   std::memcpy(dst, src, static_cast<std::size_t>(count) * sizeof(S));
 }
 
+}  // namespace
+
+namespace detail {
+// One (layer, direction) of PreparedWeights: the packings a forward pass would otherwise make on
+// every call, and copies of the biases. W_hh^T is packed as one run of G*H columns (a time loop
+// on one thread, or split by sequences) and, where H is not a multiple of the panel width (the
+// two layouts then differ), with one panel group per gate (split by hidden units).
+template <typename S>
+struct PreparedDirection {
+  PackedPanels<S> w_ih_t, w_hh_t, w_hh_t_gates;
+  Buffer<S> b_ih, b_hh;
+  const PackedPanels<S>& recurrent(bool per_gate) const noexcept {
+    return per_gate && w_hh_t_gates.depth() > 0 ? w_hh_t_gates : w_hh_t;
+  }
+};
+}  // namespace detail
+
+template <typename S>
+struct PreparedWeights<S>::Impl {
+  std::vector<detail::PreparedDirection<S>> directions;  // [L*D], as the weights
+};
+
+namespace {
+
 // Everything one (layer, direction) pass needs to know besides the arrays.
 template <typename S>
 struct DirectionRun {
@@ -67,7 +91,8 @@ struct DirectionRun {
   int64_t steps, batch, input_size, hidden_size;
   bool reverse;
   const int64_t* lengths;  // nullptr: every sequence runs all steps
-  DirectionWeights<S> w;
+  DirectionWeights<S> w;   // with `prepared`, only the biases (w_ih, w_hh are nullptr)
+  const detail::PreparedDirection<S>* prepared = nullptr;
 
   int64_t gate_rows() const { return gate_count(cell) * hidden_size; }
   int64_t time_of(int64_t s) const { return reverse ? steps - 1 - s : s; }
@@ -296,41 +321,53 @@ class RecurrentPass {
   Share share(int thread, int team) const {
     const int64_t N = run_.batch, H = run_.hidden_size;
     if (plan_.by_rows && team > 1) {
-      return {N * thread / team, N * (thread + 1) / team, unit_range(w_hh_, H, 0, 1), true};
+      return {N * thread / team, N * (thread + 1) / team, unit_range(w_hh(), H, 0, 1), true};
     }
-    return {0, N, unit_range(w_hh_, H, thread, team), false};
+    return {0, N, unit_range(w_hh(), H, thread, team), false};
   }
   // Scratch, per thread, that run_steps needs.
-  std::size_t scratch_size() const { return static_cast<std::size_t>(w_hh_.scratch_size(run_.batch)); }
+  std::size_t scratch_size() const { return static_cast<std::size_t>(w_hh().scratch_size(run_.batch)); }
+  RecurrentPass(const RecurrentPass&) = delete;
+  RecurrentPass& operator=(const RecurrentPass&) = delete;
 
  protected:
   // forward: W_hh^T, B[k, g*H + j] = W_hh[g*H + j, k]; backward: W_hh itself,
   // B[k, j] = W_hh[k, j], k over the G*H gate rows. The time loop gets threads by the step's
   // work and its slots of hidden units (none where may_split is false: a wavefront runs each
   // pass on one thread). Not packed (pack = false) the loop runs on one thread.
+  // A forward pass over prepared weights (run.prepared) packs nothing: it takes the packing its
+  // split needs from them.
   RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack, bool may_split) : run_(run) {
     const int64_t H = run.hidden_size, G = gate_count(run.cell);
     if (!pack) return;
     if (may_split) plan_ = plan_time_loop<S>(G, H, run.batch, run.steps);
-    if (!forward) {
-      w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
-    } else if (plan_.threads > 1 && !plan_.by_rows) {
+    const bool per_gate = plan_.threads > 1 && !plan_.by_rows;
+    if (forward && run.prepared != nullptr) {
+      w_hh_ = &run.prepared->recurrent(per_gate);
+    } else if (!forward) {
+      own_w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
+    } else if (per_gate) {
       // One panel group per gate: a slot covers the same units in every gate, and a thread
       // owning a range of slots runs the cell math of its units without waiting for others.
-      w_hh_.pack(run.w.w_hh, H, true, H, G, H);
+      own_w_hh_.pack(run.w.w_hh, H, true, H, G, H);
     } else {
       // Each thread owns every unit: the G*H columns as one group leave at most one partial
       // panel instead of one per gate (H = 100 LSTM: 13 panels of 32 floats, not 16).
-      w_hh_.pack(run.w.w_hh, H, true, H, 1, G * H);
+      own_w_hh_.pack(run.w.w_hh, H, true, H, 1, G * H);
     }
   }
   // Two state buffers [N, H] used in turn, then others: buffer i of state_.
   S* state(int64_t i) { return state_.data() + i * run_.batch * run_.hidden_size; }
+  // W_hh packed for the time loop's product (see the constructor).
+  const detail::PackedPanels<S>& w_hh() const { return *w_hh_; }
 
   DirectionRun<S> run_;
-  detail::PackedPanels<S> w_hh_;
   Buffer<S> state_;
   TimeLoopSplit plan_;
+
+ private:
+  detail::PackedPanels<S> own_w_hh_;
+  const detail::PackedPanels<S>* w_hh_ = &own_w_hh_;
 };
 
 // Runs steps(thread, team, barrier, scratch) on the threads the time loop of `pass` gets, each
@@ -353,7 +390,7 @@ void run_time_loop(const RecurrentPass<S>& pass, Steps&& steps, std::size_t scra
 template <typename S>
 class ForwardPass : public RecurrentPass<S> {
   using RecurrentPass<S>::run_;
-  using RecurrentPass<S>::w_hh_;
+  using RecurrentPass<S>::w_hh;
   using RecurrentPass<S>::state_;
 
  public:
@@ -368,7 +405,11 @@ class ForwardPass : public RecurrentPass<S> {
     gates_ = gates.data();
 
     // The hoisted product needs no per-gate chunks: its G*H columns are one group.
-    if (!direct_) w_ih_t_.pack(run.w.w_ih, run.input_size, true, run.input_size, 1, gh);
+    if (run.prepared != nullptr) {
+      w_ih_t_ = &run.prepared->w_ih_t;
+    } else if (!direct_) {
+      own_w_ih_t_.pack(run.w.w_ih, run.input_size, true, run.input_size, 1, gh);
+    }
     if (run.w.b_ih != nullptr || run.w.b_hh != nullptr) bias_ = folded_bias(run);
     b_hn_ = (gru && run.w.b_hh != nullptr) ? run.w.b_hh + 2 * H : nullptr;
 
@@ -403,7 +444,7 @@ class ForwardPass : public RecurrentPass<S> {
       }
       return;
     }
-    packed_product(w_ih_t_, gh, in + t0 * N * I, I, (t1 - t0) * N, gates_ + t0 * N * gh, gh, false,
+    packed_product(*w_ih_t_, gh, in + t0 * N * I, I, (t1 - t0) * N, gates_ + t0 * N * gh, gh, false,
                    bias_.size() > 0 ? bias_.data() : nullptr);
   }
 
@@ -412,11 +453,11 @@ class ForwardPass : public RecurrentPass<S> {
   // project_scratch_size() elements. Only where !is_direct().
   void project_share(const S* in, int thread, int team, S* scratch) {
     const int64_t gh = run_.gate_rows();
-    packed_product_share(w_ih_t_, gh, in, run_.input_size, run_.steps * run_.batch, gates_, gh,
+    packed_product_share(*w_ih_t_, gh, in, run_.input_size, run_.steps * run_.batch, gates_, gh,
                          false, bias_.size() > 0 ? bias_.data() : nullptr, thread, team, scratch);
   }
   std::size_t project_scratch_size() const {
-    return static_cast<std::size_t>(product_scratch_size(w_ih_t_, run_.steps * run_.batch));
+    return static_cast<std::size_t>(product_scratch_size(*w_ih_t_, run_.steps * run_.batch));
   }
   bool is_direct() const { return direct_; }
 
@@ -462,10 +503,10 @@ class ForwardPass : public RecurrentPass<S> {
           }
         }
       } else if (gru) {
-        w_hh_.multiply(h + b0 * H, H, b1 - b0, hidden_proj_.data() + b0 * gh, gh, false,
+        w_hh().multiply(h + b0 * H, H, b1 - b0, hidden_proj_.data() + b0 * gh, gh, false,
                        u.slot_begin, u.slot_end, scratch);
       } else {
-        w_hh_.multiply(h + b0 * H, H, b1 - b0, gates_t + b0 * gh, gh, true, u.slot_begin,
+        w_hh().multiply(h + b0 * H, H, b1 - b0, gates_t + b0 * gh, gh, true, u.slot_begin,
                        u.slot_end, scratch);
       }
 
@@ -514,8 +555,10 @@ class ForwardPass : public RecurrentPass<S> {
   // W_hh costs more than that, so the products run as Eigen matrix-vector products, one per
   // sequence, on the weights as they are. Measured (bench/README), an H = 256 LSTM step from
   // Python: N = 1 98 -> 59 us, N = 2 170 -> 96 us, N = 4 -> 158 us; at N = 8 packing wins (239 vs
-  // 272 us).
-  static bool direct(const DirectionRun<S>& run) { return run.steps == 1 && run.batch <= 4; }
+  // 272 us). Prepared weights are packed already.
+  static bool direct(const DirectionRun<S>& run) {
+    return run.prepared == nullptr && run.steps == 1 && run.batch <= 4;
+  }
   // A row-major [G*H, width] weight.
   Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> weights(
       const S* w, int64_t width) const {
@@ -528,7 +571,8 @@ class ForwardPass : public RecurrentPass<S> {
   typename TrainingCache<S>::Direction* cache_;
   Buffer<S> local_gates_, hidden_proj_, step_scratch_;
   S* gates_ = nullptr;
-  detail::PackedPanels<S> w_ih_t_;
+  detail::PackedPanels<S> own_w_ih_t_;
+  const detail::PackedPanels<S>* w_ih_t_ = &own_w_ih_t_;  // W_ih^T packed, own or prepared
   RowVec<S> bias_;
   const S* b_hn_ = nullptr;
 };
@@ -566,7 +610,7 @@ void direction_forward(const DirectionRun<S>& run, const S* in, const S* h0, con
 template <typename S>
 class BackwardPass : public RecurrentPass<S> {
   using RecurrentPass<S>::run_;
-  using RecurrentPass<S>::w_hh_;
+  using RecurrentPass<S>::w_hh;
   using RecurrentPass<S>::state_;
 
  public:
@@ -652,7 +696,7 @@ class BackwardPass : public RecurrentPass<S> {
       // split by rows). Nothing else needs a barrier: each thread only reads and writes its own
       // units and rows of dh, dc and dh_next.
       if (!part.by_rows) barrier.wait();
-      w_hh_.multiply(dgh_t + b0 * gh, gh, b1 - b0, dh_next + b0 * H, H, true, u.slot_begin,
+      w_hh().multiply(dgh_t + b0 * gh, gh, b1 - b0, dh_next + b0 * H, H, true, u.slot_begin,
                      u.slot_end, scratch);
     }
     // (the next call's first step reads only this thread's units of dh: no barrier needed)
@@ -735,11 +779,12 @@ void check_lengths(const int64_t* lengths, int64_t steps, int64_t batch) {
 
 template <typename S>
 DirectionRun<S> make_run(const ModelConfig& config, const DirectionWeights<S>& w, int64_t layer,
-                         int direction, int64_t steps, int64_t batch, const int64_t* lengths) {
+                         int direction, int64_t steps, int64_t batch, const int64_t* lengths,
+                         const detail::PreparedDirection<S>* prepared = nullptr) {
   DirectionWeights<S> used = w;
   if (!config.bias) used.b_ih = used.b_hh = nullptr;
-  return DirectionRun<S>{config.cell,      steps, batch, config.layer_input_size(layer),
-                         config.hidden_size, direction == 1, lengths, used};
+  return DirectionRun<S>{config.cell,        steps, batch, config.layer_input_size(layer),
+                         config.hidden_size, direction == 1, lengths, used, prepared};
 }
 
 }  // namespace
@@ -910,12 +955,18 @@ void wavefront_forward(const WavefrontPlan& plan, std::vector<std::unique_ptr<Fo
       [](int64_t) {});
 }
 
+namespace detail {
+
 template <typename S>
-void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
-                      int64_t steps, int64_t batch, const S* x, const S* h0, const S* c0,
-                      const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
+void forward_layers(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                    const typename PreparedWeights<S>::Impl* prepared, int64_t steps,
+                    int64_t batch, const S* x, const S* h0, const S* c0, const int64_t* lengths,
+                    S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
   check_weights(config, weights.size());
   check_lengths(lengths, steps, batch);
+  const auto prepared_at = [&](int64_t slot) {
+    return prepared != nullptr ? &prepared->directions[static_cast<std::size_t>(slot)] : nullptr;
+  };
   // With two threads or more, this kind of call may run on one (thread_plan.h).
   detail::MeasuredCall measured(
       cache != nullptr ? detail::PassKind::TrainingForward : detail::PassKind::Inference, config,
@@ -953,7 +1004,8 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
       } else {
         outputs[k] = y;
       }
-      const DirectionRun<S> run = make_run(config, weights[k], k, 0, steps, batch, lengths);
+      const DirectionRun<S> run =
+          make_run(config, weights[k], k, 0, steps, batch, lengths, prepared_at(k));
       passes[k] = std::make_unique<ForwardPass<S>>(
           run, h0 != nullptr ? h0 + k * NH : nullptr, lstm && c0 != nullptr ? c0 + k * NH : nullptr,
           cache != nullptr ? &cache->directions_[k] : nullptr, false);
@@ -979,7 +1031,8 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
     }
     parallel_directions(D, layer_flops(config, k, steps, batch), [&](int d) {
       const int64_t slot = k * D + d;
-      const DirectionRun<S> run = make_run(config, weights[slot], k, d, steps, batch, lengths);
+      const DirectionRun<S> run =
+          make_run(config, weights[slot], k, d, steps, batch, lengths, prepared_at(slot));
       direction_forward(run, in, h0 != nullptr ? h0 + slot * NH : nullptr,
                         lstm && c0 != nullptr ? c0 + slot * NH : nullptr, out + d * H, out_width,
                         h_n != nullptr ? h_n + slot * NH : nullptr,
@@ -988,6 +1041,68 @@ void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeig
     });
     in = out;
   }
+}
+
+}  // namespace detail
+
+template <typename S>
+void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                      int64_t steps, int64_t batch, const S* x, const S* h0, const S* c0,
+                      const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
+  detail::forward_layers<S>(config, weights, nullptr, steps, batch, x, h0, c0, lengths, y, h_n, c_n,
+                    cache);
+}
+
+template <typename S>
+PreparedWeights<S>::PreparedWeights(const ModelConfig& config,
+                                    const std::vector<DirectionWeights<S>>& weights)
+    : config_(config) {
+  check_weights(config, weights.size());
+  auto impl = std::make_shared<Impl>();
+  impl->directions.resize(weights.size());
+  const int64_t H = config.hidden_size, G = config.gates(), gh = G * H;
+  for (std::size_t slot = 0; slot < weights.size(); ++slot) {
+    const DirectionWeights<S>& w = weights[slot];
+    if (w.w_ih == nullptr || w.w_hh == nullptr ||
+        (config.bias && (w.b_ih == nullptr || w.b_hh == nullptr))) {
+      throw std::invalid_argument("rnncore: DirectionWeights " + std::to_string(slot) +
+                                  " has a null pointer");
+    }
+    detail::PreparedDirection<S>& d = impl->directions[slot];
+    const int64_t I = config.layer_input_size(static_cast<int64_t>(slot) / config.directions());
+    d.w_ih_t.pack(w.w_ih, I, true, I, 1, gh);
+    d.w_hh_t.pack(w.w_hh, H, true, H, 1, gh);
+    if (H % detail::PackedPanels<S>::kPanel != 0) d.w_hh_t_gates.pack(w.w_hh, H, true, H, G, H);
+    if (config.bias) {
+      d.b_ih.assign(w.b_ih, w.b_ih + gh);
+      d.b_hh.assign(w.b_hh, w.b_hh + gh);
+    }
+  }
+  impl_ = std::move(impl);
+}
+
+template <typename S>
+std::size_t PreparedWeights<S>::nbytes() const noexcept {
+  std::size_t n = 0;
+  for (const auto& d : impl_->directions) {
+    n += d.w_ih_t.size() + d.w_hh_t.size() + d.w_hh_t_gates.size() + d.b_ih.size() + d.b_hh.size();
+  }
+  return n * sizeof(S);
+}
+
+template <typename S>
+void sequence_forward(const PreparedWeights<S>& prepared, int64_t steps, int64_t batch,
+                      const S* x, const S* h0, const S* c0, const int64_t* lengths, S* y, S* h_n,
+                      S* c_n) {
+  const typename PreparedWeights<S>::Impl& impl = prepared.impl();
+  std::vector<DirectionWeights<S>> biases(impl.directions.size());
+  for (std::size_t slot = 0; slot < biases.size(); ++slot) {
+    const auto& d = impl.directions[slot];
+    if (!d.b_ih.empty()) biases[slot].b_ih = d.b_ih.data();
+    if (!d.b_hh.empty()) biases[slot].b_hh = d.b_hh.data();
+  }
+  detail::forward_layers<S>(prepared.config(), biases, &impl, steps, batch, x, h0, c0, lengths, y, h_n,
+                    c_n, nullptr);
 }
 
 // BPTT as a wavefront (see plan_wavefront): layer k on thread k % team, chunks of steps from
@@ -1134,11 +1249,15 @@ TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t 
 
 template class TrainingCache<float>;
 template class TrainingCache<double>;
+template class PreparedWeights<float>;
+template class PreparedWeights<double>;
 
 #define RNNCORE_INSTANTIATE(S)                                                                   \
   template void sequence_forward<S>(const ModelConfig&, const std::vector<DirectionWeights<S>>&, \
                                     int64_t, int64_t, const S*, const S*, const S*,              \
                                     const int64_t*, S*, S*, S*, TrainingCache<S>*);              \
+  template void sequence_forward<S>(const PreparedWeights<S>&, int64_t, int64_t, const S*,       \
+                                    const S*, const S*, const int64_t*, S*, S*, S*);             \
   template void sequence_backward<S>(const ModelConfig&,                                         \
                                      const std::vector<DirectionWeights<S>>&,                    \
                                      const TrainingCache<S>&, const S*, const S*, const S*, S*,  \

@@ -11,7 +11,7 @@ from . import reference
 from ._core import cache_info, empty_cache, get_num_threads, set_num_threads
 from .grads import clip_grad_norm, global_norm, per_step_grad_norms
 from .io import ModelFileError, load
-from .layers import GRU, LSTM, RNN, ForwardCache, Gradients
+from .layers import GRU, LSTM, RNN, ForwardCache, Gradients, PreparedModel
 from .streaming import Stream
 from .threads import get_thread_plan, reset_thread_plan, set_thread_plan, thread_plan_report
 from .losses import log_softmax, mse, one_hot, softmax, softmax_cross_entropy
@@ -26,6 +26,7 @@ __all__ = [
     "GRU",
     "Gradients",
     "ForwardCache",
+    "PreparedModel",
     "Stream",
     "load",
     "save",

@@ -15,6 +15,30 @@ class _TrainingCache:
 class TrainingCacheF32(_TrainingCache): ...
 class TrainingCacheF64(_TrainingCache): ...
 
+class _Prepared:
+    @property
+    def nbytes(self) -> int: ...
+
+class PreparedF32(_Prepared): ...
+class PreparedF64(_Prepared): ...
+
+def prepare(
+    cell: int,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    bidirectional: bool,
+    bias: bool,
+    weights: Sequence[np.ndarray],
+) -> _Prepared: ...
+def forward_prepared(
+    prepared: _Prepared,
+    x: np.ndarray,
+    h0: Optional[np.ndarray],
+    c0: Optional[np.ndarray],
+    lengths: Optional[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]: ...
+
 def forward(
     cell: int,
     input_size: int,

@@ -176,8 +176,10 @@ def _ort_session(torch, ort, model, x, threads: int):
     return ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
-def _runners(case: Case, torch, ort, notes: list) -> dict:
-    """{implementation: zero-argument callable running one forward (or training step)}."""
+def _runners(case: Case, torch, ort, notes: list, prepared: bool = False) -> dict:
+    """{implementation: zero-argument callable running one forward (or training step)}.
+    prepared: rnncore's inference runs on model.prepare() (weights packed once, as ONNX Runtime's
+    session holds them) instead of the model's call (which packs them per call)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((case.steps, case.batch, case.inputs)).astype(np.float32)
     directions = 2 if case.bidirectional else 1
@@ -185,7 +187,8 @@ def _runners(case: Case, torch, ort, notes: list) -> dict:
     model = _rnncore_model(case)
     runners = {}
     if case.mode == "inference":
-        runners["rnncore"] = lambda: model(x)
+        infer = model.prepare() if prepared else model
+        runners["rnncore"] = lambda: infer(x)
     else:
         def rnncore_step():
             _, _, cache = model.forward(x)
@@ -269,7 +272,8 @@ def measure_interleaved(runners: dict, repeats: int, min_seconds: float, settle_
 
 
 def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
-              with_torch: bool = True, with_ort: bool = True, log=print) -> tuple[list[Result], dict]:
+              with_torch: bool = True, with_ort: bool = True, log=print,
+              prepared: bool = False) -> tuple[list[Result], dict]:
     torch, torch_note = _import_torch() if with_torch else (None, "PyTorch disabled by --no-torch")
     ort, ort_note = _import_ort() if (with_ort and torch is not None) else (None, None)
     notes = [n for n in (torch_note, ort_note) if n]
@@ -284,7 +288,7 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
     results = []
     for case in cases:
         _set_threads(case.threads, torch)
-        runners = _runners(case, torch, ort, notes)
+        runners = _runners(case, torch, ort, notes, prepared)
         medians = measure_interleaved(runners, repeats, min_seconds)
         result = Result(case, {k: v * 1e3 for k, v in medians.items()}, peaks[case.threads])
         if case.mode == "training":
@@ -303,6 +307,7 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
     meta = {
         "peak_gflops_start": peaks, "peak_gflops_end": end_peaks, "peak_source": peak_source,
         "peak_shape": PEAK_SHAPE, "notes": notes, "repeats": repeats, "python": sys.version.split()[0],
+        "rnncore_inference": "model.prepare()" if prepared else "model call",
         "machine": platform.machine(), "processor": platform.processor(),
         "torch": getattr(torch, "__version__", None), "onnxruntime": getattr(ort, "__version__", None),
     }
@@ -432,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", metavar="JSON", help="print a saved --json run as markdown and exit (runs nothing)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch (and ONNX Runtime, which needs it)")
     p.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime")
+    p.add_argument("--prepared", action="store_true",
+                   help="time rnncore's inference on model.prepare() (weights packed once, as ONNX "
+                        "Runtime's session holds them) instead of the model's call")
     return p
 
 
@@ -468,8 +476,11 @@ def main(argv: Optional[list[str]] = None) -> int:
           "ratios are peer time / rnncore time (above 1: rnncore faster)")
     print(HEADER)
     print("-" * len(HEADER))
+    if args.prepared:
+        print("# rnncore inference: model.prepare() (weights packed once)")
     results, meta = run_cases(cases, repeats=repeats, min_seconds=args.min_time,
-                              with_torch=not args.no_torch, with_ort=not args.no_ort)
+                              with_torch=not args.no_torch, with_ort=not args.no_ort,
+                              prepared=args.prepared)
     print("# final table (% peak against the better of the start and end GEMM measurements):")
     print(format_table(results))
     for note in meta["notes"]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import copy
+
 import numpy as np
 
-from . import _checks, _compiled, reference
+from . import _checks, _compiled, _core, reference
 from ._compiled import param_names
 
-__all__ = ["RNN", "LSTM", "GRU", "Gradients", "ForwardCache"]
+__all__ = ["RNN", "LSTM", "GRU", "Gradients", "ForwardCache", "PreparedModel"]
 
 BACKENDS = ("cpp", "numpy")
 
@@ -292,16 +294,23 @@ class _RecurrentBase:
         return self.backend if backend is None else self._check_backend("backend", backend)
 
     # ------------------------------------------------------------------ running
-    def _run(self, x, hx, lengths, backend, training):
-        backend = self._backend_for(backend)
+    def _call_arrays(self, x, hx, lengths, compiled: bool):
+        """The canonical (x_tm, unbatched, h0, c0, lengths) of a call; the compiled kernels take
+        lengths=None for sequences that are all full (their unmasked path)."""
         x_tm, unbatched = self._canonical_input(x)
         steps, batch = x_tm.shape[:2]
         h0, c0 = self._canonical_hx(hx, batch, unbatched)
         lens = self._canonical_lengths(lengths, steps, batch, unbatched)
+        if compiled and lens is not None and (lens == steps).all():
+            lens = None
+        return x_tm, unbatched, h0, c0, lens
+
+    def _run(self, x, hx, lengths, backend, training):
+        backend = self._backend_for(backend)
+        x_tm, unbatched, h0, c0, lens = self._call_arrays(x, hx, lengths, backend == "cpp")
+        steps, batch = x_tm.shape[:2]
         kwargs = dict(num_layers=self.num_layers, bidirectional=self.bidirectional)
         if backend == "cpp":
-            if lens is not None and (lens == steps).all():
-                lens = None  # every sequence is full: the unmasked kernel path
             y, h_n, c_n, inner = _compiled.forward(self.cell, self._params, x_tm, h0, c0, lens,
                                                    training=training, **kwargs)
         else:
@@ -335,6 +344,12 @@ class _RecurrentBase:
         """Inference: (output, h_n), or (output, (h_n, c_n)) for the LSTM, as torch.nn does."""
         output, state, _ = self._run(x, hx, lengths, backend, training=False)
         return output, state
+
+    def prepare(self) -> "PreparedModel":
+        """This model's current weights packed once for inference (a PreparedModel): calls
+        then skip the packing that every model call does, most of the time of a short call
+        such as one decoder step. It holds its own copy: prepare again after changing weights."""
+        return PreparedModel(self)
 
     # ------------------------------------------------------------------ BPTT
     def _canonical_grad_output(self, grad_output: Any, cache: ForwardCache) -> np.ndarray | None:
@@ -390,6 +405,48 @@ class _RecurrentBase:
         elif self.batch_first:
             grad_x = np.ascontiguousarray(grad_x.transpose(1, 0, 2))
         return Gradients(grad_x, self._user_grad_hx(grad_h0, grad_c0, cache.unbatched), grads)
+
+
+class PreparedModel:
+    """A model's weights packed once for inference, with the model's call conventions.
+
+        fast = model.prepare()
+        y, h_n = fast(x, hx=None, lengths=None)     # the same as model(x, hx, lengths)
+
+    Every model call packs W_ih and W_hh of every layer and direction into the kernels' layout
+    before it runs (a read and a write of every weight); a PreparedModel did that once, when it
+    was made. It gives the same results bit for bit as the model's call, except for a single
+    step (T = 1) of at most 4 sequences, which the model runs as matrix-vector products on the
+    unpacked weights (agreeing to float rounding). It holds its own copy of the weights, taken
+    when it was made: later changes to the model (an optimizer step, load_state_dict) do not
+    reach it. Compiled kernels only; about twice the weights' memory (`nbytes`).
+    """
+
+    def __init__(self, model: _RecurrentBase) -> None:
+        if not isinstance(model, _RecurrentBase):
+            raise TypeError(f"model: expected an rnncore RNN, LSTM or GRU, got {_checks.describe(model)}")
+        # The call conventions (sizes, dtype, batch_first) as they are now, apart from the model.
+        spec = copy.copy(model)
+        spec._params = {}
+        self._spec = spec
+        config = _compiled._config(model.cell, model.parameters())
+        _, weights = _compiled._weights(config, model.parameters())
+        self._prepared = _core.prepare(*config, weights)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of packed weights held."""
+        return int(self._prepared.nbytes)
+
+    def __repr__(self) -> str:
+        return f"<PreparedModel of {self._spec!r}, {self.nbytes} bytes>"
+
+    def __call__(self, x: Any, hx: Any = None, lengths: Any = None):
+        """Inference: (output, h_n), or (output, (h_n, c_n)) for the LSTM, as the model's call."""
+        spec = self._spec
+        x_tm, unbatched, h0, c0, lens = spec._call_arrays(x, hx, lengths, True)
+        y, h_n, c_n = _core.forward_prepared(self._prepared, x_tm, h0, c0, lens)
+        return spec._user_output(y, unbatched), spec._user_state(h_n, c_n, unbatched)
 
 
 class RNN(_RecurrentBase):

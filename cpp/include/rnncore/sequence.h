@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -64,6 +65,42 @@ struct DirectionGrads {
   S* b_hh = nullptr;
 };
 
+// A model's weights packed once for repeated inference calls: what sequence_forward otherwise
+// packs on every call (W_ih^T and W_hh^T of every layer and direction, a read and a write of
+// every weight; for a short call, such as one step of a decoder, most of its time). It keeps its
+// own copy: the weights it was made from may change or go away afterwards. Holds about 2x the
+// weights' bytes (3x for W_hh where the hidden size is not a multiple of the SIMD panel width,
+// which has two layouts). Immutable once made: calls from several threads may share one.
+// Throws std::invalid_argument like sequence_forward for inconsistent sizes or null weights.
+template <typename S>
+class PreparedWeights {
+ public:
+  PreparedWeights(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights);
+  const ModelConfig& config() const noexcept { return config_; }
+  // Bytes of packed weights and biases held.
+  std::size_t nbytes() const noexcept;
+
+  struct Impl;  // sequence.cpp
+  const Impl& impl() const noexcept { return *impl_; }
+
+ private:
+  ModelConfig config_;
+  std::shared_ptr<const Impl> impl_;
+};
+
+template <typename S>
+class TrainingCache;
+
+namespace detail {
+// sequence_forward's body (sequence.cpp); `prepared`, when given, holds the packed weights and
+// `weights` only the biases.
+template <typename S>
+void forward_layers(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                    const typename PreparedWeights<S>::Impl* prepared, int64_t steps,
+                    int64_t batch, const S* x, const S* h0, const S* c0, const int64_t* lengths,
+                    S* y, S* h_n, S* c_n, TrainingCache<S>* cache);
+}  // namespace detail
+
 // What BPTT needs from a forward pass, owned here so that the caller's arrays may change after
 // the forward call. Per (layer, direction), in time order t (not processing order):
 //   gates     [T, N, G*H]  activations (RNN: h'; LSTM: i f g o; GRU: r z n)
@@ -88,9 +125,10 @@ class TrainingCache {
 
  private:
   template <typename T>
-  friend void sequence_forward(const ModelConfig&, const std::vector<DirectionWeights<T>>&,
-                               int64_t, int64_t, const T*, const T*, const T*, const int64_t*, T*,
-                               T*, T*, TrainingCache<T>*);
+  friend void detail::forward_layers(const ModelConfig&, const std::vector<DirectionWeights<T>>&,
+                                     const typename PreparedWeights<T>::Impl*, int64_t, int64_t,
+                                     const T*, const T*, const T*, const int64_t*, T*, T*, T*,
+                                     TrainingCache<T>*);
   template <typename T>
   friend void sequence_backward(const ModelConfig&, const std::vector<DirectionWeights<T>>&,
                                 const TrainingCache<T>&, const T*, const T*, const T*, T*, T*,
@@ -113,6 +151,14 @@ template <typename S>
 void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                       int64_t steps, int64_t batch, const S* x, const S* h0, const S* c0,
                       const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache);
+
+// sequence_forward over prepared weights (inference: no cache). The same results bit for bit as
+// sequence_forward on the weights they were made from, except for a single step of at most 4
+// sequences, which sequence_forward runs as matrix-vector products on the unpacked weights
+// (summed in another order: within float rounding, ~1e-7 relative in float32).
+template <typename S>
+void sequence_forward(const PreparedWeights<S>& weights, int64_t steps, int64_t batch, const S* x,
+                      const S* h0, const S* c0, const int64_t* lengths, S* y, S* h_n, S* c_n);
 
 // Backpropagation through time. grad_y [T, N, D*H] may be nullptr (zero); grad_h_n, grad_c_n
 // [L*D, N, H] may be nullptr (zero). Writes grad_x [T, N, I], grad_h0 and (LSTM) grad_c0
