@@ -69,6 +69,7 @@ def test_info_prints_version_and_build(capsys):
     assert code == 0
     assert "version" in out and rc.__version__ in out and "openmp" in out
     assert f"thread_plan: {rc.get_thread_plan()}" in out
+    assert f"l2_per_core: {rc._core.l2_cache_bytes() / 1024:.0f} KiB" in out
 
 
 def test_check_passes(capsys):

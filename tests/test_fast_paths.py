@@ -356,13 +356,26 @@ def test_weights_packed_by_two_threads_match_one_and_the_reference(cell, threads
     check_against_reference(cell, input_size=300, hidden_size=150, steps=5, batch=9)
 
 
-def test_time_loop_split_is_chosen_by_size(threads, time_loop_setting):
+def test_time_loop_split_is_chosen_by_size(threads, time_loop_setting, monkeypatch):
     _core.set_num_threads(2)
     time_loop_setting("")  # by size
-    # Measured on the 2-core Zen 4 (bench/README.md, "Splitting the time loop").
+    # Measured on the 2-core Zen 4 with 1 MiB of L2 per core (bench/README.md, "Splitting the
+    # time loop"); the split by sequences is weighed against the L2 size.
+    monkeypatch.setenv("RNNCORE_L2_BYTES", "1048576")
+    assert _core.l2_cache_bytes() == 1048576
     assert time_loop_split("lstm", 256, 100, 32) == (2, "rows")  # compute-bound: sequences
     assert time_loop_split("gru", 64, 200, 4) == (2, "rows")  # W_hh (48 KB) stays in each L2
     assert time_loop_split("lstm", 256, 100, 4) == (2, "units")  # W_hh 1 MB: half of it each
+    assert time_loop_split("lstm", 256, 100, 8) == (2, "rows")  # 4 each, W_hh fits in L2
+    assert time_loop_split("lstm", 384, 100, 8) == (2, "units")  # 2.3 MB does not
+    assert time_loop_split("lstm", 384, 100, 16) == (2, "rows")  # 8 each: compute-bound
+    # The Xeon's 2 MiB (bench/README.md, "A Xeon VM").
+    monkeypatch.setenv("RNNCORE_L2_BYTES", "2097152")
+    assert time_loop_split("lstm", 256, 100, 4) == (2, "rows")  # 1 MB: half of L2
+    assert time_loop_split("lstm", 512, 100, 8) == (2, "units")  # 4 MB
+    monkeypatch.delenv("RNNCORE_L2_BYTES")
+    assert _core.l2_cache_bytes() > 0  # the system's
+    monkeypatch.setenv("RNNCORE_L2_BYTES", "1048576")
     assert time_loop_split("lstm", 256, 150, 1) == (2, "units")
     assert time_loop_split("lstm", 48, 200, 2) == (2, "rows")  # one sequence each, 36 KB
     assert time_loop_split("rnn_tanh", 32, 200, 1) == (1, "one")  # too small for a barrier

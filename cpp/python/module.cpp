@@ -685,6 +685,9 @@ PYBIND11_MODULE(_core, m) {
       py::arg("rows"), py::arg("cols"), py::arg("depth"), py::arg("repeats") = 5,
       "Float32 GEMM rate of Eigen at the current threads, GFLOP/s (the benchmark yardstick).");
   m.def("build_info", &build_info, "Compiler, SIMD level, Eigen version, OpenMP and CUDA flags.");
+  m.def("l2_cache_bytes", &rnncore::l2_cache_bytes,
+        "One core's L2 cache in bytes, as the time-loop split weighs it (RNNCORE_L2_BYTES, else "
+        "the system's, else 1 MiB).");
   m.def("get_num_threads", &rnncore::max_threads);
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("num_threads: expected >= 1, got " + std::to_string(n));

@@ -11,6 +11,8 @@
 #include <exception>
 #include <string>
 
+#include <unistd.h>
+
 #include "rnncore/parallel.h"
 #include "recurrent_gemm.h"
 #include "thread_plan_call.h"
@@ -254,13 +256,17 @@ TimeLoopSplit forced_time_loop(int64_t batch, int64_t slots) noexcept {
   return {0, false};
 }
 
-// When a time loop splits, measured on the 2-core Zen 4 (bench/README.md, "Splitting the time
-// loop"; bench/results/time-loop-split-zen4-2026-11-23.json; two threads against one, T = 200):
-//  - by rows where each thread gets >= 2 sequences and either W_hh fits beside them in a core's
-//    L2 (<= kRowSplitMaxWeightBytes) or each thread gets >= 4 sequences (then the product is
+// When a time loop splits, measured on the 2-core Zen 4 (1 MB of L2 per core; bench/README.md,
+// "Splitting the time loop"; bench/results/time-loop-split-zen4-2026-11-23.json; two threads
+// against one, T = 200) and on the 2-vCPU Xeon (Emerald Rapids, 2 MB of L2 per core;
+// bench/results/splits-emr-2026-11-29*.json, T = 50-100):
+//  - by rows where each thread gets >= 2 sequences and W_hh fits beside them in half a core's L2,
+//    or >= 4 sequences and W_hh fits in its L2, or >= 8 sequences (then the product is
 //    compute-bound): inference 1.3-1.6x from N = 4 up, 5-30% above a split by units. Where W_hh
-//    is larger and N small (LSTM 256 and 512, N = 2-4) both threads stream all of it from L3
-//    and a split by units (half of W_hh each) wins;
+//    is larger and N small each thread would stream all of it from L3, and a split by units
+//    (half of W_hh each) wins: LSTM 256 and 512 at N = 2-4 on the Zen 4; on the Xeon LSTM/GRU
+//    384-768 at N = 8, units 1.1-1.4x faster than rows (at N = 16 they tie, from 32 rows win by
+//    2-8%), and LSTM 256 at N = 4 (1 MB, half its L2) rows 1.04-1.08x faster than units;
 //  - by rows with one sequence each where W_hh is small (<= kOneRowSplitMaxWeightBytes: LSTM
 //    48x2 1.35x against 1.20x by units; at 64 KB, LSTM 64x2, units win 1.33x to 1.26x);
 //  - else by units where a step's product is >= kUnitSplitMinStepFlops (a barrier per step,
@@ -271,9 +277,28 @@ TimeLoopSplit forced_time_loop(int64_t batch, int64_t slots) noexcept {
 //    16x8, 4 kFLOP: 0.37x, the threads' neighbouring rows share cache lines).
 constexpr double kUnitSplitMinStepFlops = 24.0e3;
 constexpr double kRowSplitMinStepFlops = 8.0e3;
-constexpr double kRowSplitMaxWeightBytes = 512.0 * 1024.0;
 constexpr double kOneRowSplitMaxWeightBytes = 40.0 * 1024.0;
 constexpr double kSplitMinLoopFlops = 2.0e6;
+
+}  // namespace
+
+double l2_cache_bytes() noexcept {
+  if (const char* value = std::getenv("RNNCORE_L2_BYTES")) {
+    char* end = nullptr;
+    const double bytes = std::strtod(value, &end);
+    if (end != value && *end == '\0' && bytes > 0) return bytes;
+  }
+  static const double detected = [] {
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    if (bytes > 0) return static_cast<double>(bytes);
+#endif
+    return 1024.0 * 1024.0;
+  }();
+  return detected;
+}
+
+namespace {
 
 // The split of a time loop of T steps, N sequences, H units and `gates` gates per unit in
 // scalars S (`forcible`: whether RNNCORE_TIME_LOOP applies).
@@ -291,8 +316,9 @@ TimeLoopSplit plan_time_loop(int64_t gates, int64_t H, int64_t N, int64_t T,
   if (cap < 2 || step * static_cast<double>(T) < kSplitMinLoopFlops) return {1, false};
   const double weight_bytes = static_cast<double>(gates * H * H) * static_cast<double>(sizeof(S));
   const int64_t by_rows = std::min<int64_t>(cap, N / 2);  // >= 2 sequences each
+  const double l2 = l2_cache_bytes();
   if (by_rows >= 2 && step >= kRowSplitMinStepFlops &&
-      (weight_bytes <= kRowSplitMaxWeightBytes || N >= 4 * by_rows)) {
+      (weight_bytes <= l2 / 2 || (N >= 4 * by_rows && weight_bytes <= l2) || N >= 8 * by_rows)) {
     return {static_cast<int>(by_rows), true};
   }
   if (N >= 2 && step >= kRowSplitMinStepFlops && weight_bytes <= kOneRowSplitMaxWeightBytes) {

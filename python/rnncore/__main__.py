@@ -123,11 +123,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import build_info, get_thread_plan
+    from . import _core, build_info, get_thread_plan
 
     for key, value in build_info().items():
         print(f"{key:>12}: {value}")
     print(f"{'thread_plan':>12}: {get_thread_plan()}")
+    print(f"{'l2_per_core':>12}: {_core.l2_cache_bytes() / 1024:.0f} KiB (weighed by the time-loop split)")
     return 0
 
 

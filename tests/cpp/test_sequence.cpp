@@ -223,10 +223,24 @@ TEST(TimeLoop, SplitChosenBySize) {
   EXPECT_EQ(split(CellKind::Lstm, 256, 100, 32), "one");
   return;
 #endif
+  // The choices depend on the L2 size (rnncore::l2_cache_bytes): 1 MiB as on the Zen 4.
+  setenv("RNNCORE_L2_BYTES", "1048576", 1);
+  EXPECT_EQ(rnncore::l2_cache_bytes(), 1048576.0);
   EXPECT_EQ(split(CellKind::Lstm, 256, 100, 32), "rows");   // compute-bound: sequences
   EXPECT_EQ(split(CellKind::Lstm, 64, 200, 4), "rows");     // W_hh (64 KB) fits in L2
   EXPECT_EQ(split(CellKind::Lstm, 256, 100, 4), "units");   // W_hh 1 MB: half each
+  EXPECT_EQ(split(CellKind::Lstm, 256, 100, 8), "rows");    // 4 each, W_hh fits in L2
+  EXPECT_EQ(split(CellKind::Lstm, 384, 100, 8), "units");   // 4 each, W_hh 2.3 MB does not
+  EXPECT_EQ(split(CellKind::Lstm, 384, 100, 16), "rows");   // 8 each: compute-bound
   EXPECT_EQ(split(CellKind::Lstm, 256, 150, 1), "units");
+  // 2 MiB, as on the Xeon: an LSTM 256's 1 MB W_hh fits in half of it.
+  setenv("RNNCORE_L2_BYTES", "2097152", 1);
+  EXPECT_EQ(split(CellKind::Lstm, 256, 100, 4), "rows");
+  EXPECT_EQ(split(CellKind::Gru, 384, 100, 8), "rows");     // 1.7 MB
+  EXPECT_EQ(split(CellKind::Lstm, 384, 100, 8), "units");
+  setenv("RNNCORE_L2_BYTES", "not a size", 1);              // ignored: the system's L2
+  EXPECT_GT(rnncore::l2_cache_bytes(), 0.0);
+  unsetenv("RNNCORE_L2_BYTES");
   EXPECT_EQ(split(CellKind::Lstm, 48, 200, 2), "rows");     // one sequence each, W_hh 36 KB
   EXPECT_EQ(split(CellKind::RnnTanh, 32, 200, 1), "one");   // a step too small for a barrier
   EXPECT_EQ(split(CellKind::RnnTanh, 16, 2000, 8), "one");  // too small even without one

@@ -191,6 +191,11 @@ struct TimeLoopSplit {
 template <typename S>
 TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t batch);
 
+// The size of one core's L2 cache in bytes, which the split by sequences is weighed against (a
+// thread that takes whole sequences reads all of W_hh every step): RNNCORE_L2_BYTES when set to
+// a positive number, else what the system reports (sysconf), else 1 MiB.
+double l2_cache_bytes() noexcept;
+
 // The floating-point operations of one forward pass (multiply-adds count 2), for GFLOP/s.
 double forward_flops(const ModelConfig& config, int64_t steps, int64_t batch) noexcept;
 
