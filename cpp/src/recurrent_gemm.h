@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "rnncore/memory.h"
 #include "rnncore/parallel.h"
@@ -162,6 +163,10 @@ class PackedPanels {
       const int64_t r0 = block_start(rows, blocks, b);
       const int64_t block_rows = block_start(rows, blocks, b + 1) - r0;
       S* dst = scratch + r0 * depth_;
+      if (block_rows == kRows) {
+        copy_full_block(a + r0 * a_stride, a_stride, dst);
+        continue;
+      }
       for (int64_t k = 0; k < depth_; ++k) {
         for (int64_t r = 0; r < block_rows; ++r) dst[k * block_rows + r] = a[(r0 + r) * a_stride + k];
       }
@@ -235,6 +240,28 @@ class PackedPanels {
   // First row of block b when `rows` are cut into `blocks` blocks differing by at most one row.
   static int64_t block_start(int64_t rows, int64_t blocks, int64_t b) noexcept {
     return rows / blocks * b + std::min(b, rows % blocks);
+  }
+
+  // kRows rows of a (row stride a_stride), depth_ deep, copied k-major: dst[k * kRows + r]. Where
+  // a packet holds kRows lanes (AVX-512: 8 floats in a half packet, 8 doubles), square tiles are
+  // transposed in registers; element by element this copy was 12% of an RNN 160x128x20 training
+  // step.
+  void copy_full_block(const S* a, int64_t a_stride, S* dst) const noexcept {
+    using namespace Eigen::internal;
+    using RowPacket = std::conditional_t<unpacket_traits<Packet>::size == kRows, Packet,
+                                         typename unpacket_traits<Packet>::half>;
+    int64_t k = 0;
+    if constexpr (unpacket_traits<RowPacket>::size == kRows) {
+      for (; k + kRows <= depth_; k += kRows) {
+        PacketBlock<RowPacket, kRows> tile;
+        for (int r = 0; r < kRows; ++r) tile.packet[r] = ploadu<RowPacket>(a + r * a_stride + k);
+        ptranspose(tile);
+        for (int q = 0; q < kRows; ++q) pstoreu(dst + (k + q) * kRows, tile.packet[q]);
+      }
+    }
+    for (; k < depth_; ++k) {
+      for (int r = 0; r < kRows; ++r) dst[k * kRows + r] = a[r * a_stride + k];
+    }
   }
 
   // block<rows, NP> for a run-time rows in 1..R.
