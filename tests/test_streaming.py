@@ -194,5 +194,20 @@ def test_bad_construction():
     for bad, error in ((0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)):
         with pytest.raises(error, match="batch_size"):
             make("gru").stream(bad)
+        with pytest.raises(error, match="threads"):
+            make("gru").stream(1, threads=bad)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_threaded_stream_is_bit_identical_to_one_thread(cell):
+    model = make(cell, input_size=7, hidden_size=37, num_layers=2)
+    for batch in (1, 3):
+        chunk = frames((6, batch, 7), seed=batch)
+        one, two = model.stream(batch), model.stream(batch, threads=2)
+        assert (one.threads, two.threads) == (1, 2)
+        np.testing.assert_array_equal(two.step_many(chunk), one.step_many(chunk))
+        np.testing.assert_array_equal(two.step(chunk[0]), one.step(chunk[0]))
+        for got, want in zip(split_state(model, two.state), split_state(model, one.state)):
+            np.testing.assert_array_equal(got, want)
     with pytest.raises(TypeError, match="one array h"):
         make("gru").stream().state = (np.zeros((1, 1, 24)),)

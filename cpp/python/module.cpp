@@ -436,20 +436,23 @@ struct StreamBinding {
   static void bind(py::module_& m, const char* name) {
     py::class_<Stream>(m, name, "A packed, stateful streaming model (private: use Model.stream()).")
         .def(py::init([](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
-                         bool bias, const std::vector<py::array>& weight_arrays, int64_t batch) {
+                         bool bias, const std::vector<py::array>& weight_arrays, int64_t batch,
+                         int threads) {
                const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, false, bias);
                if (batch < 1) throw py::value_error("batch_size: expected >= 1, got " + std::to_string(batch));
-               return std::make_unique<Stream>(c, checked_weights<S>(c, weight_arrays), batch);
+               if (threads < 1) throw py::value_error("threads: expected >= 1, got " + std::to_string(threads));
+               return std::make_unique<Stream>(c, checked_weights<S>(c, weight_arrays), batch, threads);
              }),
              py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
-             py::arg("bias"), py::arg("weights"), py::arg("batch_size"))
+             py::arg("bias"), py::arg("weights"), py::arg("batch_size"), py::arg("threads") = 1)
         .def("step", &step, py::arg("x_t"), py::arg("out").none(true) = py::none())
         .def("step_many", &step_many, py::arg("chunk"), py::arg("out").none(true) = py::none())
         .def("get_state", &get_state)
         .def("set_state", &set_state, py::arg("h"), py::arg("c").none(true) = py::none())
         .def("reset", &Stream::reset)
         .def("reset_rows", &reset_rows, py::arg("rows"))
-        .def_property_readonly("batch_size", &Stream::batch_size);
+        .def_property_readonly("batch_size", &Stream::batch_size)
+        .def_property_readonly("threads", &Stream::threads);
   }
 };
 

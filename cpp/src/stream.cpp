@@ -8,6 +8,7 @@
 #include <string>
 
 #include "rnncore/cell.h"
+#include "rnncore/parallel.h"
 
 namespace rnncore {
 
@@ -150,14 +151,18 @@ int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / mult
 }  // namespace
 
 template <typename S>
-Stream<S>::Stream(const Model<S>& model, int64_t batch_size)
-    : Stream(model.config(), model.weights(), batch_size) {}
+Stream<S>::Stream(const Model<S>& model, int64_t batch_size, int threads)
+    : Stream(model.config(), model.weights(), batch_size, threads) {}
 
 template <typename S>
 Stream<S>::Stream(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
-                  int64_t batch_size)
-    : config_(config), batch_(batch_size) {
+                  int64_t batch_size, int threads)
+    : config_(config), batch_(batch_size), threads_(threads) {
   config.validate();
+  if (threads < 1) {
+    throw std::invalid_argument("rnncore: threads must be at least 1, got " +
+                                std::to_string(threads));
+  }
   if (config.bidirectional) {
     throw std::invalid_argument(
         "rnncore: a bidirectional model cannot stream (its reverse direction needs the whole "
@@ -182,6 +187,8 @@ Stream<S>::Stream(const ModelConfig& config, const std::vector<DirectionWeights<
   scratch_.assign(static_cast<std::size_t>(batch_ * scratch_stride_), S(0));
   layers_.resize(static_cast<std::size_t>(config.num_layers));
   for (int64_t k = 0; k < config.num_layers; ++k) pack_layer(k, weights[static_cast<std::size_t>(k)]);
+  // The calling thread's OpenMP team starts here rather than in the first step.
+  if (threads_ > 1) parallel_team(threads_, [](int, int, StepBarrier&) {});
 }
 
 template <typename S>
@@ -206,6 +213,23 @@ void Stream<S>::pack_layer(int64_t k, const DirectionWeights<S>& w) {
     add_panels(layer, w.w_ih, w.w_hh, b_ih, b_hh, 0, config_.gates() * H, 0, I + H, 0);
   }
   layer.xh.assign(static_cast<std::size_t>(batch_ * layer.width), S(0));
+  // Thread t of threads_ takes panels [split[t], split[t + 1]): even shares of the weights (the
+  // GRU's r/z panels read [x; h], its n panels x or h alone, so equal panel counts are not equal
+  // work).
+  double total = 0.0;
+  for (const Panel& p : layer.panels) total += static_cast<double>(p.cols + 1);
+  layer.split.assign(static_cast<std::size_t>(threads_) + 1, layer.panels.size());
+  layer.split[0] = 0;
+  double done = 0.0;
+  std::size_t t = 1;
+  for (std::size_t i = 0; i < layer.panels.size() && t < static_cast<std::size_t>(threads_); ++i) {
+    const double work = static_cast<double>(layer.panels[i].cols + 1);
+    // Panel i goes to the thread whose share holds the middle of its work.
+    while (t < static_cast<std::size_t>(threads_) && done + work / 2 >= total * t / threads_) {
+      layer.split[t++] = i;
+    }
+    done += work;
+  }
   if (config_.cell == CellKind::Lstm) layer.cell.assign(static_cast<std::size_t>(batch_ * H), S(0));
 }
 
@@ -238,16 +262,17 @@ void Stream<S>::add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* 
 }
 
 template <typename S>
-void Stream<S>::run_layer(Layer& layer) noexcept {
-  const int64_t H = config_.hidden_size, N = batch_, width = layer.width;
+void Stream<S>::products(Layer& layer, std::size_t panel_begin, std::size_t panel_end) noexcept {
+  const int64_t N = batch_, width = layer.width;
   const S* packed = layer.packed.data();
-  S* xh = layer.xh.data();
+  const S* xh = layer.xh.data();
   S* scratch = scratch_.data();
   // Panel-major: a panel's weights stay in cache while every batch row uses them, in blocks of
   // up to kStreamRows rows per load of each weight, cut as evenly as possible (8 rows: 4 + 4, not
   // 6 + 2); a single row gets panel_gemv's taller panel pass.
   const int64_t blocks = (N + kStreamRows - 1) / kStreamRows;
-  for (const Panel& p : layer.panels) {
+  for (std::size_t i = panel_begin; i < panel_end; ++i) {
+    const Panel& p = layer.panels[i];
     const S* weights = packed + p.weights_offset;
     if (N == 1) {
       panel_gemv(weights, xh + p.col_begin, p.cols, scratch + p.out_offset, p.rows);
@@ -262,9 +287,17 @@ void Stream<S>::run_layer(Layer& layer) noexcept {
                                       scratch_stride_, p.rows);
     }
   }
+}
+
+template <typename S>
+void Stream<S>::pointwise(Layer& layer, int64_t row_begin, int64_t row_end, S* out,
+                          int64_t out_stride) noexcept {
+  const int64_t H = config_.hidden_size, width = layer.width;
+  S* xh = layer.xh.data();
+  S* scratch = scratch_.data();
   // The new h overwrites the old one in place (cell.h's row functions are element-wise, so
-  // h_prev may alias h_new, and c_prev c_new).
-  for (int64_t b = 0; b < N; ++b) {
+  // h_prev may alias h_new, and c_prev c_new), then goes to `out` (the next layer's input or y).
+  for (int64_t b = row_begin; b < row_end; ++b) {
     S* gates = scratch + b * scratch_stride_;
     S* h = xh + b * width + layer.input_size;
     switch (config_.cell) {
@@ -283,6 +316,7 @@ void Stream<S>::run_layer(Layer& layer) noexcept {
                               gates + 6 * H, h);
         break;
     }
+    std::memcpy(out + b * out_stride, h, static_cast<std::size_t>(H) * sizeof(S));
   }
 }
 
@@ -296,16 +330,31 @@ void Stream<S>::step(const S* x, S* y) noexcept {
                   static_cast<std::size_t>(first.input_size) * sizeof(S));
     }
   }
-  for (int64_t k = 0; k < L; ++k) {
-    Layer& layer = layers_[static_cast<std::size_t>(k)];
-    run_layer(layer);
-    const bool top = k + 1 == L;
-    for (int64_t b = 0; b < N; ++b) {
-      const S* h = layer.xh.data() + b * layer.width + layer.input_size;
-      S* dst = top ? y + b * H : layers_[static_cast<std::size_t>(k + 1)].xh.data() +
-                                     b * layers_[static_cast<std::size_t>(k + 1)].width;
-      std::memcpy(dst, h, static_cast<std::size_t>(H) * sizeof(S));
+  // Each thread takes a share of every layer's panels, then of its batch rows for the cell
+  // math; every panel and row is computed by one thread with the same code, so the results are
+  // the same bit for bit whatever the thread count.
+  const auto layers = [&](int thread, int team, StepBarrier& barrier) {
+    for (int64_t k = 0; k < L; ++k) {
+      Layer& layer = layers_[static_cast<std::size_t>(k)];
+      if (team == threads_) {
+        products(layer, layer.split[static_cast<std::size_t>(thread)],
+                 layer.split[static_cast<std::size_t>(thread) + 1]);
+      } else {  // fewer threads than asked for (a nested parallel region): one takes them all
+        if (thread == 0) products(layer, 0, layer.panels.size());
+      }
+      barrier.wait();  // the cell math of a row reads gates from every panel
+      const bool top = k + 1 == L;
+      Layer* next = top ? nullptr : &layers_[static_cast<std::size_t>(k + 1)];
+      pointwise(layer, N * thread / team, N * (thread + 1) / team, top ? y : next->xh.data(),
+                top ? H : next->width);
+      barrier.wait();  // the next layer's products read every row's h
     }
+  };
+  if (threads_ > 1) {
+    parallel_team(threads_, layers);
+  } else {
+    StepBarrier alone(1);
+    layers(0, 1, alone);
   }
 }
 

@@ -38,8 +38,9 @@ class Stream:
 
     __slots__ = ("_impl", "_step", "_model", "_dtype", "_batch_size", "_lstm")
 
-    def __init__(self, model: Any, batch_size: int = 1) -> None:
+    def __init__(self, model: Any, batch_size: int = 1, threads: int = 1) -> None:
         batch_size = _checks.positive_int("batch_size", batch_size)
+        threads = _checks.positive_int("threads", threads)
         if model.bidirectional:
             raise ValueError(
                 f"stream: {model!r} is bidirectional; its reverse direction needs the whole sequence, "
@@ -54,7 +55,7 @@ class Stream:
                    for name in param_names(model.num_layers, False, model.bias)]
         impl_type = _core.StreamF32 if self._dtype == np.float32 else _core.StreamF64
         self._impl = impl_type(CELL_CODES[model.cell], model.input_size, model.hidden_size,
-                               model.num_layers, model.bias, weights, batch_size)
+                               model.num_layers, model.bias, weights, batch_size, threads)
         self._step = self._impl.step
 
     # ------------------------------------------------------------------ properties
@@ -66,6 +67,11 @@ class Stream:
     @property
     def batch_size(self) -> int:
         return self._batch_size
+
+    @property
+    def threads(self) -> int:
+        """Threads each step runs on (see Model.stream)."""
+        return int(self._impl.threads)
 
     @property
     def dtype(self) -> np.dtype:

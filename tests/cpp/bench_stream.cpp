@@ -1,6 +1,6 @@
 // Latency of Stream::step: p50 and p99 per step for the cases of issue 5 (RTNeural's set).
 //
-//   bench_stream [--reps N] [--quick]
+//   bench_stream [--reps N] [--quick] [--threads N]
 //
 // Steps are timed in blocks of B consecutive calls (B chosen so a block lasts ~2 us, since a
 // clock read costs ~20 ns, as much as a whole small step); the per-step time of each block is one
@@ -75,15 +75,17 @@ struct Case {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int reps = 3000;
+  int reps = 3000, threads = 1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) {
       reps = std::max(10, std::atoi(argv[++i]));
     } else if (a == "--quick") {
       reps = 300;
+    } else if (a == "--threads" && i + 1 < argc) {
+      threads = std::max(1, std::atoi(argv[++i]));  // Stream's threads per step
     } else {
-      std::fprintf(stderr, "usage: %s [--reps N] [--quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--reps N] [--quick] [--threads N]\n", argv[0]);
       return 2;
     }
   }
@@ -102,7 +104,7 @@ int main(int argc, char** argv) {
               "p50_us", "p99_us", "target", "GFLOP/s", "weights_kB", "GB/s");
   for (const Case& k : cases) {
     const auto model = random_model(k.cell, k.input_size, k.hidden_size);
-    rnncore::Stream<float> stream(model, k.batch);
+    rnncore::Stream<float> stream(model, k.batch, threads);
     const Result r = time_steps(stream, reps);
     const double gh = rnncore::gate_count(k.cell) * k.hidden_size;
     const double weights = gh * (k.input_size + k.hidden_size) * sizeof(float);

@@ -190,6 +190,35 @@ TEST(Stream, BatchedRowsMatchSingleRowsBitwise) {
   }
 }
 
+// Two or three threads share each step's panels and rows: every output comes out as one thread
+// gives it. H = 37 and GRU (whose panels differ in width) give uneven panel shares; N = 1 leaves
+// a thread without rows for the cell math.
+TEST(Stream, ThreadedStepsMatchOneThreadBitwise) {
+  for (CellKind cell : {CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru}) {
+    const auto model = random_model<float>(make_config(cell, 9, 37, 2), 14);
+    for (int64_t N : {1, 2, 5}) {
+      const int64_t T = 6;
+      const auto x = random_vector<float>(static_cast<std::size_t>(T * N * 9), 15);
+      Stream<float> one(model, N);
+      std::vector<float> want(static_cast<std::size_t>(T * N * 37));
+      one.step_many(T, x.data(), want.data());
+      for (int threads : {2, 3}) {
+        Stream<float> many(model, N, threads);
+        EXPECT_EQ(many.threads(), threads);
+        std::vector<float> got(want.size());
+        many.step_many(T, x.data(), got.data());
+        ASSERT_EQ(got, want) << rnncore::cell_name(cell) << " N=" << N << " threads=" << threads;
+        std::vector<float> h1(static_cast<std::size_t>(one.state_size())), h2(h1.size());
+        std::vector<float> c1(h1.size()), c2(h1.size());
+        one.get_state(h1.data(), c1.data());
+        many.get_state(h2.data(), c2.data());
+        EXPECT_EQ(h1, h2);
+        EXPECT_EQ(c1, c2);
+      }
+    }
+  }
+}
+
 TEST(Stream, StepManyIsStepRepeated) {
   const auto model = random_model<float>(make_config(CellKind::Gru, 3, 20, 2), 4);
   const int64_t T = 9, N = 2, I = 3, H = 20;
@@ -239,7 +268,7 @@ TEST(Stream, ResetRowRestartsOnlyThatRow) {
 TEST(Stream, HotPathDoesNotAllocate) {
   for (CellKind cell : {CellKind::RnnTanh, CellKind::Lstm, CellKind::Gru}) {
     const auto model = random_model<float>(make_config(cell, 5, 40, 2), 10);
-    Stream<float> stream(model, 2);
+    Stream<float> stream(model, 2, cell == CellKind::Lstm ? 2 : 1);
     std::vector<float> x(static_cast<std::size_t>(4 * 2 * 5), 0.5f), y(static_cast<std::size_t>(4 * 2 * 40));
     std::vector<float> h(static_cast<std::size_t>(stream.state_size())), c(h.size());
     const long before = g_allocations.load();
@@ -270,6 +299,7 @@ TEST(Stream, RefusesBidirectionalAndBadBatch) {
   EXPECT_THROW(Stream<float>(bidirectional, 1), std::invalid_argument);
   Model<float> model(make_config(CellKind::Lstm, 3, 4, 1));
   EXPECT_THROW(Stream<float>(model, 0), std::invalid_argument);
+  EXPECT_THROW(Stream<float>(model, 1, 0), std::invalid_argument);
   EXPECT_THROW(Stream<float>(model.config(), {}, 1), std::invalid_argument);
 }
 

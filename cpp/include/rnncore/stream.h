@@ -66,14 +66,23 @@ class Stream {
  public:
   // Packs the weights of a unidirectional model for batch_size independent streams, all starting
   // from the zero state. Throws std::invalid_argument for a bidirectional model (its reverse
-  // direction needs the whole sequence) or batch_size < 1.
-  Stream(const Model<S>& model, int64_t batch_size);
+  // direction needs the whole sequence), batch_size < 1 or threads < 1.
+  //
+  // threads > 1: each step shares every layer's weight panels, then its batch rows, among that
+  // many OpenMP threads (two barriers per layer; the same results bit for bit). It pays where a
+  // layer's weights are large (a 256-unit LSTM's 2.1 MB: each core then reads half of them from
+  // its own L2) and steps follow each other closely; between steps the other threads spin for a
+  // while and then sleep (OpenMP's wait policy), and a step that wakes them waits for that. The
+  // team is started here for the constructing thread; a step from another thread starts its
+  // own team the first time.
+  Stream(const Model<S>& model, int64_t batch_size, int threads = 1);
   // The same from weight views laid out as in sequence.h (biases read only when config.bias).
   Stream(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
-         int64_t batch_size);
+         int64_t batch_size, int threads = 1);
 
   const ModelConfig& config() const noexcept { return config_; }
   int64_t batch_size() const noexcept { return batch_; }
+  int threads() const noexcept { return threads_; }
   int64_t input_size() const noexcept { return config_.input_size; }
   int64_t output_size() const noexcept { return config_.hidden_size; }
   // Elements of h (and of c): num_layers * batch_size * hidden_size.
@@ -113,6 +122,7 @@ class Stream {
     int64_t input_size = 0;
     int64_t width = 0;                  // input_size + hidden_size: a row of xh
     std::vector<Panel> panels;
+    std::vector<std::size_t> split;     // [threads + 1]: each thread's first panel
     detail::AlignedVector<S> packed;
     detail::AlignedVector<S> xh;        // [N, width]: the layer's input, then its own h
     detail::AlignedVector<S> cell;      // [N, H], LSTM
@@ -122,10 +132,15 @@ class Stream {
   void add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* b_ih, const S* b_hh,
                   int64_t first_row, int64_t rows, int64_t col_begin, int64_t cols,
                   int64_t out_offset);
-  void run_layer(Layer& layer) noexcept;
+  // The gates of every batch row from panels [panel_begin, panel_end) of the layer.
+  void products(Layer& layer, std::size_t panel_begin, std::size_t panel_end) noexcept;
+  // The cell math of rows [row_begin, row_end); each row's new h also goes to out + b * out_stride.
+  void pointwise(Layer& layer, int64_t row_begin, int64_t row_end, S* out,
+                 int64_t out_stride) noexcept;
 
   ModelConfig config_;
   int64_t batch_ = 0;
+  int threads_ = 1;
   int64_t scratch_stride_ = 0;          // per batch row
   std::vector<Layer> layers_;
   detail::AlignedVector<S> scratch_;    // [N, scratch_stride_]
