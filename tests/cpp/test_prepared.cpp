@@ -13,10 +13,7 @@
 
 #include "rnncore/model.h"
 #include "rnncore/sequence.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "scoped_setting.h"
 
 namespace {
 
@@ -96,29 +93,7 @@ ModelConfig config_of(CellKind cell, int64_t I, int64_t H, int64_t layers, bool 
   return c;
 }
 
-// Sets an environment variable (nullptr: unset) and the OpenMP threads for one scope.
-class Setting {
- public:
-  Setting(const char* name, const char* value, int threads) : name_(name) {
-    if (value != nullptr) setenv(name, value, 1);
-#ifdef _OPENMP
-    before_ = omp_get_max_threads();
-    omp_set_num_threads(threads);
-#else
-    (void)threads;
-#endif
-  }
-  ~Setting() {
-    unsetenv(name_);
-#ifdef _OPENMP
-    omp_set_num_threads(before_);
-#endif
-  }
-
- private:
-  const char* name_;
-  int before_ = 1;
-};
+using Setting = rnncore_test::ScopedSetting;
 
 template <typename S>
 void check_prepared_matches(CellKind cell, int64_t H, int64_t layers, bool bidirectional,

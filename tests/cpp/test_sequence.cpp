@@ -11,38 +11,18 @@
 
 #include "rnncore/parallel.h"
 #include "rnncore/sequence.h"
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
+#include "scoped_setting.h"
 
 namespace {
 
 using rnncore::CellKind;
 using rnncore::ModelConfig;
 
-// Sets RNNCORE_WAVEFRONT (unless nullptr) and the OpenMP thread count for one scope.
-class Setting {
+// RNNCORE_WAVEFRONT (unless nullptr) and the OpenMP thread count for one scope.
+class Setting : public rnncore_test::ScopedSetting {
  public:
-  Setting(const char* wavefront, int threads) : wavefront_(wavefront != nullptr) {
-    if (wavefront_) setenv("RNNCORE_WAVEFRONT", wavefront, 1);
-#ifdef _OPENMP
-    before_ = omp_get_max_threads();
-    omp_set_num_threads(threads);
-#else
-    (void)threads;
-#endif
-  }
-  ~Setting() {
-    if (wavefront_) unsetenv("RNNCORE_WAVEFRONT");
-#ifdef _OPENMP
-    omp_set_num_threads(before_);
-#endif
-  }
-
- private:
-  bool wavefront_;
-  int before_ = 1;
+  Setting(const char* wavefront, int threads)
+      : ScopedSetting("RNNCORE_WAVEFRONT", wavefront, threads) {}
 };
 
 struct Result {
@@ -169,16 +149,11 @@ TEST(Wavefront, ChosenOnlyWhereItCanRun) {
   EXPECT_THROW(rnncore::wavefront_threads<float>(lstm, 0, 1), std::invalid_argument);
 }
 
-// Sets RNNCORE_TIME_LOOP and the OpenMP thread count for one scope.
-class LoopSetting {
+// RNNCORE_TIME_LOOP and the OpenMP thread count for one scope.
+class LoopSetting : public rnncore_test::ScopedSetting {
  public:
-  LoopSetting(const char* split, int threads) : threads_(nullptr, threads) {
-    setenv("RNNCORE_TIME_LOOP", split, 1);
-  }
-  ~LoopSetting() { unsetenv("RNNCORE_TIME_LOOP"); }
-
- private:
-  Setting threads_;
+  LoopSetting(const char* split, int threads)
+      : ScopedSetting("RNNCORE_TIME_LOOP", split, threads) {}
 };
 
 TEST(TimeLoop, SplitsAreBitwiseEqualToOneThread) {
