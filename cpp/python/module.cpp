@@ -688,6 +688,9 @@ PYBIND11_MODULE(_core, m) {
       py::arg("rows"), py::arg("cols"), py::arg("depth"), py::arg("repeats") = 5,
       "Float32 GEMM rate of Eigen at the current threads, GFLOP/s (the benchmark yardstick).");
   m.def("build_info", &build_info, "Compiler, SIMD level, Eigen version, OpenMP and CUDA flags.");
+  m.def("set_flush_denormals", &rnncore::set_flush_denormals, py::arg("flush"),
+        "Whether the kernels flush subnormal floats to zero (default True; see rnncore/parallel.h).");
+  m.def("get_flush_denormals", &rnncore::flush_denormals);
   m.def("l2_cache_bytes", &rnncore::l2_cache_bytes,
         "One core's L2 cache in bytes, as the time-loop split weighs it (RNNCORE_L2_BYTES, else "
         "the system's, else 1 MiB).");

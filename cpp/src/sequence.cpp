@@ -990,6 +990,7 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
                     S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
   check_weights(config, weights.size());
   check_lengths(lengths, steps, batch);
+  FlushDenormals flush;  // (parallel.h: each thread of a team does the same)
   const auto prepared_at = [&](int64_t slot) {
     return prepared != nullptr ? &prepared->directions[static_cast<std::size_t>(slot)] : nullptr;
   };
@@ -1209,6 +1210,7 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   const int64_t* lengths = cache.has_lengths() ? cache.lengths_.data() : nullptr;
   detail::MeasuredCall measured(detail::PassKind::Backward, config, static_cast<int>(sizeof(S)),
                                 T, N, lengths != nullptr);
+  FlushDenormals flush;  // (parallel.h: each thread of a team does the same)
 
   const WavefrontPlan plan = plan_wavefront<S>(config, T, N);
   if (plan.threads > 1) {

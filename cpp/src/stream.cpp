@@ -322,6 +322,7 @@ void Stream<S>::pointwise(Layer& layer, int64_t row_begin, int64_t row_end, S* o
 
 template <typename S>
 void Stream<S>::step(const S* x, S* y) noexcept {
+  FlushDenormals flush;  // (parallel.h; a team's threads do the same)
   const int64_t N = batch_, H = config_.hidden_size, L = config_.num_layers;
   {
     Layer& first = layers_[0];

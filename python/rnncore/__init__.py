@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import reference
 from ._core import cache_info, empty_cache, get_num_threads, set_num_threads
+from .floating_point import get_flush_denormals, set_flush_denormals
 from .grads import clip_grad_norm, global_norm, per_step_grad_norms
 from .io import ModelFileError, load
 from .layers import GRU, LSTM, RNN, ForwardCache, Gradients, PreparedModel
@@ -54,6 +55,8 @@ __all__ = [
     "get_thread_plan",
     "thread_plan_report",
     "reset_thread_plan",
+    "set_flush_denormals",
+    "get_flush_denormals",
     "empty_cache",
     "cache_info",
     "build_info",

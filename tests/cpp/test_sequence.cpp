@@ -229,3 +229,33 @@ TEST(TimeLoop, SplitChosenBySize) {
 }
 
 }  // namespace
+
+#ifdef RNNCORE_HAS_MXCSR
+// Subnormal results are flushed on every thread of a call (parallel.h, FlushDenormals), the
+// caller's control state is the same after the call, and with flushing off a team's worker
+// threads (which may have been started while the caller was flushing) keep IEEE subnormals.
+TEST(FlushDenormals, EveryThreadFlushesAndTheCallerIsRestored) {
+  ModelConfig config = stack(CellKind::RnnRelu, 1, 64, 1);
+  const int64_t T = 3, N = 2, H = 64;
+  const float tiny = 1e-20f;
+  std::vector<float> w_ih(H, tiny), w_hh(H * H, 0.0f), b(H, 0.0f), x(T * N, 4 * tiny);
+  const std::vector<rnncore::DirectionWeights<float>> weights = {
+      {w_ih.data(), w_hh.data(), b.data(), b.data()}};
+  std::vector<float> y(T * N * H), h_n(N * H);
+  const auto run = [&] {
+    rnncore::sequence_forward<float>(config, weights, T, N, x.data(), nullptr, nullptr, nullptr,
+                                     y.data(), h_n.data(), nullptr, nullptr);
+  };
+  LoopSetting split("units", 2);  // each thread computes outputs of its own units
+  const unsigned before = _mm_getcsr();
+  rnncore::set_flush_denormals(true);
+  run();
+  EXPECT_EQ(_mm_getcsr(), before);
+  for (float v : y) ASSERT_EQ(v, 0.0f);  // 4e-40 flushed
+  rnncore::set_flush_denormals(false);
+  run();
+  EXPECT_EQ(_mm_getcsr(), before);
+  for (float v : y) ASSERT_GT(v, 0.0f);  // the exact 4e-40, subnormal
+  rnncore::set_flush_denormals(true);
+}
+#endif
