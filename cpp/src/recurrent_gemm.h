@@ -25,6 +25,7 @@
 
 #include "rnncore/memory.h"
 #include "rnncore/parallel.h"
+#include "register_hint.h"
 
 namespace rnncore {
 namespace detail {
@@ -385,13 +386,11 @@ class PackedPanels {
         for (int p = 0; p < P; ++p) {
           for (int q = 0; q < NP; ++q) {
             Packet w = ploadu<Packet>(refs.panels[p] + k * kPanel + q * kPacket);
-            // One load per packet, kept in a register for all R rows. Left to itself g++ 12
-            // folds the load into each row's FMA, so R rows issue R loads of every weight
-            // packet: on a 2-vCPU Xeon (Emerald Rapids) VM, 2 rows then took 1.6x the time of 1 and
-            // 3 rows 2.1x (1.1x and 1.3x with this; H = 256 LSTM step product, 2 rows 12.8 ->
-            // 8.5 us, 3 rows 16.3 -> 9.9 us). The empty asm makes `w` opaque, so the compiler
-            // cannot re-read it from memory.
-            if constexpr (R > 1) __asm__("" : "+v"(w));
+            // One load per packet for all R rows (register_hint.h): on a 2-vCPU Xeon (Emerald
+            // Rapids) VM, 2 rows took 1.6x the time of 1 and 3 rows 2.1x with a load per row,
+            // 1.1x and 1.3x with one (H = 256 LSTM step product, 2 rows 12.8 -> 8.5 us, 3 rows
+            // 16.3 -> 9.9 us).
+            if constexpr (R > 1) detail::keep_in_register(w);
             for (int r = 0; r < R; ++r) acc[r][p][q] = pmadd(x[r], w, acc[r][p][q]);
           }
         }

@@ -9,6 +9,7 @@
 
 #include "rnncore/cell.h"
 #include "rnncore/parallel.h"
+#include "register_hint.h"
 
 namespace rnncore {
 
@@ -103,8 +104,8 @@ inline void panel_rows(const S* __restrict panel, const S* __restrict v, int64_t
       for (int j = 0; j < J; ++j) {
         w0[j] = pload<Packet>(w + j * L);
         w1[j] = pload<Packet>(w + P + j * L);
-        // Kept in registers for all R rows (left alone, g++ folds the load into every row's FMA).
-        __asm__("" : "+v"(w0[j]), "+v"(w1[j]));
+        detail::keep_in_register(w0[j]);  // one load for all R rows (register_hint.h)
+        detail::keep_in_register(w1[j]);
       }
       for (int r = 0; r < R; ++r) {
         const Packet v0 = pset1<Packet>(v[r * v_stride + k]);
