@@ -52,6 +52,18 @@ def forward(cell, params, x, h0, c0, lengths, *, num_layers, bidirectional, trai
     return y, h_n, c_n, cache
 
 
+def prepare(cell, params) -> Any:
+    """The weights packed once for forward_prepared (rnncore._core's opaque handle, a copy)."""
+    config = _config(cell, params)
+    _, weights = _weights(config, params)
+    return _core.prepare(*config, weights)
+
+
+def forward_prepared(prepared: Any, x, h0, c0, lengths):
+    """Inference over prepare()'s handle: (y, h_n, c_n or None); arguments as for forward."""
+    return _core.forward_prepared(prepared, x, h0, c0, lengths)
+
+
 def backward(cell, params, cache: Any, grad_y, grad_h_n, grad_c_n):
     """See rnncore.reference.backward; grad_y and grad_h_n may also be None (zeros)."""
     config = _config(cell, params)

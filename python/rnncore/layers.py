@@ -15,7 +15,7 @@ import copy
 
 import numpy as np
 
-from . import _checks, _compiled, _core, reference
+from . import _checks, _compiled, reference
 from ._compiled import param_names
 
 __all__ = ["RNN", "LSTM", "GRU", "Gradients", "ForwardCache", "PreparedModel"]
@@ -432,9 +432,7 @@ class PreparedModel:
         spec = copy.copy(model)
         spec._params = {}
         self._spec = spec
-        config = _compiled._config(model.cell, model.parameters())
-        _, weights = _compiled._weights(config, model.parameters())
-        self._prepared = _core.prepare(*config, weights)
+        self._prepared = _compiled.prepare(model.cell, model.parameters())
 
     @property
     def nbytes(self) -> int:
@@ -448,7 +446,7 @@ class PreparedModel:
         """Inference: (output, h_n), or (output, (h_n, c_n)) for the LSTM, as the model's call."""
         spec = self._spec
         x_tm, unbatched, h0, c0, lens = spec._call_arrays(x, hx, lengths, True)
-        y, h_n, c_n = _core.forward_prepared(self._prepared, x_tm, h0, c0, lens)
+        y, h_n, c_n = _compiled.forward_prepared(self._prepared, x_tm, h0, c0, lens)
         return spec._user_output(y, unbatched), spec._user_state(h_n, c_n, unbatched)
 
 
