@@ -28,6 +28,10 @@ import pytest
 import rnncore as rc
 from rnncore import _core
 
+# These tests force particular splits across threads; the fixed plan keeps each call on the
+# threads it was given (tests/test_differential.py covers the default measured plan).
+pytestmark = pytest.mark.usefixtures("fixed_thread_plan")
+
 CELLS = {
     "rnn_tanh": lambda **kw: rc.RNN(nonlinearity="tanh", **kw),
     "rnn_relu": lambda **kw: rc.RNN(nonlinearity="relu", **kw),

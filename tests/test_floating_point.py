@@ -15,6 +15,10 @@ import pytest
 
 import rnncore as rc
 
+# These tests force particular splits across threads; the fixed plan keeps each call on the
+# threads it was given (tests/test_differential.py covers the default measured plan).
+pytestmark = pytest.mark.usefixtures("fixed_thread_plan")
+
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"),
                                 reason="flushing subnormals is implemented for x86 only")
 

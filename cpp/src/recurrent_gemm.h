@@ -62,6 +62,7 @@ class PackedPanels {
   // reads are contiguous: packing runs on every call and must stay a small cost at N = 1.
   void pack(const S* source, int64_t ld, bool transposed, int64_t depth, int64_t groups,
             int64_t group_width) {
+    borrowed_ = nullptr;
     depth_ = depth;
     groups_ = groups;
     group_width_ = group_width;
@@ -138,8 +139,28 @@ class PackedPanels {
   static int64_t slot_count(int64_t width) noexcept { return (width + kPacket - 1) / kPacket; }
   static int64_t slot_begin(int64_t s) noexcept { return s * kPacket; }
   int64_t scratch_size(int64_t rows) const noexcept { return rows * depth_; }
-  // Elements held (zero before the first pack).
+  // Elements held (zero before the first pack; zero for a view).
   std::size_t size() const noexcept { return data_.size(); }
+
+  // The panels of `whole`, packed as one group of groups * group_width columns, seen as
+  // `groups` groups of `group_width` (the gate layout a split by hidden units needs). Where
+  // group_width is a multiple of kPanel the two layouts put the same columns in the same panels
+  // in the same order and differ only in how slots map to columns, so no copy is needed; the
+  // view borrows whole's storage and must not outlive it. Returns false (and stays as it was)
+  // where the layouts differ: pack that layout instead.
+  bool view_as_groups(const PackedPanels& whole, int64_t groups, int64_t group_width) noexcept {
+    if (whole.groups_ != 1 || whole.group_width_ != groups * group_width ||
+        group_width % kPanel != 0) {
+      return false;
+    }
+    depth_ = whole.depth_;
+    groups_ = groups;
+    group_width_ = group_width;
+    chunks_ = group_width / kPanel;
+    data_.clear();
+    borrowed_ = whole.panels();
+    return true;
+  }
   int64_t depth() const noexcept { return depth_; }
 
   // out[r, g * group_width + j] (+)= sum_k a[r * a_stride + k] * B[k, ...] for rows r < rows and
@@ -216,8 +237,9 @@ class PackedPanels {
   int64_t chunk_width(int64_t c) const noexcept {
     return std::min<int64_t>(kPanel, group_width_ - c * kPanel);
   }
+  const S* panels() const noexcept { return borrowed_ != nullptr ? borrowed_ : data_.data(); }
   const S* panel_data(int64_t g, int64_t c) const noexcept {
-    return data_.data() + (g * chunks_ + c) * depth_ * kPanel;
+    return panels() + (g * chunks_ + c) * depth_ * kPanel;
   }
   S* panel_data(int64_t g, int64_t c) noexcept {
     return data_.data() + (g * chunks_ + c) * depth_ * kPanel;
@@ -406,6 +428,7 @@ class PackedPanels {
 
   int64_t depth_ = 0, groups_ = 0, group_width_ = 0, chunks_ = 0;
   Buffer<S> data_;
+  const S* borrowed_ = nullptr;  // a view's panels (view_as_groups); data_ is then empty
 };
 
 }  // namespace detail

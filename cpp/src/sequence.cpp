@@ -67,15 +67,13 @@ void copy_rows(const S* src, S* dst, int64_t count) {
 namespace detail {
 // One (layer, direction) of PreparedWeights: the packings a forward pass would otherwise make on
 // every call, and copies of the biases. W_hh^T is packed as one run of G*H columns (a time loop
-// on one thread, or split by sequences) and, where H is not a multiple of the panel width (the
-// two layouts then differ), with one panel group per gate (split by hidden units).
+// on one thread, or split by sequences) and, where H is not a multiple of the panel width, also
+// with one panel group per gate (split by hidden units). Where H is a multiple, the per-gate
+// layout holds the same bytes and a pass views w_hh_t as gates (PackedPanels::view_as_groups).
 template <typename S>
 struct PreparedDirection {
   PackedPanels<S> w_ih_t, w_hh_t, w_hh_t_gates;
   Buffer<S> b_ih, b_hh;
-  const PackedPanels<S>& recurrent(bool per_gate) const noexcept {
-    return per_gate && w_hh_t_gates.depth() > 0 ? w_hh_t_gates : w_hh_t;
-  }
 };
 }  // namespace detail
 
@@ -369,7 +367,14 @@ class RecurrentPass {
     if (may_split) plan_ = plan_time_loop<S>(G, H, run.batch, run.steps);
     const bool per_gate = plan_.threads > 1 && !plan_.by_rows;
     if (forward && run.prepared != nullptr) {
-      w_hh_ = &run.prepared->recurrent(per_gate);
+      const detail::PreparedDirection<S>& prepared = *run.prepared;
+      if (!per_gate) {
+        w_hh_ = &prepared.w_hh_t;
+      } else if (prepared.w_hh_t_gates.depth() > 0) {
+        w_hh_ = &prepared.w_hh_t_gates;
+      } else if (!own_w_hh_.view_as_groups(prepared.w_hh_t, G, H)) {
+        throw std::logic_error("rnncore: prepared weights lack the per-gate packing of W_hh");
+      }
     } else if (!forward) {
       own_w_hh_.pack(run.w.w_hh, H, false, run.gate_rows(), 1, H);
     } else if (per_gate) {
