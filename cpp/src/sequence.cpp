@@ -84,21 +84,110 @@ struct PreparedWeights<S>::Impl {
 
 namespace {
 
+// Where the (step, sequence) rows of a call lie in its T*N-row arrays (inputs, gates, caches,
+// outputs between layers, gradients).
+// Dense (every sequence runs all T steps): step t's rows are t*N .. t*N + N-1.
+// Packed (variable lengths): the sequences sorted by length, longest first (ties in the caller's
+// order), so that the ones still running at step t are the first count(t); step t's rows are
+// row0(t) .. row0(t) + count(t) - 1, and the arrays hold sum(lengths) rows, not T*N. Products,
+// cell math and weight gradients then run on real rows only, and the input projection and the
+// weight gradients stay one product each over all of them (PyTorch's PackedSequence layout).
+// The same rows serve both directions: at time t the sequences running are the first count(t),
+// whichever way time is walked.
+class BatchLayout {
+ public:
+  BatchLayout(int64_t steps, int64_t batch, const int64_t* lengths) : steps_(steps), batch_(batch) {
+    if (lengths == nullptr || std::all_of(lengths, lengths + batch, [&](int64_t l) { return l == steps; })) {
+      return;
+    }
+    order_.resize(static_cast<std::size_t>(batch));
+    for (int64_t b = 0; b < batch; ++b) order_[static_cast<std::size_t>(b)] = b;
+    std::stable_sort(order_.begin(), order_.end(),
+                     [&](int64_t a, int64_t b) { return lengths[a] > lengths[b]; });
+    offsets_.assign(static_cast<std::size_t>(steps) + 1, 0);
+    int64_t running = batch;  // sequences longer than t, the first `running` of order_
+    for (int64_t t = 0; t < steps; ++t) {
+      while (running > 0 && lengths[order_[static_cast<std::size_t>(running - 1)]] <= t) --running;
+      offsets_[static_cast<std::size_t>(t) + 1] = offsets_[static_cast<std::size_t>(t)] + running;
+    }
+  }
+  bool packed() const noexcept { return !offsets_.empty(); }
+  int64_t steps() const noexcept { return steps_; }
+  int64_t batch() const noexcept { return batch_; }
+  int64_t row0(int64_t t) const noexcept {
+    return packed() ? offsets_[static_cast<std::size_t>(t)] : t * batch_;
+  }
+  int64_t count(int64_t t) const noexcept {
+    return packed() ? offsets_[static_cast<std::size_t>(t) + 1] - offsets_[static_cast<std::size_t>(t)]
+                    : batch_;
+  }
+  int64_t rows() const noexcept { return row0(steps_); }
+
+  // Packed rows [rows(), width] from the caller's [T, N, width] (only where packed()).
+  template <typename S>
+  void gather(const S* dense, int64_t width, S* packed) const {
+    for (int64_t t = 0; t < steps_; ++t) {
+      for (int64_t j = 0; j < count(t); ++j) {
+        copy_rows(dense + (t * batch_ + sequence(j)) * width, packed + (row0(t) + j) * width, width);
+      }
+    }
+  }
+  // The caller's [T, N, width] from packed rows, zero where a sequence has ended.
+  template <typename S>
+  void scatter(const S* packed, int64_t width, S* dense) const {
+    for (int64_t t = 0; t < steps_; ++t) {
+      for (int64_t j = 0; j < batch_; ++j) {
+        S* row = dense + (t * batch_ + sequence(j)) * width;
+        if (j < count(t)) {
+          copy_rows(packed + (row0(t) + j) * width, row, width);
+        } else {
+          std::fill(row, row + width, S(0));
+        }
+      }
+    }
+  }
+  // States [slots, N, H] between the caller's order and the sorted one (to_sorted: caller's to
+  // sorted). nullptr in, nullptr out (the buffer is left empty).
+  template <typename S>
+  const S* reorder_states(const S* from, int64_t slots, int64_t H, bool to_sorted, Buffer<S>& buffer) const {
+    if (from == nullptr) return nullptr;
+    buffer.resize(static_cast<std::size_t>(slots * batch_ * H));
+    reorder_states_into(from, slots, H, to_sorted, buffer.data());
+    return buffer.data();
+  }
+  template <typename S>
+  void reorder_states_into(const S* from, int64_t slots, int64_t H, bool to_sorted, S* to) const {
+    for (int64_t k = 0; k < slots; ++k) {
+      for (int64_t j = 0; j < batch_; ++j) {
+        const int64_t sorted = k * batch_ + j, caller = k * batch_ + sequence(j);
+        copy_rows(from + (to_sorted ? caller : sorted) * H, to + (to_sorted ? sorted : caller) * H, H);
+      }
+    }
+  }
+
+ private:
+  int64_t sequence(int64_t j) const noexcept { return order_[static_cast<std::size_t>(j)]; }
+  int64_t steps_, batch_;
+  std::vector<int64_t> order_;    // sorted position -> the caller's sequence
+  std::vector<int64_t> offsets_;  // [T + 1]: row0(t)
+};
+
 // Everything one (layer, direction) pass needs to know besides the arrays.
 template <typename S>
 struct DirectionRun {
   CellKind cell;
   int64_t steps, batch, input_size, hidden_size;
   bool reverse;
-  const int64_t* lengths;  // nullptr: every sequence runs all steps
-  DirectionWeights<S> w;   // with `prepared`, only the biases (w_ih, w_hh are nullptr)
+  const BatchLayout* layout;  // where each step's rows are; only their first count(t) run
+  DirectionWeights<S> w;      // with `prepared`, only the biases (w_ih, w_hh are nullptr)
   const detail::PreparedDirection<S>* prepared = nullptr;
 
   int64_t gate_rows() const { return gate_count(cell) * hidden_size; }
   int64_t time_of(int64_t s) const { return reverse ? steps - 1 - s : s; }
-  // Masking with "t < length" serves both directions: the forward one freezes the state after
-  // the last step, the reverse one keeps h0 until it reaches the sequence's last step.
-  bool active(int64_t t, int64_t b) const { return lengths == nullptr || t < lengths[b]; }
+  int64_t row0(int64_t t) const { return layout->row0(t); }
+  int64_t count(int64_t t) const { return layout->count(t); }
+  int64_t rows() const { return layout->rows(); }
+  bool packed() const { return layout->packed(); }
 };
 
 // The bias folded into the hoisted projection: b_ih + b_hh, except the GRU's b_hn, which must
@@ -428,8 +517,8 @@ class ForwardPass : public RecurrentPass<S> {
   ForwardPass(const DirectionRun<S>& run, const S* h0, const S* c0,
               typename TrainingCache<S>::Direction* cache, bool may_split = true)
       : RecurrentPass<S>(run, true, !direct(run), may_split), direct_(direct(run)), cache_(cache) {
-    const int64_t T = run.steps, N = run.batch, H = run.hidden_size, gh = run.gate_rows();
-    const int64_t rows = T * N, NH = N * H;
+    const int64_t N = run.batch, H = run.hidden_size, gh = run.gate_rows();
+    const int64_t rows = run.rows(), NH = N * H;
     const bool lstm = run.cell == CellKind::Lstm, gru = run.cell == CellKind::Gru;
     Buffer<S>& gates = cache != nullptr ? cache->gates : local_gates_;
     gates.resize(static_cast<std::size_t>(rows * gh));
@@ -444,11 +533,14 @@ class ForwardPass : public RecurrentPass<S> {
     if (run.w.b_ih != nullptr || run.w.b_hh != nullptr) bias_ = folded_bias(run);
     b_hn_ = (gru && run.w.b_hh != nullptr) ? run.w.b_hh + 2 * H : nullptr;
 
-    // Two state buffers used in turn, step s reading the one of parity s (a row that is masked
-    // out copies its old value over).
+    // Two state buffers used in turn, step s reading the one of parity s. With variable lengths
+    // both start from h0: a sequence that the reverse direction has not reached yet is read from
+    // either (and a sequence that has ended is copied to both, see run_steps).
     state_.assign(static_cast<std::size_t>(4 * NH), S(0));
-    if (h0 != nullptr) copy_rows(h0, h_buffer(0), NH);
-    if (lstm && c0 != nullptr) copy_rows(c0, c_buffer(0), NH);
+    for (int parity = 0; parity < (run.packed() ? 2 : 1); ++parity) {
+      if (h0 != nullptr) copy_rows(h0, h_buffer(parity), NH);
+      if (lstm && c0 != nullptr) copy_rows(c0, c_buffer(parity), NH);
+    }
 
     if (gru) hidden_proj_.resize(static_cast<std::size_t>(N * gh));
     if (cache != nullptr) {
@@ -463,19 +555,21 @@ class ForwardPass : public RecurrentPass<S> {
     }
   }
 
-  // The input projection (plus folded bias) of time steps [t0, t1), from in [T, N, input_size].
-  // Runs on the calling thread when called inside a parallel region, else may use a team.
+  // The input projection (plus folded bias) of time steps [t0, t1), from in [rows, input_size]
+  // (BatchLayout). Runs on the calling thread when called inside a parallel region, else may use
+  // a team.
   void project(const S* in, int64_t t0, int64_t t1) {
-    const int64_t N = run_.batch, I = run_.input_size, gh = run_.gate_rows();
+    const int64_t I = run_.input_size, gh = run_.gate_rows();
+    const int64_t r0 = run_.row0(t0), r1 = run_.row0(t1);
     if (direct_) {
-      for (int64_t r = t0 * N; r < t1 * N; ++r) {
+      for (int64_t r = r0; r < r1; ++r) {
         Eigen::Map<RowVec<S>> g(gates_ + r * gh, gh);
         g.noalias() = Eigen::Map<const RowVec<S>>(in + r * I, I) * weights(run_.w.w_ih, I).transpose();
         if (bias_.size() > 0) g += bias_;
       }
       return;
     }
-    packed_product(*w_ih_t_, gh, in + t0 * N * I, I, (t1 - t0) * N, gates_ + t0 * N * gh, gh, false,
+    packed_product(*w_ih_t_, gh, in + r0 * I, I, r1 - r0, gates_ + r0 * gh, gh, false,
                    bias_.size() > 0 ? bias_.data() : nullptr);
   }
 
@@ -484,11 +578,11 @@ class ForwardPass : public RecurrentPass<S> {
   // project_scratch_size() elements. Only where !is_direct().
   void project_share(const S* in, int thread, int team, S* scratch) {
     const int64_t gh = run_.gate_rows();
-    packed_product_share(*w_ih_t_, gh, in, run_.input_size, run_.steps * run_.batch, gates_, gh,
-                         false, bias_.size() > 0 ? bias_.data() : nullptr, thread, team, scratch);
+    packed_product_share(*w_ih_t_, gh, in, run_.input_size, run_.rows(), gates_, gh, false,
+                         bias_.size() > 0 ? bias_.data() : nullptr, thread, team, scratch);
   }
   std::size_t project_scratch_size() const {
-    return static_cast<std::size_t>(product_scratch_size(*w_ih_t_, run_.steps * run_.batch));
+    return static_cast<std::size_t>(product_scratch_size(*w_ih_t_, run_.rows()));
   }
   bool is_direct() const { return direct_; }
 
@@ -497,29 +591,44 @@ class ForwardPass : public RecurrentPass<S> {
   // scratch_size() elements.
   void run_steps(int64_t s0, int64_t s1, S* out, int64_t out_stride, int thread, int team,
                  StepBarrier& barrier, S* scratch) {
-    const int64_t N = run_.batch, H = run_.hidden_size, gh = run_.gate_rows(), NH = N * H;
+    const int64_t N = run_.batch, H = run_.hidden_size, gh = run_.gate_rows();
     const bool lstm = run_.cell == CellKind::Lstm, gru = run_.cell == CellKind::Gru;
     const bool relu = run_.cell == CellKind::RnnRelu;
     const auto part = direct_ ? typename RecurrentPass<S>::Share{0, N, UnitRange{0, 0, 0, H}, false}
                               : this->share(thread, team);
     const UnitRange u = part.units;
-    const int64_t j0 = u.begin, n = u.count(), b0 = part.begin, b1 = part.end;
+    const int64_t j0 = u.begin, n = u.count(), b0 = part.begin;
     for (int64_t s = s0; s < s1; ++s) {
-      const int64_t t = run_.time_of(s);
+      const int64_t t = run_.time_of(s), r0 = run_.row0(t);
+      // This thread's sequences still running at t: [b0, b1).
+      const int64_t b1 = std::min(part.end, run_.count(t));
       S* h = h_buffer(s % 2);
       S* h_next = h_buffer(1 - s % 2);
       S* c = c_buffer(s % 2);
       S* c_next = c_buffer(1 - s % 2);
-      S* gates_t = gates_ + t * N * gh;
+      // Sequences that ended with the previous step keep their final state in both buffers
+      // from now on (finish() reads the buffer of the last step's parity).
+      if (s > 0) {
+        const int64_t ended = std::min(part.end, run_.count(run_.time_of(s - 1)));
+        for (int64_t b = std::max(b0, b1); b < ended; ++b) {
+          copy_rows(h + b * H + j0, h_next + b * H + j0, n);
+          if (lstm) copy_rows(c + b * H + j0, c_next + b * H + j0, n);
+        }
+      }
+      if (b1 <= b0) {
+        if (!part.by_rows) barrier.wait();
+        continue;
+      }
+      S* gates_t = gates_ + r0 * gh;
       S* tanh_c_t = nullptr;
       S* hn_t = nullptr;
       if (cache_ != nullptr) {
         for (int64_t b = b0; b < b1; ++b) {
-          copy_rows(h + b * H + j0, cache_->h_prev.data() + t * NH + b * H + j0, n);
-          if (lstm) copy_rows(c + b * H + j0, cache_->c_prev.data() + t * NH + b * H + j0, n);
+          copy_rows(h + b * H + j0, cache_->h_prev.data() + (r0 + b) * H + j0, n);
+          if (lstm) copy_rows(c + b * H + j0, cache_->c_prev.data() + (r0 + b) * H + j0, n);
         }
-        if (lstm) tanh_c_t = cache_->tanh_c.data() + t * NH;
-        if (gru) hn_t = cache_->hn.data() + t * NH;
+        if (lstm) tanh_c_t = cache_->tanh_c.data() + r0 * H;
+        if (gru) hn_t = cache_->hn.data() + r0 * H;
       } else {
         tanh_c_t = hn_t = step_scratch_.data();
       }
@@ -542,14 +651,8 @@ class ForwardPass : public RecurrentPass<S> {
       }
 
       for (int64_t b = b0; b < b1; ++b) {
-        S* y_part = out + (t * N + b) * out_stride + j0;
+        S* y_part = out + (r0 + b) * out_stride + j0;
         const int64_t o = b * H + j0;
-        if (!run_.active(t, b)) {
-          copy_rows(h + o, h_next + o, n);
-          if (lstm) copy_rows(c + o, c_next + o, n);
-          std::fill(y_part, y_part + n, S(0));
-          continue;
-        }
         S* g = gates_t + b * gh + j0;
         switch (run_.cell) {
           case CellKind::RnnTanh:
@@ -655,8 +758,12 @@ class BackwardPass : public RecurrentPass<S> {
     const int64_t NH = run.batch * run.hidden_size;
     state_.assign(static_cast<std::size_t>(5 * NH), S(0));  // dh (2), dc (2), dh + dL/dy
     // Processing step s reads dh and dc of parity (T - 1 - s) % 2: the first step reads buffer 0.
-    if (grad_h_n != nullptr) copy_rows(grad_h_n, dh_buffer(0), NH);
-    if (run.cell == CellKind::Lstm && grad_c_n != nullptr) copy_rows(grad_c_n, dc_buffer(0), NH);
+    // With variable lengths both start from dL/dh_n: a sequence whose last step the pass has not
+    // reached yet is read from either (as in ForwardPass).
+    for (int parity = 0; parity < (run.packed() ? 2 : 1); ++parity) {
+      if (grad_h_n != nullptr) copy_rows(grad_h_n, dh_buffer(parity), NH);
+      if (run.cell == CellKind::Lstm && grad_c_n != nullptr) copy_rows(grad_c_n, dc_buffer(parity), NH);
+    }
   }
 
   // Processing steps s = s1 - 1 down to s0, thread `thread` of `team` taking its share (units or
@@ -664,41 +771,46 @@ class BackwardPass : public RecurrentPass<S> {
   // pass's output), or nullptr; its rows for these steps must be ready.
   void run_steps(int64_t s0, int64_t s1, const S* grad_out, int64_t grad_out_stride, int thread,
                  int team, StepBarrier& barrier, S* scratch) {
-    const int64_t T = run_.steps, N = run_.batch, H = run_.hidden_size, gh = run_.gate_rows();
-    const int64_t NH = N * H, G = gate_count(run_.cell);
+    const int64_t T = run_.steps, H = run_.hidden_size, gh = run_.gate_rows();
     const bool lstm = run_.cell == CellKind::Lstm, gru = run_.cell == CellKind::Gru;
     const bool relu = run_.cell == CellKind::RnnRelu;
     const auto part = this->share(thread, team);
     const UnitRange u = part.units;
-    const int64_t j0 = u.begin, n = u.count(), b0 = part.begin, b1 = part.end;
+    const int64_t j0 = u.begin, n = u.count(), b0 = part.begin;
     S* const dh_total = this->state(4);
     for (int64_t s = s1 - 1; s >= s0; --s) {
-      const int64_t t = run_.time_of(s);
+      const int64_t t = run_.time_of(s), r0 = run_.row0(t);
+      // This thread's sequences that ran step t: [b0, b1).
+      const int64_t b1 = std::min(part.end, run_.count(t));
       const int64_t parity = (T - 1 - s) % 2;
       S* dh = dh_buffer(parity);
       S* dh_next = dh_buffer(1 - parity);
       S* dc = dc_buffer(parity);
       S* dc_next = dc_buffer(1 - parity);
-      const S* gates_t = cache_.gates.data() + t * N * gh;
-      S* dgi_t = grad_in_gates_ + t * N * gh;
-      S* dgh_t = grad_hidden_gates_ + t * N * gh;
+      // Sequences whose first step (in this pass's order, the last processed) came with the
+      // previous processing step keep their dL/dh0 in both buffers from now on (the state passed
+      // through the steps they did not run, and so does its gradient).
+      if (s + 1 < T) {
+        const int64_t ended = std::min(part.end, run_.count(run_.time_of(s + 1)));
+        for (int64_t b = std::max(b0, b1); b < ended; ++b) {
+          copy_rows(dh + b * H + j0, dh_next + b * H + j0, n);
+          if (lstm) copy_rows(dc + b * H + j0, dc_next + b * H + j0, n);
+        }
+      }
+      if (b1 <= b0) {
+        if (!part.by_rows) barrier.wait();
+        continue;
+      }
+      const S* gates_t = cache_.gates.data() + r0 * gh;
+      S* dgi_t = grad_in_gates_ + r0 * gh;
+      S* dgh_t = grad_hidden_gates_ + r0 * gh;
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t o = b * H + j0;
         S* dgi = dgi_t + b * gh + j0;
         S* dgh = dgh_t + b * gh + j0;
-        if (!run_.active(t, b)) {
-          // The state passed through unchanged, and so does its gradient.
-          for (int64_t k = 0; k < G; ++k) {
-            std::fill(dgi + k * H, dgi + k * H + n, S(0));
-            if (gru) std::fill(dgh + k * H, dgh + k * H + n, S(0));
-          }
-          copy_rows(dh + o, dh_next + o, n);
-          if (lstm) copy_rows(dc + o, dc_next + o, n);
-          continue;
-        }
         S* dht = dh_total + o;
         if (grad_out != nullptr) {
-          const S* gy = grad_out + (t * N + b) * grad_out_stride + j0;
+          const S* gy = grad_out + (r0 + b) * grad_out_stride + j0;
           for (int64_t j = 0; j < n; ++j) dht[j] = dh[o + j] + gy[j];
         } else {
           copy_rows(dh + o, dht, n);
@@ -711,14 +823,14 @@ class BackwardPass : public RecurrentPass<S> {
             std::fill(dh_next + o, dh_next + o + n, S(0));
             break;
           case CellKind::Lstm:
-            cell::lstm_backward_part(n, H, g, cache_.c_prev.data() + t * NH + o,
-                                     cache_.tanh_c.data() + t * NH + o, dht, dc + o, dgi,
+            cell::lstm_backward_part(n, H, g, cache_.c_prev.data() + r0 * H + o,
+                                     cache_.tanh_c.data() + r0 * H + o, dht, dc + o, dgi,
                                      dc_next + o);
             std::fill(dh_next + o, dh_next + o + n, S(0));
             break;
           case CellKind::Gru:
-            cell::gru_backward_part(n, H, g, cache_.hn.data() + t * NH + o,
-                                    cache_.h_prev.data() + t * NH + o, dht, dgi, dgh,
+            cell::gru_backward_part(n, H, g, cache_.hn.data() + r0 * H + o,
+                                    cache_.h_prev.data() + r0 * H + o, dht, dgi, dgh,
                                     dh_next + o);
             break;
         }
@@ -741,10 +853,10 @@ class BackwardPass : public RecurrentPass<S> {
     if (run_.cell == CellKind::Lstm && grad_c0 != nullptr) copy_rows(dc_buffer(parity), grad_c0, NH);
   }
 
-  // Weight gradients as one GEMM each over all T*N rows (oneDNN's merged-GEMM trick), from the
-  // pass's input `in` [T*N, input_size].
+  // Weight gradients as one GEMM each over all rows (oneDNN's merged-GEMM trick), from the
+  // pass's input `in` [rows, input_size] (BatchLayout).
   void weight_gradients(const S* in, const DirectionGrads<S>& grads) const {
-    const int64_t rows = run_.steps * run_.batch, gh = run_.gate_rows();
+    const int64_t rows = run_.rows(), gh = run_.gate_rows();
     weight_gradient(rows, gh, run_.input_size, static_cast<const S*>(grad_in_gates_), in,
                     grads.w_ih);
     weight_gradient(rows, gh, run_.hidden_size, static_cast<const S*>(grad_hidden_gates_),
@@ -810,12 +922,12 @@ void check_lengths(const int64_t* lengths, int64_t steps, int64_t batch) {
 
 template <typename S>
 DirectionRun<S> make_run(const ModelConfig& config, const DirectionWeights<S>& w, int64_t layer,
-                         int direction, int64_t steps, int64_t batch, const int64_t* lengths,
+                         int direction, const BatchLayout& layout,
                          const detail::PreparedDirection<S>* prepared = nullptr) {
   DirectionWeights<S> used = w;
   if (!config.bias) used.b_ih = used.b_hh = nullptr;
-  return DirectionRun<S>{config.cell,        steps, batch, config.layer_input_size(layer),
-                         config.hidden_size, direction == 1, lengths, used, prepared};
+  return DirectionRun<S>{config.cell,        layout.steps(), layout.batch(), config.layer_input_size(layer),
+                         config.hidden_size, direction == 1, &layout, used, prepared};
 }
 
 }  // namespace
@@ -986,61 +1098,47 @@ void wavefront_forward(const WavefrontPlan& plan, std::vector<std::unique_ptr<Fo
       [](int64_t) {});
 }
 
-namespace detail {
+namespace {
 
+// The layers of forward_layers over the rows of `layout` (inputs, outputs and the cache's
+// arrays packed as it says; states in its sequence order). Training: the cache's layer inputs
+// (the first one filled) and directions, else nullptr.
 template <typename S>
-void forward_layers(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
-                    const typename PreparedWeights<S>::Impl* prepared, int64_t steps,
-                    int64_t batch, const S* x, const S* h0, const S* c0, const int64_t* lengths,
-                    S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
-  check_weights(config, weights.size());
-  check_lengths(lengths, steps, batch);
-  FlushDenormals flush;  // (parallel.h: each thread of a team does the same)
+void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                   const typename PreparedWeights<S>::Impl* prepared, const BatchLayout& layout,
+                   const S* first_input, const S* h0, const S* c0, S* y, S* h_n, S* c_n,
+                   std::vector<Buffer<S>>* layer_inputs,
+                   std::vector<typename TrainingCache<S>::Direction>* directions) {
+  const int64_t steps = layout.steps(), batch = layout.batch();
   const auto prepared_at = [&](int64_t slot) {
     return prepared != nullptr ? &prepared->directions[static_cast<std::size_t>(slot)] : nullptr;
   };
-  // With two threads or more, this kind of call may run on one (thread_plan.h).
-  detail::MeasuredCall measured(
-      cache != nullptr ? detail::PassKind::TrainingForward : detail::PassKind::Inference, config,
-      static_cast<int>(sizeof(S)), steps, batch, lengths != nullptr);
   const int D = config.directions();
   const int64_t H = config.hidden_size, L = config.num_layers, NH = batch * H;
   const int64_t out_width = D * H;
   const bool lstm = config.cell == CellKind::Lstm;
-
-  if (cache != nullptr) {
-    cache->config_ = config;
-    cache->steps_ = steps;
-    cache->batch_ = batch;
-    cache->lengths_.assign(lengths, lengths == nullptr ? lengths : lengths + batch);
-    cache->layer_inputs_.assign(static_cast<std::size_t>(L), {});
-    cache->directions_.assign(static_cast<std::size_t>(L * D), {});
-    cache->layer_inputs_[0].assign(x, x + steps * batch * config.input_size);
-  }
-  const S* first_input = cache != nullptr ? cache->layer_inputs_[0].data() : x;
-
   const WavefrontPlan plan = plan_wavefront<S>(config, steps, batch);
   if (plan.threads > 1) {
     // Every layer's output is needed at once: the cache's layer inputs when training, else
     // buffers of their own.
-    std::vector<Buffer<S>> between(cache != nullptr ? 0 : static_cast<std::size_t>(L - 1));
+    std::vector<Buffer<S>> between(layer_inputs != nullptr ? 0 : static_cast<std::size_t>(L - 1));
     std::vector<const S*> inputs(static_cast<std::size_t>(L));
     std::vector<S*> outputs(static_cast<std::size_t>(L));
     std::vector<std::unique_ptr<ForwardPass<S>>> passes(static_cast<std::size_t>(L));
     for (int64_t k = 0; k < L; ++k) {
       inputs[k] = k == 0 ? first_input : outputs[k - 1];
       if (k + 1 < L) {
-        Buffer<S>& next = cache != nullptr ? cache->layer_inputs_[k + 1] : between[k];
-        next.resize(static_cast<std::size_t>(steps * batch * out_width));
+        Buffer<S>& next = layer_inputs != nullptr ? (*layer_inputs)[k + 1] : between[k];
+        next.resize(static_cast<std::size_t>(layout.rows() * out_width));
         outputs[k] = next.data();
       } else {
         outputs[k] = y;
       }
       const DirectionRun<S> run =
-          make_run(config, weights[k], k, 0, steps, batch, lengths, prepared_at(k));
+          make_run(config, weights[k], k, 0, layout, prepared_at(k));
       passes[k] = std::make_unique<ForwardPass<S>>(
           run, h0 != nullptr ? h0 + k * NH : nullptr, lstm && c0 != nullptr ? c0 + k * NH : nullptr,
-          cache != nullptr ? &cache->directions_[k] : nullptr, false);
+          directions != nullptr ? &(*directions)[k] : nullptr, false);
     }
     wavefront_forward(plan, passes, inputs, outputs, out_width, steps);
     for (int64_t k = 0; k < L; ++k) {
@@ -1057,21 +1155,93 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
   for (int64_t k = 0; k < L; ++k) {
     S* out = y;
     if (k + 1 < L) {
-      Buffer<S>& next = cache != nullptr ? cache->layer_inputs_[k + 1] : (k % 2 ? pong : ping);
-      next.resize(static_cast<std::size_t>(steps * batch * out_width));
+      Buffer<S>& next = layer_inputs != nullptr ? (*layer_inputs)[k + 1] : (k % 2 ? pong : ping);
+      next.resize(static_cast<std::size_t>(layout.rows() * out_width));
       out = next.data();
     }
     parallel_directions(D, layer_flops(config, k, steps, batch), [&](int d) {
       const int64_t slot = k * D + d;
       const DirectionRun<S> run =
-          make_run(config, weights[slot], k, d, steps, batch, lengths, prepared_at(slot));
+          make_run(config, weights[slot], k, d, layout, prepared_at(slot));
       direction_forward(run, in, h0 != nullptr ? h0 + slot * NH : nullptr,
                         lstm && c0 != nullptr ? c0 + slot * NH : nullptr, out + d * H, out_width,
                         h_n != nullptr ? h_n + slot * NH : nullptr,
                         lstm && c_n != nullptr ? c_n + slot * NH : nullptr,
-                        cache != nullptr ? &cache->directions_[slot] : nullptr);
+                        directions != nullptr ? &(*directions)[slot] : nullptr);
     });
     in = out;
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+template <typename S>
+void forward_layers(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                    const typename PreparedWeights<S>::Impl* prepared, int64_t steps,
+                    int64_t batch, const S* x, const S* h0, const S* c0, const int64_t* lengths,
+                    S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
+  check_weights(config, weights.size());
+  check_lengths(lengths, steps, batch);
+  FlushDenormals flush;  // (parallel.h: each thread of a team does the same)
+  // With two threads or more, this kind of call may run on one (thread_plan.h).
+  detail::MeasuredCall measured(
+      cache != nullptr ? detail::PassKind::TrainingForward : detail::PassKind::Inference, config,
+      static_cast<int>(sizeof(S)), steps, batch, lengths != nullptr);
+  const int64_t states = config.num_layers * config.directions(), H = config.hidden_size;
+  const int64_t I = config.input_size, out_width = config.directions() * H;
+  const bool lstm = config.cell == CellKind::Lstm;
+  const BatchLayout layout(steps, batch, lengths);
+  const int64_t rows = layout.rows();
+
+  // Variable lengths: the stack runs on packed rows in length order (BatchLayout); the
+  // caller's arrays are converted on the way in and out.
+  Buffer<S> x_packed, h0_sorted, c0_sorted, y_packed, h_n_sorted, c_n_sorted;
+  S* y_run = y;
+  S* h_n_run = h_n;
+  S* c_n_run = lstm ? c_n : nullptr;
+  if (layout.packed()) {
+    h0 = layout.reorder_states(h0, states, H, true, h0_sorted);
+    c0 = lstm ? layout.reorder_states(c0, states, H, true, c0_sorted) : nullptr;
+    y_packed.resize(static_cast<std::size_t>(rows * out_width));
+    y_run = y_packed.data();
+    if (h_n != nullptr) h_n_sorted.resize(static_cast<std::size_t>(states * batch * H));
+    if (c_n_run != nullptr) c_n_sorted.resize(static_cast<std::size_t>(states * batch * H));
+    h_n_run = h_n != nullptr ? h_n_sorted.data() : nullptr;
+    c_n_run = c_n_run != nullptr ? c_n_sorted.data() : nullptr;
+  }
+  const auto input_rows = [&](Buffer<S>& to) {
+    to.resize(static_cast<std::size_t>(rows * I));
+    if (layout.packed()) {
+      layout.gather(x, I, to.data());
+    } else {
+      copy_rows(x, to.data(), rows * I);
+    }
+  };
+  const S* first_input = x;
+  if (cache != nullptr) {
+    cache->config_ = config;
+    cache->steps_ = steps;
+    cache->batch_ = batch;
+    cache->lengths_.assign(lengths, lengths == nullptr ? lengths : lengths + batch);
+    cache->layer_inputs_.assign(static_cast<std::size_t>(config.num_layers), {});
+    cache->directions_.assign(static_cast<std::size_t>(states), {});
+    input_rows(cache->layer_inputs_[0]);
+    first_input = cache->layer_inputs_[0].data();
+  } else if (layout.packed()) {
+    input_rows(x_packed);
+    first_input = x_packed.data();
+  }
+
+  forward_stack(config, weights, prepared, layout, first_input, h0, c0, y_run, h_n_run, c_n_run,
+                cache != nullptr ? &cache->layer_inputs_ : nullptr,
+                cache != nullptr ? &cache->directions_ : nullptr);
+
+  if (layout.packed()) {
+    layout.scatter(static_cast<const S*>(y_run), out_width, y);
+    if (h_n != nullptr) layout.reorder_states_into(static_cast<const S*>(h_n_run), states, H, false, h_n);
+    if (c_n_run != nullptr) layout.reorder_states_into(static_cast<const S*>(c_n_run), states, H, false, c_n);
   }
 }
 
@@ -1143,16 +1313,14 @@ void sequence_forward(const PreparedWeights<S>& prepared, int64_t steps, int64_t
 // as soon as their last chunk is done, while the layers below are still running.
 template <typename S>
 void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
-                        const std::vector<DirectionWeights<S>>& weights,
-                        const TrainingCache<S>& cache,
+                        const std::vector<DirectionWeights<S>>& weights, const BatchLayout& layout,
                         const std::vector<Buffer<S>>& layer_inputs,
                         const std::vector<typename TrainingCache<S>::Direction>& directions,
                         const S* grad_y, const S* grad_h_n, const S* grad_c_n, S* grad_x,
                         S* grad_h0, S* grad_c0, const std::vector<DirectionGrads<S>>& grads) {
-  const int64_t L = config.num_layers, T = cache.steps(), N = cache.batch(), H = config.hidden_size;
-  const int64_t rows = T * N, NH = N * H, gh = config.gates() * H;
+  const int64_t L = config.num_layers, T = layout.steps(), N = layout.batch(), H = config.hidden_size;
+  const int64_t rows = layout.rows(), NH = N * H, gh = config.gates() * H;
   const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
-  const int64_t* lengths = cache.has_lengths() ? cache.lengths().data() : nullptr;
   const auto at = [](int64_t k) { return static_cast<std::size_t>(k); };
 
   // Per layer: gate gradients, dL/d(its input) (for k > 0: dL/d(layer k-1's output); for
@@ -1167,7 +1335,7 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
     if (k + 1 < L) grad_between[at(k)].resize(static_cast<std::size_t>(rows * H));
     const int64_t in_width = config.layer_input_size(k);
     w_ih_packed[at(k)].pack(weights[at(k)].w_ih, in_width, false, gh, 1, in_width);
-    const DirectionRun<S> run = make_run(config, weights[at(k)], k, 0, T, N, lengths);
+    const DirectionRun<S> run = make_run(config, weights[at(k)], k, 0, layout);
     S* dgi = grad_in_gates[at(k)].data();
     passes[at(k)] = std::make_unique<BackwardPass<S>>(
         run, directions[at(k)], grad_h_n != nullptr ? grad_h_n + k * NH : nullptr,
@@ -1184,10 +1352,10 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
         passes[at(k)]->run_steps(s0, s1, grad_out, H, 0, 1, alone, scratch[at(k)].data());
         const int64_t in_width = config.layer_input_size(k);
         S* grad_in = k > 0 ? grad_between[at(k - 1)].data() : grad_x;
+        const int64_t r0 = layout.row0(s0), r1 = layout.row0(s1);
         packed_product(w_ih_packed[at(k)], in_width,
-                       static_cast<const S*>(grad_in_gates[at(k)].data()) + s0 * N * gh, gh,
-                       (s1 - s0) * N, grad_in + s0 * N * in_width, in_width, false,
-                       static_cast<const S*>(nullptr));
+                       static_cast<const S*>(grad_in_gates[at(k)].data()) + r0 * gh, gh, r1 - r0,
+                       grad_in + r0 * in_width, in_width, false, static_cast<const S*>(nullptr));
       },
       [&](int64_t k) {
         passes[at(k)]->finish(grad_h0 != nullptr ? grad_h0 + k * NH : nullptr,
@@ -1196,31 +1364,23 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
       });
 }
 
-template <typename S>
-void sequence_backward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
-                       const TrainingCache<S>& cache, const S* grad_y, const S* grad_h_n,
-                       const S* grad_c_n, S* grad_x, S* grad_h0, S* grad_c0,
-                       const std::vector<DirectionGrads<S>>& grads) {
-  check_weights(config, weights.size());
-  if (!(cache.config_ == config) || cache.directions_.empty()) {
-    throw std::invalid_argument("rnncore: the training cache was made by another model");
-  }
-  if (grads.size() != weights.size()) {
-    throw std::invalid_argument("rnncore: one DirectionGrads per DirectionWeights is needed");
-  }
-  const int D = config.directions();
-  const int64_t T = cache.steps_, N = cache.batch_, H = config.hidden_size;
-  const int64_t rows = T * N, NH = N * H, gh = config.gates() * H, out_width = D * H;
-  const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
-  const int64_t* lengths = cache.has_lengths() ? cache.lengths_.data() : nullptr;
-  detail::MeasuredCall measured(detail::PassKind::Backward, config, static_cast<int>(sizeof(S)),
-                                T, N, lengths != nullptr);
-  FlushDenormals flush;  // (parallel.h: each thread of a team does the same)
+namespace {
 
+// The layers of sequence_backward over the rows of `layout` (as forward_stack).
+template <typename S>
+void backward_stack(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                    const BatchLayout& layout, const std::vector<Buffer<S>>& layer_inputs,
+                    const std::vector<typename TrainingCache<S>::Direction>& directions,
+                    const S* grad_y, const S* grad_h_n, const S* grad_c_n, S* grad_x, S* grad_h0,
+                    S* grad_c0, const std::vector<DirectionGrads<S>>& grads) {
+  const int D = config.directions();
+  const int64_t T = layout.steps(), N = layout.batch(), H = config.hidden_size;
+  const int64_t rows = layout.rows(), NH = N * H, gh = config.gates() * H, out_width = D * H;
+  const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
   const WavefrontPlan plan = plan_wavefront<S>(config, T, N);
   if (plan.threads > 1) {
-    wavefront_backward(plan, config, weights, cache, cache.layer_inputs_, cache.directions_, grad_y, grad_h_n, grad_c_n, grad_x, grad_h0,
-                       grad_c0, grads);
+    wavefront_backward(plan, config, weights, layout, layer_inputs, directions, grad_y, grad_h_n,
+                       grad_c_n, grad_x, grad_h0, grad_c0, grads);
     return;
   }
 
@@ -1233,12 +1393,12 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   Buffer<S> grad_between[2];  // dL/d(output of layer k-1), ping-ponged
   const S* grad_out = grad_y;
   for (int64_t k = config.num_layers - 1; k >= 0; --k) {
-    const S* in = cache.layer_inputs_[k].data();
+    const S* in = layer_inputs[k].data();
     parallel_directions(D, 2.0 * layer_flops(config, k, T, N), [&](int d) {
       const int64_t slot = k * D + d;
-      const DirectionRun<S> run = make_run(config, weights[slot], k, d, T, N, lengths);
+      const DirectionRun<S> run = make_run(config, weights[slot], k, d, layout);
       S* dgi = grad_in_gates[d].data();
-      direction_backward(run, in, cache.directions_[slot],
+      direction_backward(run, in, directions[slot],
                          grad_out != nullptr ? grad_out + d * H : nullptr, out_width,
                          grad_h_n != nullptr ? grad_h_n + slot * NH : nullptr,
                          lstm && grad_c_n != nullptr ? grad_c_n + slot * NH : nullptr, dgi,
@@ -1262,6 +1422,60 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
                      rows, grad_in, in_width, d > 0, static_cast<const S*>(nullptr));
     }
     grad_out = grad_in;
+  }
+}
+
+
+}  // namespace
+
+template <typename S>
+void sequence_backward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                       const TrainingCache<S>& cache, const S* grad_y, const S* grad_h_n,
+                       const S* grad_c_n, S* grad_x, S* grad_h0, S* grad_c0,
+                       const std::vector<DirectionGrads<S>>& grads) {
+  check_weights(config, weights.size());
+  if (!(cache.config_ == config) || cache.directions_.empty()) {
+    throw std::invalid_argument("rnncore: the training cache was made by another model");
+  }
+  if (grads.size() != weights.size()) {
+    throw std::invalid_argument("rnncore: one DirectionGrads per DirectionWeights is needed");
+  }
+  const int64_t T = cache.steps_, N = cache.batch_, H = config.hidden_size;
+  const int64_t states = config.num_layers * config.directions(), I = config.input_size;
+  const int64_t out_width = config.directions() * H;
+  const bool lstm = config.cell == CellKind::Lstm;
+  const int64_t* lengths = cache.has_lengths() ? cache.lengths_.data() : nullptr;
+  detail::MeasuredCall measured(detail::PassKind::Backward, config, static_cast<int>(sizeof(S)),
+                                T, N, lengths != nullptr);
+  FlushDenormals flush;  // (parallel.h: each thread of a team does the same)
+
+  const BatchLayout layout(T, N, lengths);
+  if (!layout.packed()) {
+    backward_stack(config, weights, layout, cache.layer_inputs_, cache.directions_, grad_y, grad_h_n,
+                   lstm ? grad_c_n : nullptr, grad_x, grad_h0, lstm ? grad_c0 : nullptr, grads);
+    return;
+  }
+  // Variable lengths: as forward_layers, on packed rows in length order.
+  Buffer<S> grad_y_packed, grad_h_n_sorted, grad_c_n_sorted, grad_x_packed, grad_h0_sorted, grad_c0_sorted;
+  if (grad_y != nullptr) {
+    grad_y_packed.resize(static_cast<std::size_t>(layout.rows() * out_width));
+    layout.gather(grad_y, out_width, grad_y_packed.data());
+  }
+  grad_x_packed.resize(static_cast<std::size_t>(layout.rows() * I));
+  if (grad_h0 != nullptr) grad_h0_sorted.resize(static_cast<std::size_t>(states * N * H));
+  if (lstm && grad_c0 != nullptr) grad_c0_sorted.resize(static_cast<std::size_t>(states * N * H));
+  backward_stack(config, weights, layout, cache.layer_inputs_, cache.directions_,
+                 grad_y != nullptr ? grad_y_packed.data() : nullptr,
+                 layout.reorder_states(grad_h_n, states, H, true, grad_h_n_sorted),
+                 lstm ? layout.reorder_states(grad_c_n, states, H, true, grad_c_n_sorted) : nullptr,
+                 grad_x_packed.data(), grad_h0 != nullptr ? grad_h0_sorted.data() : nullptr,
+                 lstm && grad_c0 != nullptr ? grad_c0_sorted.data() : nullptr, grads);
+  layout.scatter(static_cast<const S*>(grad_x_packed.data()), I, grad_x);
+  if (grad_h0 != nullptr) {
+    layout.reorder_states_into(static_cast<const S*>(grad_h0_sorted.data()), states, H, false, grad_h0);
+  }
+  if (lstm && grad_c0 != nullptr) {
+    layout.reorder_states_into(static_cast<const S*>(grad_c0_sorted.data()), states, H, false, grad_c0);
   }
 }
 
