@@ -286,20 +286,32 @@ def test_python_m_rnncore_bad_argument_in_a_subprocess():
         "rnncore demo: error: argument --steps: expected an integer >= 1, got -3 (see rnncore demo --help)"]
 
 
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default. A shell starts a background job with
+    SIGINT ignored, and an ignored signal stays ignored across exec, so without this the child of
+    a pytest run started with `&` would never see the Ctrl-C the test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_stops_the_demo_cleanly_with_a_partial_table(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "rnncore", "demo", "--T", "20", "--steps", "100000", "--test-size", "50",
          "--hidden", "8", "--no-progress", "--no-plot", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in process.stdout:  # the header ends with the test-set line; training follows
-        lines.append(line)
-        if line.lstrip().startswith("test set:"):
-            break
-    time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    try:
+        lines = []
+        for line in process.stdout:  # the header ends with the test-set line; training follows
+            lines.append(line)
+            if line.lstrip().startswith("test set:"):
+                break
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:  # a failed or timed-out test must not leave a 100000-step demo running
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err
     out = "".join(lines) + out
