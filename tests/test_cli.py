@@ -157,6 +157,24 @@ def test_gradflow_after_training_steps(capsys, tmp_path):
     assert "after 3 training steps" in out
 
 
+@pytest.mark.parametrize("norms, sentence", [
+    ([4.0, 2.0, 1.0], "LSTM: the gradient at t=0 is 0.6 decades above the one at t=2"),
+    ([1e-3, 0.1, 1.0], "LSTM: the gradient at t=0 is 3.0 decades below the one at t=2"),
+    ([1.05, 1.0, 1.0], "LSTM: the gradient at t=0 is within 0.05 decades of the one at t=2"),
+    ([0.0, 1.0, 1.0], "LSTM: the gradient at t=0 underflowed to 0 (the one at t=2 did not)"),
+])
+def test_gradflow_says_above_or_below_as_the_norms_are(capsys, monkeypatch, norms, sentence):
+    import numpy as np
+
+    from rnncore import gradflow
+
+    monkeypatch.setattr(gradflow, "measure",
+                        lambda cell, hidden, **_: gradflow.GradFlow("LSTM", hidden, np.array(norms)))
+    code, out, _ = run(capsys, "gradflow", "--T", "3", "--cells", "lstm", "--no-plot", "--no-progress")
+    assert code == 0
+    assert f"  {sentence}" in out.splitlines(), out
+
+
 # ---------------------------------------------------------------- charlm
 def test_charlm_on_a_text_file_reports_bits_per_character_and_samples(capsys, tmp_path):
     code, out, _ = run(capsys, *TINY_CHARLM, "--text", text_file(tmp_path), "--prime", "the ")
@@ -204,6 +222,21 @@ def test_bench_runs_the_harness_or_says_it_is_missing(capsys):
     else:
         code, _, err = run(capsys, "bench")
         assert_one_line_error(code, err, 1, "rnncore bench")
+
+
+@pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
+@pytest.mark.parametrize("argv", [["--bogus"], ["--shapes", "20x3"], ["--cells", "lstm,rnm"],
+                                  ["--bidirectional", "maybe"]])
+def test_bench_usage_errors_are_one_line_with_status_2(capsys, argv):
+    code, _, err = run(capsys, "bench", *argv)
+    assert_one_line_error(code, err, 2, "rnncore bench")
+
+
+@pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
+def test_bench_help_names_no_internal_issue(capsys):
+    code, out, _ = run(capsys, "bench", "--help")
+    assert code == 0
+    assert "issue" not in out.lower()
 
 
 @pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")

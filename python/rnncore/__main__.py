@@ -20,18 +20,12 @@ import math
 import os
 import sys
 
+from ._cli import OneLineParser as _Parser
 from .charlm import CharLMConfig, TextError
 from .demo import DemoConfig
 
 DEFAULT_OUT = "rnncore-out"
 INTERRUPTED = 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line on stderr (no usage block) and status 2."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ---------------------------------------------------------------- argument types
@@ -209,7 +203,7 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
                                           train_steps=args.train_steps, progress=args.progress))
     print(gradflow.format_table(flows, every=args.every))
     for f in flows:
-        print(f"  {f.cell}: the gradient at t=0 is {gradflow.decades(f.decay)} below the one at t={args.T - 1}")
+        print(f"  {f.cell}: the gradient at t=0 {gradflow.first_against_last(f.decay, args.T - 1)}")
     if args.train_steps == 0:
         print("  (PyTorch's default initialisation; to see what training on the adding problem changes, "
               "add --train-steps 1500, about a minute)")
