@@ -319,6 +319,51 @@ def test_python_m_rnncore_bad_argument_in_a_subprocess():
         "rnncore demo: error: argument --steps: expected an integer >= 1, got -3 (see rnncore demo --help)"]
 
 
+# Runs the rnncore program with or without threadpoolctl and reports, at exit, the CPU time of
+# the whole process and of its main thread: any other thread's work shows as the difference,
+# however busy the machine is (a wall-clock ratio would not: on a loaded machine the extra
+# threads' time hides in the wall time).
+CPU_REPORTING_PROGRAM = """
+import atexit, sys, time
+if sys.argv[1] == "without-threadpoolctl":
+    sys.modules["threadpoolctl"] = None  # as on a machine without it
+del sys.argv[1]
+atexit.register(lambda: print(f"cpu seconds: process {time.process_time()} main thread {time.thread_time()}",
+                              file=sys.stderr))
+from rnncore.__main__ import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32" or sys.version_info < (3, 10),
+                    reason="the restart that limits the BLAS is POSIX-only; sys.orig_argv is 3.10+")
+@pytest.mark.parametrize("threadpoolctl", [
+    "without-threadpoolctl",
+    pytest.param("with-threadpoolctl", marks=pytest.mark.skipif(
+        importlib.util.find_spec("threadpoolctl") is None, reason="threadpoolctl is not installed")),
+])
+def test_charlm_on_one_thread_uses_one_core(threadpoolctl):
+    import resource
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                        "VECLIB_MAXIMUM_THREADS", "OMP_NUM_THREADS")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", CPU_REPORTING_PROGRAM, threadpoolctl, "charlm", "--threads", "1",
+         "--steps", "30", "--max-chars", "20000", "--sample-chars", "20", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.returncode == 0, result.stderr
+    report = result.stderr.strip().splitlines()[-1].split()
+    process, main_thread = float(report[3]), float(report[6])
+    assert process <= 1.2 * main_thread + 0.2, result.stderr  # the other threads did next to nothing
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu <= 1.3 * wall, (cpu, wall)
+
+
 def _default_sigint() -> None:
     """In the child, before exec: SIGINT back to its default. A shell starts a background job with
     SIGINT ignored, and an ignored signal stays ignored across exec, so without this the child of

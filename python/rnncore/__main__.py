@@ -72,35 +72,66 @@ def _add_common(parser: argparse.ArgumentParser, seed: int = 0, threads: bool = 
                         help=f"random seed for data and initialisation (default {seed})")
     if threads:
         parser.add_argument("--threads", type=_int_at_least(1), default=1,
-                            help="OpenMP threads of the kernels (default 1: these models are "
-                                 "small, and one thread per process is fastest and robust on a "
-                                 "busy machine)")
+                            help="cores to use: the kernels' OpenMP threads; NumPy's BLAS gets one "
+                                 "(default 1: these models are small, and one thread per process "
+                                 "is fastest and robust on a busy machine)")
         parser.add_argument("--no-progress", dest="progress", action="store_false",
                             help="no progress bars")
 
 
+# NumPy's BLAS (OpenBLAS, MKL, BLIS, Accelerate) reads these once, when NumPy loads.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                         "VECLIB_MAXIMUM_THREADS")
+
+
+def _threadpool_limits():
+    """threadpoolctl's threadpool_limits (it sets a BLAS's threads in the running process), or
+    None: threadpoolctl is optional."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits
+
+
 @contextlib.contextmanager
 def _threads(count: int):
-    """Run with ``count`` kernel threads and, when threadpoolctl is installed, one BLAS thread.
+    """Run with ``count`` kernel threads and one BLAS thread (see _restart_with_one_blas_thread).
 
-    The Linear heads call NumPy's BLAS between the kernels; two thread pools spinning on two
-    cores slow each other down, so BLAS gets one thread where we can set it.
+    The Linear heads and the embedding call NumPy's BLAS between the kernels; its own threads
+    would run beside the kernels' (a "1 thread" charlm used two cores) and two thread pools
+    spinning on two cores slow each other down, so BLAS gets one thread.
     """
     from . import get_num_threads, set_num_threads
 
     previous = get_num_threads()
     set_num_threads(count)
     try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            limits = contextlib.nullcontext()
-        else:
-            limits = threadpool_limits(1, user_api="blas")
-        with limits:
+        limits = _threadpool_limits()
+        with limits(1, user_api="blas") if limits else contextlib.nullcontext():
             yield
     finally:
         set_num_threads(previous)
+
+
+def _restart_with_one_blas_thread() -> None:
+    """Without threadpoolctl, the BLAS can be held to one thread only through its environment
+    variables, which it read when `import rnncore` loaded NumPy, before any argument was seen.
+    So a training command run as a program sets them and runs itself again in this process
+    (exec: the same pid, so Ctrl-C and the caller's wait still reach it), once. POSIX only.
+    """
+    if _threadpool_limits() is not None or os.name != "posix" or not sys.executable:
+        return
+    if all(os.environ.get(name) == "1" for name in BLAS_THREAD_VARIABLES):
+        return  # already restarted, or the caller set them
+    command = list(getattr(sys, "orig_argv", [])) or [sys.executable, "-m", "rnncore", *sys.argv[1:]]
+    env = {**os.environ, **{name: "1" for name in BLAS_THREAD_VARIABLES}}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *command[1:]], env)
+    except OSError:
+        pass  # run on with the BLAS's own threads rather than not at all
 
 
 # ---------------------------------------------------------------- check / info
@@ -374,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: this program's arguments) and return its status.
+
+    Only a call without ``argv``, the program itself, may restart the process to limit the BLAS
+    threads (see _restart_with_one_blas_thread); a call with a list runs in place.
+    """
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":  # the harness parses its own arguments
         try:
@@ -393,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     prog = f"rnncore {args.command}"
+    if as_program and hasattr(args, "threads"):
+        _restart_with_one_blas_thread()
     try:
         return args.func(args)
     except KeyboardInterrupt:
