@@ -70,6 +70,85 @@ def test_info_prints_version_and_build(capsys):
     assert "version" in out and rc.__version__ in out and "openmp" in out
     assert f"thread_plan: {rc.get_thread_plan()}" in out
     assert f"l2_per_core: {rc._core.l2_cache_bytes() / 1024:.0f} KiB" in out
+    info = rc.build_info()
+    assert f"  kernel_isa: {info['isa']}, fixed when built" in out
+    assert f"weight panels {info['panel_floats']} floats wide" in out
+    assert "     cpu_isa: " in out and "cpu_isa: unknown" not in out  # this build can ask the CPU
+    assert "simd: AVX SSE" not in out  # Eigen's string, which hid AVX2 and FMA
+
+
+# The names /proc/cpuinfo gives the extensions that rnncore names.
+PROC_CPUINFO_FLAGS = {"SSE2": "sse2", "SSE3": "pni", "SSSE3": "ssse3", "SSE4.1": "sse4_1",
+                      "SSE4.2": "sse4_2", "POPCNT": "popcnt", "AVX": "avx", "AVX2": "avx2", "FMA": "fma",
+                      "F16C": "f16c", "BMI2": "bmi2", "AVX512F": "avx512f", "AVX512BW": "avx512bw",
+                      "AVX512VL": "avx512vl", "AVX512DQ": "avx512dq", "AVX512CD": "avx512cd"}
+
+
+def test_kernel_isa_matches_the_vector_width_and_the_panels():
+    info = rc.build_info()
+    if info["arch"] == "x86-64":
+        assert "SSE2" in info["isa_features"]
+        features = info["isa_features"]
+        expected = 64 if "AVX512F" in features else 32 if "AVX" in features else 16
+        assert info["vector_bytes"] == expected
+        if "AVX2" in features and "FMA" in features:
+            assert info["isa"].startswith(("x86-64-v3 (AVX2, FMA", "x86-64-v4 ("))
+    assert info["panel_floats"] == 2 * info["vector_bytes"] // 4  # two registers of floats
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo") or rc.build_info()["arch"] != "x86-64",
+                    reason="x86 Linux: /proc/cpuinfo's flags")
+def test_cpu_features_agree_with_proc_cpuinfo_and_cover_the_build():
+    with open("/proc/cpuinfo") as handle:
+        flags = set(next(line for line in handle if line.startswith("flags")).split(":", 1)[1].split())
+    cpu = rc._core.cpu_isa_features()
+    assert cpu == [name for name, flag in PROC_CPUINFO_FLAGS.items() if flag in flags]
+    assert set(rc.build_info()["isa_features"]) <= set(cpu)  # these kernels run here, so they must
+
+
+@pytest.mark.parametrize("features, text", [
+    (["SSE2"], "x86-64 (SSE2)"),
+    (["SSE2", "SSE3", "SSSE3", "SSE4.1", "SSE4.2", "POPCNT"], "x86-64-v2 (SSE4.2, POPCNT)"),
+    (["SSE2", "SSE3", "SSSE3", "SSE4.1", "SSE4.2", "POPCNT", "AVX", "AVX2", "FMA", "F16C", "BMI2"],
+     "x86-64-v3 (AVX2, FMA, F16C, BMI2)"),
+    (["SSE2", "SSE3", "SSSE3", "SSE4.1", "SSE4.2", "POPCNT", "AVX", "AVX2", "FMA", "AVX512F"],
+     "x86-64-v3 (AVX2, FMA, AVX512F)"),  # AVX512F alone is not the v4 level
+    (["SSE2", "SSE3", "SSSE3", "SSE4.1", "SSE4.2", "POPCNT", "AVX", "AVX2", "FMA", "AVX512F", "AVX512BW",
+      "AVX512VL", "AVX512DQ", "AVX512CD"], "x86-64-v4 (AVX2, FMA, AVX512F, AVX512BW, AVX512VL, AVX512DQ, AVX512CD)"),
+    (["SSE2", "AVX", "AVX2", "FMA"], "x86-64 (AVX2, FMA)"),  # v3's vectors without v2's SSE4
+])
+def test_isa_levels_in_words(features, text):
+    from rnncore import _isa
+
+    assert _isa.describe("x86-64", features) == text
+    assert _isa.describe("aarch64", ["NEON"]) == "aarch64 (NEON)"
+
+
+def test_info_warns_and_fails_when_the_cpu_lacks_what_the_kernels_need(capsys, monkeypatch):
+    monkeypatch.setattr(rc._core, "cpu_isa_features", lambda: [])
+    code, out, err = run(capsys, "info")
+    built_for = rc.build_info()["isa_features"]
+    assert code == 1
+    assert f": LACKS {', '.join(built_for)}" in next(line for line in out.splitlines() if "cpu_isa:" in line)
+    assert err.startswith("rnncore info: warning: this CPU lacks ") and len(err.splitlines()) == 1
+    assert all(name in err for name in built_for)
+
+
+def test_info_says_when_it_cannot_ask_the_cpu(capsys, monkeypatch):
+    monkeypatch.setattr(rc._core, "cpu_isa_features", lambda: None)
+    code, out, err = run(capsys, "info")
+    assert code == 0 and err == ""
+    assert "cpu_isa: unknown" in out
+
+
+def test_cpu_model_name_from_cpuinfo_with_family_and_model(tmp_path):
+    from rnncore import _isa
+
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert _isa.cpu_model_name(str(path)) == "AMD EPYC (family 25, model 1)"
+    assert _isa.cpu_model_name(str(tmp_path / "missing"))  # falls back to the platform module
 
 
 def test_check_passes(capsys):

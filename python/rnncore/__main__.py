@@ -5,7 +5,7 @@
     rnncore charlm     a character-level LSTM language model (bits per character, samples)
     rnncore bench      the benchmark harness (rnncore.benchmark)
     rnncore check      compiled kernels vs the NumPy reference
-    rnncore info       version, compiler, SIMD level, threads and thread plan, CUDA
+    rnncore info       version, compiler, the kernels' instruction set and this CPU's, threads, CUDA
 
 Bad arguments and unreadable files end the command with one line on stderr and a non-zero
 status (2 for usage errors, 1 for failures); Ctrl-C stops a run, prints what was reached and
@@ -148,12 +148,40 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import _core, build_info, get_thread_plan
+    from . import _core, _isa, build_info, get_thread_plan
 
-    for key, value in build_info().items():
+    info = build_info()
+    cpu_features = _core.cpu_isa_features()
+    lacking = _isa.missing(info["isa_features"], cpu_features)
+    if cpu_features is None:
+        cpu_isa = "unknown (this build cannot ask the CPU)"
+    else:
+        cpu_isa = _isa.describe(info["arch"], cpu_features)
+        cpu_isa += f": LACKS {', '.join(lacking)}" if lacking else ": runs these kernels"
+    vector_floats = info["vector_bytes"] // 4
+    rows = [
+        ("version", info["version"]),
+        ("compiler", info["compiler"]),
+        ("eigen", info["eigen"]),
+        ("kernel_isa", f"{info['isa']}, fixed when built (RNNCORE_ARCH)"),
+        ("simd", f"{8 * info['vector_bytes']}-bit vectors ({vector_floats} floats); "
+                 f"weight panels {info['panel_floats']} floats wide"),
+        ("cpu", _isa.cpu_model_name()),
+        ("cpu_isa", cpu_isa),
+        ("openmp", info["openmp"]),
+        ("max_threads", info["max_threads"]),
+        ("cuda", info["cuda"]),
+        ("thread_plan", get_thread_plan()),
+        ("l2_per_core", f"{_core.l2_cache_bytes() / 1024:.0f} KiB (weighed by the time-loop split)"),
+    ]
+    for key, value in rows:
         print(f"{key:>12}: {value}")
-    print(f"{'thread_plan':>12}: {get_thread_plan()}")
-    print(f"{'l2_per_core':>12}: {_core.l2_cache_bytes() / 1024:.0f} KiB (weighed by the time-loop split)")
+    if lacking:
+        print(f"rnncore info: warning: this CPU lacks {', '.join(lacking)}, which the kernels were "
+              "built for: they stop with an illegal instruction here. Rebuild for this CPU "
+              "(pip install . -Ccmake.define.RNNCORE_ARCH=auto, or =generic for any x86-64)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -398,7 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="compare every cell's compiled kernels with the NumPy reference")
     _add_common(check, threads=False)
     check.set_defaults(func=_cmd_check)
-    info = sub.add_parser("info", help="version, compiler, SIMD level, threads and thread plan, CUDA")
+    info = sub.add_parser("info", help="version, compiler, the kernels' instruction set and this CPU's, "
+                                      "threads and thread plan, CUDA")
     info.set_defaults(func=_cmd_info)
     parser.set_defaults(commands=sub.choices)
     return parser

@@ -29,6 +29,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ._cli import OneLineParser
+from ._isa import cpu_model_name
 
 __all__ = ["Case", "main", "run_cases", "measure_interleaved", "format_table", "QUICK_SHAPES", "FULL_SHAPES"]
 
@@ -310,7 +311,7 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
         "peak_gflops_start": peaks, "peak_gflops_end": end_peaks, "peak_source": peak_source,
         "peak_shape": PEAK_SHAPE, "notes": notes, "repeats": repeats, "python": sys.version.split()[0],
         "rnncore_inference": "model.prepare()" if prepared else "model call",
-        "machine": platform.machine(), "processor": platform.processor(),
+        "machine": platform.machine(), "processor": platform.processor(), "cpu": cpu_model_name(),
         "torch": getattr(torch, "__version__", None), "onnxruntime": getattr(ort, "__version__", None),
     }
     try:
