@@ -12,7 +12,7 @@ For every (cell, H, N, T, mode) it times rnncore at 1 and at 2 threads, interlea
 bench/compare.py interleaves its peers (rnncore.benchmark.measure_interleaved), and prints the
 medians and the speed-up t1/t2. Rows where the second thread loses more
 than --tolerance (default 5%, the noise of these machines) are flagged "SLOWER"; the exit code
-is 1 when any is. Input size = hidden size unless --input-size is given. Issue 3's rule: two
+is 1 when any is. Input size = hidden size unless --input-size is given. The rule: two
 threads never slower than one;
 at small sizes the kernels must pick fewer threads rather than lose.
 

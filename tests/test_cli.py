@@ -70,6 +70,85 @@ def test_info_prints_version_and_build(capsys):
     assert "version" in out and rc.__version__ in out and "openmp" in out
     assert f"thread_plan: {rc.get_thread_plan()}" in out
     assert f"l2_per_core: {rc._core.l2_cache_bytes() / 1024:.0f} KiB" in out
+    info = rc.build_info()
+    assert f"  kernel_isa: {info['isa']}, fixed when built" in out
+    assert f"weight panels {info['panel_floats']} floats wide" in out
+    assert "     cpu_isa: " in out and "cpu_isa: unknown" not in out  # this build can ask the CPU
+    assert "simd: AVX SSE" not in out  # Eigen's string, which hid AVX2 and FMA
+
+
+# The names /proc/cpuinfo gives the extensions that rnncore names.
+PROC_CPUINFO_FLAGS = {"SSE2": "sse2", "SSE3": "pni", "SSSE3": "ssse3", "SSE4.1": "sse4_1",
+                      "SSE4.2": "sse4_2", "POPCNT": "popcnt", "AVX": "avx", "AVX2": "avx2", "FMA": "fma",
+                      "F16C": "f16c", "BMI2": "bmi2", "AVX512F": "avx512f", "AVX512BW": "avx512bw",
+                      "AVX512VL": "avx512vl", "AVX512DQ": "avx512dq", "AVX512CD": "avx512cd"}
+
+
+def test_kernel_isa_matches_the_vector_width_and_the_panels():
+    info = rc.build_info()
+    if info["arch"] == "x86-64":
+        assert "SSE2" in info["isa_features"]
+        features = info["isa_features"]
+        expected = 64 if "AVX512F" in features else 32 if "AVX" in features else 16
+        assert info["vector_bytes"] == expected
+        if "AVX2" in features and "FMA" in features:
+            assert info["isa"].startswith(("x86-64-v3 (AVX2, FMA", "x86-64-v4 ("))
+    assert info["panel_floats"] == 2 * info["vector_bytes"] // 4  # two registers of floats
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo") or rc.build_info()["arch"] != "x86-64",
+                    reason="x86 Linux: /proc/cpuinfo's flags")
+def test_cpu_features_agree_with_proc_cpuinfo_and_cover_the_build():
+    with open("/proc/cpuinfo") as handle:
+        flags = set(next(line for line in handle if line.startswith("flags")).split(":", 1)[1].split())
+    cpu = rc._core.cpu_isa_features()
+    assert cpu == [name for name, flag in PROC_CPUINFO_FLAGS.items() if flag in flags]
+    assert set(rc.build_info()["isa_features"]) <= set(cpu)  # these kernels run here, so they must
+
+
+@pytest.mark.parametrize("features, text", [
+    (["SSE2"], "x86-64 (SSE2)"),
+    (["SSE2", "SSE3", "SSSE3", "SSE4.1", "SSE4.2", "POPCNT"], "x86-64-v2 (SSE4.2, POPCNT)"),
+    (["SSE2", "SSE3", "SSSE3", "SSE4.1", "SSE4.2", "POPCNT", "AVX", "AVX2", "FMA", "F16C", "BMI2"],
+     "x86-64-v3 (AVX2, FMA, F16C, BMI2)"),
+    (["SSE2", "SSE3", "SSSE3", "SSE4.1", "SSE4.2", "POPCNT", "AVX", "AVX2", "FMA", "AVX512F"],
+     "x86-64-v3 (AVX2, FMA, AVX512F)"),  # AVX512F alone is not the v4 level
+    (["SSE2", "SSE3", "SSSE3", "SSE4.1", "SSE4.2", "POPCNT", "AVX", "AVX2", "FMA", "AVX512F", "AVX512BW",
+      "AVX512VL", "AVX512DQ", "AVX512CD"], "x86-64-v4 (AVX2, FMA, AVX512F, AVX512BW, AVX512VL, AVX512DQ, AVX512CD)"),
+    (["SSE2", "AVX", "AVX2", "FMA"], "x86-64 (AVX2, FMA)"),  # v3's vectors without v2's SSE4
+])
+def test_isa_levels_in_words(features, text):
+    from rnncore import _isa
+
+    assert _isa.describe("x86-64", features) == text
+    assert _isa.describe("aarch64", ["NEON"]) == "aarch64 (NEON)"
+
+
+def test_info_warns_and_fails_when_the_cpu_lacks_what_the_kernels_need(capsys, monkeypatch):
+    monkeypatch.setattr(rc._core, "cpu_isa_features", lambda: [])
+    code, out, err = run(capsys, "info")
+    built_for = rc.build_info()["isa_features"]
+    assert code == 1
+    assert f": LACKS {', '.join(built_for)}" in next(line for line in out.splitlines() if "cpu_isa:" in line)
+    assert err.startswith("rnncore info: warning: this CPU lacks ") and len(err.splitlines()) == 1
+    assert all(name in err for name in built_for)
+
+
+def test_info_says_when_it_cannot_ask_the_cpu(capsys, monkeypatch):
+    monkeypatch.setattr(rc._core, "cpu_isa_features", lambda: None)
+    code, out, err = run(capsys, "info")
+    assert code == 0 and err == ""
+    assert "cpu_isa: unknown" in out
+
+
+def test_cpu_model_name_from_cpuinfo_with_family_and_model(tmp_path):
+    from rnncore import _isa
+
+    path = tmp_path / "cpuinfo"
+    path.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC\n\nprocessor\t: 1\nmodel name\t: other\n")
+    assert _isa.cpu_model_name(str(path)) == "AMD EPYC (family 25, model 1)"
+    assert _isa.cpu_model_name(str(tmp_path / "missing"))  # falls back to the platform module
 
 
 def test_check_passes(capsys):
@@ -157,6 +236,24 @@ def test_gradflow_after_training_steps(capsys, tmp_path):
     assert "after 3 training steps" in out
 
 
+@pytest.mark.parametrize("norms, sentence", [
+    ([4.0, 2.0, 1.0], "LSTM: the gradient at t=0 is 0.6 decades above the one at t=2"),
+    ([1e-3, 0.1, 1.0], "LSTM: the gradient at t=0 is 3.0 decades below the one at t=2"),
+    ([1.05, 1.0, 1.0], "LSTM: the gradient at t=0 is within 0.05 decades of the one at t=2"),
+    ([0.0, 1.0, 1.0], "LSTM: the gradient at t=0 underflowed to 0 (the one at t=2 did not)"),
+])
+def test_gradflow_says_above_or_below_as_the_norms_are(capsys, monkeypatch, norms, sentence):
+    import numpy as np
+
+    from rnncore import gradflow
+
+    monkeypatch.setattr(gradflow, "measure",
+                        lambda cell, hidden, **_: gradflow.GradFlow("LSTM", hidden, np.array(norms)))
+    code, out, _ = run(capsys, "gradflow", "--T", "3", "--cells", "lstm", "--no-plot", "--no-progress")
+    assert code == 0
+    assert f"  {sentence}" in out.splitlines(), out
+
+
 # ---------------------------------------------------------------- charlm
 def test_charlm_on_a_text_file_reports_bits_per_character_and_samples(capsys, tmp_path):
     code, out, _ = run(capsys, *TINY_CHARLM, "--text", text_file(tmp_path), "--prime", "the ")
@@ -204,6 +301,21 @@ def test_bench_runs_the_harness_or_says_it_is_missing(capsys):
     else:
         code, _, err = run(capsys, "bench")
         assert_one_line_error(code, err, 1, "rnncore bench")
+
+
+@pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
+@pytest.mark.parametrize("argv", [["--bogus"], ["--shapes", "20x3"], ["--cells", "lstm,rnm"],
+                                  ["--bidirectional", "maybe"]])
+def test_bench_usage_errors_are_one_line_with_status_2(capsys, argv):
+    code, _, err = run(capsys, "bench", *argv)
+    assert_one_line_error(code, err, 2, "rnncore bench")
+
+
+@pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
+def test_bench_help_names_no_internal_issue(capsys):
+    code, out, _ = run(capsys, "bench", "--help")
+    assert code == 0
+    assert "issue" not in out.lower()
 
 
 @pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
@@ -286,20 +398,77 @@ def test_python_m_rnncore_bad_argument_in_a_subprocess():
         "rnncore demo: error: argument --steps: expected an integer >= 1, got -3 (see rnncore demo --help)"]
 
 
+# Runs the rnncore program with or without threadpoolctl and reports, at exit, the CPU time of
+# the whole process and of its main thread: any other thread's work shows as the difference,
+# however busy the machine is (a wall-clock ratio would not: on a loaded machine the extra
+# threads' time hides in the wall time).
+CPU_REPORTING_PROGRAM = """
+import atexit, sys, time
+if sys.argv[1] == "without-threadpoolctl":
+    sys.modules["threadpoolctl"] = None  # as on a machine without it
+del sys.argv[1]
+atexit.register(lambda: print(f"cpu seconds: process {time.process_time()} main thread {time.thread_time()}",
+                              file=sys.stderr))
+from rnncore.__main__ import main
+sys.exit(main())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32" or sys.version_info < (3, 10),
+                    reason="the restart that limits the BLAS is POSIX-only; sys.orig_argv is 3.10+")
+@pytest.mark.parametrize("threadpoolctl", [
+    "without-threadpoolctl",
+    pytest.param("with-threadpoolctl", marks=pytest.mark.skipif(
+        importlib.util.find_spec("threadpoolctl") is None, reason="threadpoolctl is not installed")),
+])
+def test_charlm_on_one_thread_uses_one_core(threadpoolctl):
+    import resource
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                        "VECLIB_MAXIMUM_THREADS", "OMP_NUM_THREADS")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", CPU_REPORTING_PROGRAM, threadpoolctl, "charlm", "--threads", "1",
+         "--steps", "30", "--max-chars", "20000", "--sample-chars", "20", "--no-progress"],
+        capture_output=True, text=True, timeout=300, env=env)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert result.returncode == 0, result.stderr
+    report = result.stderr.strip().splitlines()[-1].split()
+    process, main_thread = float(report[3]), float(report[6])
+    assert process <= 1.2 * main_thread + 0.2, result.stderr  # the other threads did next to nothing
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu <= 1.3 * wall, (cpu, wall)
+
+
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT back to its default. A shell starts a background job with
+    SIGINT ignored, and an ignored signal stays ignored across exec, so without this the child of
+    a pytest run started with `&` would never see the Ctrl-C the test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_stops_the_demo_cleanly_with_a_partial_table(tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "rnncore", "demo", "--T", "20", "--steps", "100000", "--test-size", "50",
          "--hidden", "8", "--no-progress", "--no-plot", "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines = []
-    for line in process.stdout:  # the header ends with the test-set line; training follows
-        lines.append(line)
-        if line.lstrip().startswith("test set:"):
-            break
-    time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    try:
+        lines = []
+        for line in process.stdout:  # the header ends with the test-set line; training follows
+            lines.append(line)
+            if line.lstrip().startswith("test set:"):
+                break
+        time.sleep(1.0)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:  # a failed or timed-out test must not leave a 100000-step demo running
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err
     assert "Traceback" not in err
     out = "".join(lines) + out

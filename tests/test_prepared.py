@@ -161,6 +161,24 @@ def test_prepared_reports_its_memory():
     assert "PreparedModel" in repr(fast) and "LSTM" in repr(fast)
 
 
+@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+def test_prepared_memory_is_the_parameters_at_panel_multiples_and_more_off_them(cell):
+    # What the README says: sizes that are multiples of the panel width pack without padding
+    # and with one packing of W_hh (the parameters' bytes exactly); other sizes pad to whole
+    # panels and pack W_hh a second time, by gate (1.5-2.5x from H = 48 up; more below, where
+    # the padding is most of a panel).
+    panel = rc.build_info()["panel_floats"]
+    for layers in (1, 2):
+        for input_size, hidden_size in ((panel, panel), (1, 4 * panel), (4 * panel, 4 * panel)):
+            model = make(cell, hidden_size=hidden_size, input_size=input_size, num_layers=layers)
+            weights = sum(p.nbytes for p in model.parameters().values())
+            assert model.prepare().nbytes == weights, (cell, input_size, hidden_size, layers)
+        for input_size, hidden_size in ((1, 4 * panel - 1), (4 * panel + 1, 4 * panel + 1), (100, 100)):
+            model = make(cell, hidden_size=hidden_size, input_size=input_size, num_layers=layers)
+            weights = sum(p.nbytes for p in model.parameters().values())
+            assert 1.4 * weights < model.prepare().nbytes < 2.6 * weights, (cell, input_size, hidden_size)
+
+
 def test_benchmark_can_time_prepared_inference():
     benchmark = pytest.importorskip("rnncore.benchmark")
     args = benchmark.build_parser().parse_args(

@@ -493,7 +493,11 @@ py::dict build_info() {
 #else
   d["compiler"] = "unknown";
 #endif
-  d["simd"] = std::string(Eigen::SimdInstructionSetsInUse());
+  const rnncore::KernelIsa isa = rnncore::kernel_isa();  // the kernels' library, not this file
+  d["arch"] = isa.arch;
+  d["isa_features"] = isa.features;
+  d["vector_bytes"] = isa.vector_bytes;
+  d["panel_floats"] = isa.panel_floats;
   d["eigen"] = std::to_string(EIGEN_WORLD_VERSION) + "." + std::to_string(EIGEN_MAJOR_VERSION) +
                "." + std::to_string(EIGEN_MINOR_VERSION);
 #ifdef _OPENMP
@@ -687,7 +691,12 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("rows"), py::arg("cols"), py::arg("depth"), py::arg("repeats") = 5,
       "Float32 GEMM rate of Eigen at the current threads, GFLOP/s (the benchmark yardstick).");
-  m.def("build_info", &build_info, "Compiler, SIMD level, Eigen version, OpenMP and CUDA flags.");
+  m.def("build_info", &build_info,
+        "Compiler, the kernels' instruction set (arch, isa_features, vector_bytes, panel_floats), "
+        "Eigen version, OpenMP and CUDA flags.");
+  m.def("cpu_isa_features", &rnncore::cpu_isa_features,
+        "The x86 extensions of build_info()['isa_features']'s vocabulary that the running CPU "
+        "supports (cpuid), or None where that cannot be asked.");
   m.def("set_flush_denormals", &rnncore::set_flush_denormals, py::arg("flush"),
         "Whether the kernels flush subnormal floats to zero (default True; see rnncore/parallel.h).");
   m.def("get_flush_denormals", &rnncore::flush_denormals);

@@ -72,9 +72,13 @@ def save(model, path) -> None:
 
 
 def build_info() -> dict:
-    """How the compiled core was built: compiler, SIMD level, Eigen version, OpenMP, CUDA."""
+    """How the compiled core was built: compiler, the kernels' instruction set ("isa" in words,
+    "arch", "isa_features"), "vector_bytes" (one SIMD register), "panel_floats" (floats per
+    packed weight panel), Eigen version, OpenMP, CUDA; and the version."""
     from ._core import build_info as _info
+    from ._isa import describe
 
     info = dict(_info())
+    info["isa"] = describe(info["arch"], info["isa_features"])
     info["version"] = __version__
     return info

@@ -5,7 +5,7 @@
     rnncore charlm     a character-level LSTM language model (bits per character, samples)
     rnncore bench      the benchmark harness (rnncore.benchmark)
     rnncore check      compiled kernels vs the NumPy reference
-    rnncore info       version, compiler, SIMD level, threads and thread plan, CUDA
+    rnncore info       version, compiler, the kernels' instruction set and this CPU's, threads, CUDA
 
 Bad arguments and unreadable files end the command with one line on stderr and a non-zero
 status (2 for usage errors, 1 for failures); Ctrl-C stops a run, prints what was reached and
@@ -20,18 +20,12 @@ import math
 import os
 import sys
 
+from ._cli import OneLineParser as _Parser
 from .charlm import CharLMConfig, TextError
 from .demo import DemoConfig
 
 DEFAULT_OUT = "rnncore-out"
 INTERRUPTED = 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line on stderr (no usage block) and status 2."""
-
-    def error(self, message: str):  # noqa: D102 - argparse's hook
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 # ---------------------------------------------------------------- argument types
@@ -78,35 +72,66 @@ def _add_common(parser: argparse.ArgumentParser, seed: int = 0, threads: bool = 
                         help=f"random seed for data and initialisation (default {seed})")
     if threads:
         parser.add_argument("--threads", type=_int_at_least(1), default=1,
-                            help="OpenMP threads of the kernels (default 1: these models are "
-                                 "small, and one thread per process is fastest and robust on a "
-                                 "busy machine)")
+                            help="cores to use: the kernels' OpenMP threads; NumPy's BLAS gets one "
+                                 "(default 1: these models are small, and one thread per process "
+                                 "is fastest and robust on a busy machine)")
         parser.add_argument("--no-progress", dest="progress", action="store_false",
                             help="no progress bars")
 
 
+# NumPy's BLAS (OpenBLAS, MKL, BLIS, Accelerate) reads these once, when NumPy loads.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                         "VECLIB_MAXIMUM_THREADS")
+
+
+def _threadpool_limits():
+    """threadpoolctl's threadpool_limits (it sets a BLAS's threads in the running process), or
+    None: threadpoolctl is optional."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits
+
+
 @contextlib.contextmanager
 def _threads(count: int):
-    """Run with ``count`` kernel threads and, when threadpoolctl is installed, one BLAS thread.
+    """Run with ``count`` kernel threads and one BLAS thread (see _restart_with_one_blas_thread).
 
-    The Linear heads call NumPy's BLAS between the kernels; two thread pools spinning on two
-    cores slow each other down, so BLAS gets one thread where we can set it.
+    The Linear heads and the embedding call NumPy's BLAS between the kernels; its own threads
+    would run beside the kernels' (a "1 thread" charlm used two cores) and two thread pools
+    spinning on two cores slow each other down, so BLAS gets one thread.
     """
     from . import get_num_threads, set_num_threads
 
     previous = get_num_threads()
     set_num_threads(count)
     try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:
-            limits = contextlib.nullcontext()
-        else:
-            limits = threadpool_limits(1, user_api="blas")
-        with limits:
+        limits = _threadpool_limits()
+        with limits(1, user_api="blas") if limits else contextlib.nullcontext():
             yield
     finally:
         set_num_threads(previous)
+
+
+def _restart_with_one_blas_thread() -> None:
+    """Without threadpoolctl, the BLAS can be held to one thread only through its environment
+    variables, which it read when `import rnncore` loaded NumPy, before any argument was seen.
+    So a training command run as a program sets them and runs itself again in this process
+    (exec: the same pid, so Ctrl-C and the caller's wait still reach it), once. POSIX only.
+    """
+    if _threadpool_limits() is not None or os.name != "posix" or not sys.executable:
+        return
+    if all(os.environ.get(name) == "1" for name in BLAS_THREAD_VARIABLES):
+        return  # already restarted, or the caller set them
+    command = list(getattr(sys, "orig_argv", [])) or [sys.executable, "-m", "rnncore", *sys.argv[1:]]
+    env = {**os.environ, **{name: "1" for name in BLAS_THREAD_VARIABLES}}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *command[1:]], env)
+    except OSError:
+        pass  # run on with the BLAS's own threads rather than not at all
 
 
 # ---------------------------------------------------------------- check / info
@@ -123,12 +148,40 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from . import _core, build_info, get_thread_plan
+    from . import _core, _isa, build_info, get_thread_plan
 
-    for key, value in build_info().items():
+    info = build_info()
+    cpu_features = _core.cpu_isa_features()
+    lacking = _isa.missing(info["isa_features"], cpu_features)
+    if cpu_features is None:
+        cpu_isa = "unknown (this build cannot ask the CPU)"
+    else:
+        cpu_isa = _isa.describe(info["arch"], cpu_features)
+        cpu_isa += f": LACKS {', '.join(lacking)}" if lacking else ": runs these kernels"
+    vector_floats = info["vector_bytes"] // 4
+    rows = [
+        ("version", info["version"]),
+        ("compiler", info["compiler"]),
+        ("eigen", info["eigen"]),
+        ("kernel_isa", f"{info['isa']}, fixed when built (RNNCORE_ARCH)"),
+        ("simd", f"{8 * info['vector_bytes']}-bit vectors ({vector_floats} floats); "
+                 f"weight panels {info['panel_floats']} floats wide"),
+        ("cpu", _isa.cpu_model_name()),
+        ("cpu_isa", cpu_isa),
+        ("openmp", info["openmp"]),
+        ("max_threads", info["max_threads"]),
+        ("cuda", info["cuda"]),
+        ("thread_plan", get_thread_plan()),
+        ("l2_per_core", f"{_core.l2_cache_bytes() / 1024:.0f} KiB (weighed by the time-loop split)"),
+    ]
+    for key, value in rows:
         print(f"{key:>12}: {value}")
-    print(f"{'thread_plan':>12}: {get_thread_plan()}")
-    print(f"{'l2_per_core':>12}: {_core.l2_cache_bytes() / 1024:.0f} KiB (weighed by the time-loop split)")
+    if lacking:
+        print(f"rnncore info: warning: this CPU lacks {', '.join(lacking)}, which the kernels were "
+              "built for: they stop with an illegal instruction here. Rebuild for this CPU "
+              "(pip install . -Ccmake.define.RNNCORE_ARCH=auto, or =generic for any x86-64)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -209,7 +262,7 @@ def _cmd_gradflow(args: argparse.Namespace) -> int:
                                           train_steps=args.train_steps, progress=args.progress))
     print(gradflow.format_table(flows, every=args.every))
     for f in flows:
-        print(f"  {f.cell}: the gradient at t=0 is {gradflow.decades(f.decay)} below the one at t={args.T - 1}")
+        print(f"  {f.cell}: the gradient at t=0 {gradflow.first_against_last(f.decay, args.T - 1)}")
     if args.train_steps == 0:
         print("  (PyTorch's default initialisation; to see what training on the adding problem changes, "
               "add --train-steps 1500, about a minute)")
@@ -373,13 +426,20 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="compare every cell's compiled kernels with the NumPy reference")
     _add_common(check, threads=False)
     check.set_defaults(func=_cmd_check)
-    info = sub.add_parser("info", help="version, compiler, SIMD level, threads and thread plan, CUDA")
+    info = sub.add_parser("info", help="version, compiler, the kernels' instruction set and this CPU's, "
+                                      "threads and thread plan, CUDA")
     info.set_defaults(func=_cmd_info)
     parser.set_defaults(commands=sub.choices)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command in ``argv`` (default: this program's arguments) and return its status.
+
+    Only a call without ``argv``, the program itself, may restart the process to limit the BLAS
+    threads (see _restart_with_one_blas_thread); a call with a list runs in place.
+    """
+    as_program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":  # the harness parses its own arguments
         try:
@@ -399,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     prog = f"rnncore {args.command}"
+    if as_program and hasattr(args, "threads"):
+        _restart_with_one_blas_thread()
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -1,7 +1,7 @@
 """rnncore against its CPU peers: PyTorch (nn.RNN/LSTM/GRU, oneDNN on) and ONNX Runtime.
 
     python bench/compare.py                 # quick preset (about a minute)
-    python bench/compare.py --full          # issue 3's whole grid (long)
+    python bench/compare.py --full          # the whole grid (long)
     python bench/compare.py --cells lstm --shapes 256x32x100,128x1x1000 --threads 1,2 \\
         --json out.json --png out.png
 
@@ -27,6 +27,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
+
+from ._cli import OneLineParser
+from ._isa import cpu_model_name
 
 __all__ = ["Case", "main", "run_cases", "measure_interleaved", "format_table", "QUICK_SHAPES", "FULL_SHAPES"]
 
@@ -308,7 +311,7 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
         "peak_gflops_start": peaks, "peak_gflops_end": end_peaks, "peak_source": peak_source,
         "peak_shape": PEAK_SHAPE, "notes": notes, "repeats": repeats, "python": sys.version.split()[0],
         "rnncore_inference": "model.prepare()" if prepared else "model call",
-        "machine": platform.machine(), "processor": platform.processor(),
+        "machine": platform.machine(), "processor": platform.processor(), "cpu": cpu_model_name(),
         "torch": getattr(torch, "__version__", None), "onnxruntime": getattr(ort, "__version__", None),
     }
     try:
@@ -403,7 +406,7 @@ def _parse_shapes(text: str) -> list[tuple[int, ...]]:
         parts = item.lower().split("x")
         if len(parts) not in (3, 4) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
             raise argparse.ArgumentTypeError(
-                f"--shapes: expected HxNxT or HxNxTxI items, comma-separated, with positive integers, got {item!r}")
+                f"expected HxNxT or HxNxTxI items, comma-separated, with positive integers, got {item!r}")
         shapes.append(tuple(int(p) for p in parts))
     return shapes
 
@@ -418,9 +421,9 @@ def _parse_list(text: str, allowed=None, kind=str) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rnncore bench", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog="rnncore bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--full", action="store_true",
-                   help="issue 3's grid: 8 shapes x 3 cells x uni/bi x 1 and 2 threads, plus 2-layer stacks")
+                   help="the whole grid: 8 shapes x 3 cells x uni/bi x 1 and 2 threads, plus 2-layer stacks")
     p.add_argument("--shapes", type=_parse_shapes, help="HxNxT[xI],... (hidden, batch, steps[, input size; default = hidden])")
     p.add_argument("--cells", type=lambda s: _parse_list(s, CELLS), help="rnn,lstm,gru")
     p.add_argument("--threads", type=lambda s: _parse_list(s, None, int), help="thread counts, e.g. 1,2")

@@ -113,8 +113,16 @@ def plot_norms(flows: list[GradFlow], path: str, title: str) -> bool:
     return True
 
 
-def decades(value: float) -> str:
-    """A ratio as orders of magnitude, e.g. 1e-20 -> '20.0 decades'."""
-    if value <= 0 or not math.isfinite(value):
-        return "all (underflow)" if value == 0 else "n/a"
-    return f"{-math.log10(value):.1f} decades"
+def first_against_last(ratio: float, last_step: int) -> str:
+    """How the gradient at t=0 compares with the one at the last step, from their ratio
+    (``GradFlow.decay``): 'is 22.8 decades below the one at t=99', '... above ...', or
+    'is within 0.05 decades of ...'."""
+    last = f"the one at t={last_step}"
+    if ratio == 0:
+        return f"underflowed to 0 ({last} did not)"
+    if not (ratio > 0 and math.isfinite(ratio)):
+        return f"cannot be compared with {last} (ratio {ratio})"
+    exponent = math.log10(ratio)
+    if abs(exponent) < 0.05:  # shown as 0.0 decades: neither above nor below
+        return f"is within 0.05 decades of {last}"
+    return f"is {abs(exponent):.1f} decades {'above' if exponent > 0 else 'below'} {last}"

@@ -422,7 +422,9 @@ class PreparedModel:
     step (T = 1) of at most 4 sequences, which the model runs as matrix-vector products on the
     unpacked weights (agreeing to float rounding). It holds its own copy of the weights, taken
     when it was made: later changes to the model (an optimizer step, load_state_dict) do not
-    reach it. Compiled kernels only; about twice the weights' memory (`nbytes`).
+    reach it. Compiled kernels only. Memory (`nbytes`): the parameters' size where the input and
+    hidden sizes are multiples of the panel width (``build_info()["panel_floats"]``), 1.5-2.5x
+    it at other sizes from H = 48 up (padded panels and a second, per-gate packing of W_hh).
     """
 
     def __init__(self, model: _RecurrentBase) -> None:

@@ -11,9 +11,11 @@
 #include <cstdint>
 #include <random>
 #include <utility>
+#include <string>
 #include <vector>
 
 #include "recurrent_gemm.h"
+#include "rnncore/sequence.h"
 
 namespace {
 
@@ -116,6 +118,41 @@ TYPED_TEST(RecurrentGemm, ARowsResultDoesNotDependOnItsNeighbours) {
                                    << piece << " accumulate " << accumulate;
         }
       }
+    }
+  }
+}
+
+// rnncore::kernel_isa reports what this file, built with the library's flags, was built for: the
+// panel width the kernels use and the extensions the compiler was told to use; and the CPU
+// running this test supports all of them (it runs the kernels).
+TEST(KernelIsa, NamesThePanelsAndTheFlagsTheKernelsWereBuiltWith) {
+  const rnncore::KernelIsa isa = rnncore::kernel_isa();
+  using Packed = rnncore::detail::PackedPanels<float>;
+  EXPECT_EQ(isa.panel_floats, Packed::kPanel);
+  EXPECT_EQ(isa.vector_bytes, Packed::kPacket * static_cast<int>(sizeof(float)));
+  const auto named = [&](const std::string& name) {
+    return std::find(isa.features.begin(), isa.features.end(), name) != isa.features.end();
+  };
+#ifdef __AVX2__
+  EXPECT_TRUE(named("AVX2"));
+#else
+  EXPECT_FALSE(named("AVX2"));
+#endif
+#ifdef __FMA__
+  EXPECT_TRUE(named("FMA"));
+#else
+  EXPECT_FALSE(named("FMA"));
+#endif
+#ifdef __AVX512F__
+  EXPECT_TRUE(named("AVX512F"));
+  EXPECT_EQ(isa.vector_bytes, 64);
+#else
+  EXPECT_FALSE(named("AVX512F"));
+#endif
+  const auto cpu = rnncore::cpu_isa_features();
+  if (cpu.has_value()) {
+    for (const std::string& f : isa.features) {
+      EXPECT_NE(std::find(cpu->begin(), cpu->end(), f), cpu->end()) << f;
     }
   }
 }

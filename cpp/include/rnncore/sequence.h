@@ -19,7 +19,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "rnncore/cell.h"
@@ -195,6 +197,23 @@ TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t 
 // thread that takes whole sequences reads all of W_hh every step): RNNCORE_L2_BYTES when set to
 // a positive number, else what the system reports (sysconf), else 1 MiB.
 double l2_cache_bytes() noexcept;
+
+// The instruction set this library's kernels were compiled for: fixed at build time by
+// RNNCORE_ARCH (the compiler's target macros), whatever CPU later runs them. A CPU without one of
+// `features` stops with an illegal instruction.
+struct KernelIsa {
+  std::string arch;                   // "x86-64", "aarch64" or "other"
+  std::vector<std::string> features;  // x86: "SSE2" ... "AVX", "AVX2", "FMA", "F16C", "BMI2",
+                                      // "AVX512F", "AVX512BW", "AVX512VL", "AVX512DQ", "AVX512CD"
+  int vector_bytes = 0;               // one SIMD register as the kernels use it (Eigen's packet)
+  int panel_floats = 0;               // floats per packed weight panel (two registers): hidden
+                                      // sizes that are multiples of it pack without padding
+};
+KernelIsa kernel_isa();
+
+// Which of the x86 extensions that KernelIsa::features can name the running CPU (and OS)
+// supports (cpuid); std::nullopt where that cannot be asked (not x86, or not g++/clang).
+std::optional<std::vector<std::string>> cpu_isa_features();
 
 // The floating-point operations of one forward pass (multiply-adds count 2), for GFLOP/s.
 double forward_flops(const ModelConfig& config, int64_t steps, int64_t batch) noexcept;
