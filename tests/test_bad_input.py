@@ -813,7 +813,8 @@ def test_core_forward_bad_config(cell):
         ((code, i, h, layers, not bidirectional, bias), "weights: expected"),
         ((code, i, h, layers, bidirectional, not bias), "weights: expected"),
         ((2 if cell != "lstm" else 3, i, h, layers, bidirectional, bias), "expected shape"),
-        ((code, i, 2**40, layers, bidirectional, bias), "expected shape"),
+        ((code, i, 2**20, layers, bidirectional, bias), "expected shape"),
+        ((code, i, 2**40, layers, bidirectional, bias), "the parameter count does not fit in 64 bits"),
     ]:
         with pytest.raises(ValueError, match=re.escape(pattern)):
             core.forward(config=config)
@@ -1007,3 +1008,69 @@ def test_model_still_works_after_every_kind_of_refusal(cell, backend):
             bad()
     y_after, _ = m(x_tm())
     np.testing.assert_array_equal(y_before, y_after)
+
+
+# ------------------------------------------------------------------ sizes beyond what can exist
+# (issue 14, defect 5): refused up front with a message naming the size, never a NumPy or pybind11
+# error from deep inside, and never after minutes of allocating.
+
+
+@pytest.mark.parametrize("arg", ["input_size", "hidden_size", "num_layers"])
+@pytest.mark.parametrize("value", [2**63, 2**64, 10**40])
+def test_sizes_beyond_64_bits_name_the_argument_and_the_limit(arg, value):
+    kwargs = dict(input_size=I, hidden_size=H, num_layers=1)
+    kwargs[arg] = value
+    with pytest.raises(ValueError, match=names(f"{arg}: expected at most {2**63 - 1}") + rf".*got {value}$"):
+        rc.LSTM(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(hidden_size=2**62), dict(hidden_size=2**31), dict(input_size=2**62),
+                                    dict(num_layers=10**12), dict(num_layers=2**62)])
+def test_models_beyond_memory_are_refused_before_allocating(kwargs):
+    import tracemalloc
+
+    args = dict(input_size=I, hidden_size=H, num_layers=1) | kwargs
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match=r"^GRU\(.*\) \(\d+ parameters in \d+ arrays\) needs \d+ bytes"):
+            rc.GRU(**args)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes allocated before the MemoryError"
+
+
+def test_a_hundred_million_layers_are_refused_at_once(monkeypatch):
+    # The issue's case: RNN(1, 1, num_layers=10**8) spent 30 s and 6 GB before its MemoryError.
+    # Its 4e8 arrays need ~160 GB of Python objects; the machine's memory is pinned at 16 GiB so
+    # that the verdict does not depend on where the test runs.
+    import tracemalloc
+
+    from rnncore import _limits
+
+    monkeypatch.setattr(_limits, "physical_memory_bytes", lambda: 16 << 30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match=r"RNN\(1, 1, num_layers=100000000\).*more than this machine's memory \(16 GiB\)"):
+            rc.RNN(1, 1, num_layers=10**8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+def test_the_parameter_count_is_exact_for_huge_stacks():
+    assert rc.parameter_count("rnn", 1, 1, num_layers=10**8) == 4 * 10**8
+    assert rc.parameter_count("lstm", 3, 5, num_layers=3, bidirectional=True) == \
+        rc.LSTM(3, 5, num_layers=3, bidirectional=True).num_parameters()
+
+
+@pytest.mark.parametrize("call, pattern", [
+    (lambda: _core.forward_flops(2, 8, 2**62, 1, False, 1, 1), r"hidden_size = 4611686018427387904.*does not fit in 64 bits"),
+    (lambda: _core.wavefront_threads(2, 8, 64, 2, False, 2**40, 2**40), r"steps \* batch .* does not fit in 64 bits"),
+    (lambda: _core.time_loop_split(2, 64, 2**40, 2**20), r"steps \* batch \* the widest row"),
+    (lambda: _core.StreamF64.bytes_needed(3, 8, 64, 1, 2**61), r"batch_size \* "),
+])
+def test_the_compiled_core_refuses_sizes_that_overflow(call, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        call()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 
 import rnncore as rc
+from rnncore import _core
 
 CELLS = {
     "rnn_tanh": lambda *a, **k: rc.RNN(*a, **k),
@@ -211,3 +216,174 @@ def test_threaded_stream_is_bit_identical_to_one_thread(cell):
             np.testing.assert_array_equal(got, want)
     with pytest.raises(TypeError, match="one array h"):
         make("gru").stream().state = (np.zeros((1, 1, 24)),)
+
+
+# ------------------------------------------------------------------ sizes (issue 14, defect 2)
+@pytest.mark.parametrize("batch_size, row", [(2**62, 3), (2**62 + 1, 1000)])
+def test_a_batch_size_whose_arrays_overflow_is_refused(batch_size, row):
+    # batch_size * a row's values wrapped around in 64 bits: the stream got a tiny buffer and
+    # reset() wrote past it (a segfault, or a corrupt heap). In a child process, so that the old
+    # behaviour fails this test instead of killing the test run.
+    code = (
+        "import rnncore as rc\n"
+        "try:\n"
+        f"    s = rc.LSTM(8, 64).stream({batch_size})\n"
+        f"    s.reset([{row}])\n"
+        "except ValueError as e:\n"
+        "    print('ValueError:', e)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.startswith("ValueError:") and "batch_size" in child.stdout, child.stdout
+
+
+@pytest.mark.parametrize("batch_size", [2**63, 2**64, 10**30])
+def test_a_batch_size_beyond_64_bits_names_the_limit(batch_size):
+    with pytest.raises(ValueError, match=rf"batch_size: expected at most {2**63 - 1} .*got {batch_size}"):
+        make("lstm").stream(batch_size)
+
+
+def test_a_batch_size_beyond_memory_is_refused_before_allocating():
+    with pytest.raises(MemoryError, match=r"stream\(batch_size=1099511627776\) of LSTM\(5, 24\) needs \d+ bytes"):
+        make("lstm").stream(2**40)
+
+
+def test_the_compiled_stream_names_what_it_could_not_allocate():
+    # rnncore._core directly, past the Python check: the C++ AllocationError (a std::bad_alloc).
+    model = make("lstm")
+    weights = [model.parameters()[name] for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")]
+    with pytest.raises(MemoryError, match=r"cannot allocate \d+ bytes for a Stream of batch_size = 1099511627776"):
+        _core.StreamF32(2, 5, 24, 1, True, weights, 2**40)
+    with pytest.raises(ValueError, match=r"batch_size \* .* does not fit in 64 bits"):
+        _core.StreamF32.bytes_needed(2, 5, 24, 1, 2**62)
+
+
+def test_threads_beyond_the_core_limit_are_a_clear_error():
+    with pytest.raises(ValueError, match=rf"threads: expected at most {2**31 - 1}"):
+        make("gru").stream(1, threads=2**40)
+
+
+# ------------------------------------------------------------------ threads (issue 14, defect 3)
+def _replay_interleaving(model, batch, histories):
+    """The successful calls of each thread, [(chunk, y), ...] in that thread's order, replayed on a
+    fresh stream in an order that interleaves the threads: True when every y comes back bit for
+    bit (calls never overlapped and refused calls changed nothing). Returns the replay stream."""
+    replay = model.stream(batch)
+    position = [0] * len(histories)
+    while any(p < len(h) for p, h in zip(position, histories)):
+        state = replay.state
+        for thread, history in enumerate(histories):
+            if position[thread] == len(history):
+                continue
+            chunk, y = history[position[thread]]
+            replay.state = state
+            if np.array_equal(replay.step_many(chunk), y):
+                position[thread] += 1
+                break
+        else:
+            return None  # no thread's next call follows from this state: corrupted
+    return replay
+
+
+def test_concurrent_calls_on_one_stream_raise_and_never_corrupt():
+    # H = 256: step releases the GIL too. One thread steps chunks, the other single frames; they
+    # overlap (asserted), and every call that was not refused must be what some serial order of
+    # the successful calls gives.
+    model = make("lstm", input_size=16, hidden_size=256)
+    stream = model.stream(2)
+    start = threading.Barrier(2)
+    stop = threading.Event()
+    histories = [[], []]
+    refusals = [[], []]
+
+    def run(thread):
+        rng = np.random.default_rng(100 + thread)
+        start.wait()
+        for _ in range(400):
+            if stop.is_set():
+                break
+            try:
+                if thread == 0:
+                    chunk = rng.standard_normal((32, 2, 16)).astype(np.float32)
+                    histories[0].append((chunk, stream.step_many(chunk)))
+                else:
+                    frame = rng.standard_normal((2, 16)).astype(np.float32)
+                    histories[1].append((frame[None], stream.step(frame)[None]))
+            except RuntimeError as error:
+                refusals[thread].append(str(error))
+                if len(refusals[0]) + len(refusals[1]) >= 10 and len(histories[thread]) >= 3:
+                    stop.set()
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    messages = refusals[0] + refusals[1]
+    assert messages, "the two threads never overlapped"
+    assert all("being used by another thread" in m and "one stream per thread, or a lock" in m for m in messages)
+    replay = _replay_interleaving(model, 2, histories)
+    assert replay is not None, "an output matches no serial order of the calls"
+    for got, want in zip(split_state(model, stream.state), split_state(model, replay.state)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_every_call_of_a_busy_stream_is_refused_and_changes_nothing():
+    model = make("lstm", input_size=16, hidden_size=256)
+    stream = model.stream(2)
+    long_chunk = frames((3000, 2, 16))
+    serial = model.stream(2)
+    serial_y = serial.step_many(long_chunk)
+    calls = {
+        "step": lambda: stream.step(frames((2, 16))),
+        "step_many": lambda: stream.step_many(frames((2, 2, 16))),
+        "reset": lambda: stream.reset(),
+        "reset_rows": lambda: stream.reset([1]),
+        "get_state": lambda: stream.state,
+        "set_state": lambda: setattr(stream, "state", (np.ones((1, 2, 256)), np.ones((1, 2, 256)))),
+    }
+    for _ in range(20):  # a round: every call while a long step_many from the zero state runs
+        stream.reset()
+        output = []
+        worker = threading.Thread(target=lambda: output.append(stream.step_many(long_chunk)))
+        worker.start()
+        inside = False
+        while worker.is_alive() and not inside:  # get_state changes nothing, refused or not
+            try:
+                stream.state
+            except RuntimeError:
+                inside = True
+        refused = set()
+        for name, call in calls.items():
+            try:
+                call()
+            except RuntimeError as error:
+                assert "one stream per thread, or a lock" in str(error)
+                refused.add(name)
+        worker.join()
+        if refused == set(calls):
+            break
+    assert refused == set(calls), "the calls never overlapped the long step_many"
+    # Refused calls changed nothing: the long chunk ran as if alone.
+    np.testing.assert_array_equal(output[0], serial_y)
+    for got, want in zip(stream.state, serial.state):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_one_stream_per_thread_runs_concurrently_and_matches_serial_bitwise():
+    model = make("gru", input_size=16, hidden_size=256, num_layers=2)
+    chunks = [frames((40, 3, 16), seed=s) for s in range(4)]
+    serial = [model.stream(3).step_many(chunk) for chunk in chunks]
+    results = [None] * len(chunks)
+
+    def run(i):
+        stream = model.stream(3)
+        results[i] = np.concatenate([stream.step_many(chunks[i][:20]), np.stack([stream.step(f) for f in chunks[i][20:]])])
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(len(chunks))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for got, want in zip(results, serial):
+        np.testing.assert_array_equal(got, want)

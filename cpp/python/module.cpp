@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "rnncore/checked.h"
 #include "rnncore/io.h"
 #include "rnncore/memory.h"
 #include "rnncore/model.h"
@@ -112,9 +113,10 @@ std::vector<rnncore::DirectionWeights<S>> checked_weights(const ModelConfig& c,
 // previous step's outputs gets their pages back warm instead of faulting fresh ones in.
 template <typename S>
 py::array_t<S> empty(const std::vector<int64_t>& shape) {
-  std::size_t count = 1;
-  for (int64_t d : shape) count *= static_cast<std::size_t>(d);
-  void* block = rnncore::memory::allocate(std::max<std::size_t>(count, 1) * sizeof(S));
+  int64_t count = 1;
+  for (int64_t d : shape) count = rnncore::checked_mul(count, d, "an output array's shape");
+  const std::size_t elements = rnncore::checked_elements<S>(count, "an output array");
+  void* block = rnncore::memory::allocate(std::max<std::size_t>(elements, 1) * sizeof(S));
   py::capsule owner;
   try {
     owner = py::capsule(block, [](void* p) { rnncore::memory::release(p); });
@@ -423,6 +425,7 @@ struct StreamBinding {
     s.set_state(h_data, c_data);
   }
 
+  // All rows in one call, so that no other thread's call lands between two of them.
   static void reset_rows(Stream& s, const std::vector<int64_t>& rows) {
     for (int64_t r : rows) {
       if (r < 0 || r >= s.batch_size()) {
@@ -430,7 +433,7 @@ struct StreamBinding {
                               ", got " + std::to_string(r));
       }
     }
-    for (int64_t r : rows) s.reset_row(r);
+    s.reset_rows(rows.data(), static_cast<int64_t>(rows.size()));
   }
 
   static void bind(py::module_& m, const char* name) {
@@ -445,6 +448,16 @@ struct StreamBinding {
              }),
              py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
              py::arg("bias"), py::arg("weights"), py::arg("batch_size"), py::arg("threads") = 1)
+        .def_static(
+            "bytes_needed",
+            [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
+               int64_t batch) {
+              const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, false, true);
+              return Stream::bytes_needed(c, batch);
+            },
+            py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
+            py::arg("batch_size"),
+            "Bytes a stream of this shape allocates (ValueError where that overflows 64 bits).")
         .def("step", &step, py::arg("x_t"), py::arg("out").none(true) = py::none())
         .def("step_many", &step_many, py::arg("chunk"), py::arg("out").none(true) = py::none())
         .def("get_state", &get_state)
@@ -518,6 +531,9 @@ py::dict build_info() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rnncore's compiled kernels (private: use the rnncore package).";
+  // rnncore/checked.h: sizes beyond these raise ValueError (std::length_error).
+  m.attr("MAX_SIZE") = rnncore::kMaxSize;
+  m.attr("MAX_ARRAY_BYTES") = rnncore::kMaxArrayBytes;
   bind_cache<float>(m, "TrainingCacheF32");
   bind_cache<double>(m, "TrainingCacheF64");
   bind_prepared<float>(m, "PreparedF32");
@@ -596,6 +612,7 @@ PYBIND11_MODULE(_core, m) {
       py::arg("lengths").none(true),
       "Inference over prepared weights. Returns (y, h_n, c_n or None).");
 
+  // Concurrent calls on one Stream raise RuntimeError (a std::logic_error; see rnncore/stream.h).
   StreamBinding<float>::bind(m, "StreamF32");
   StreamBinding<double>::bind(m, "StreamF64");
 

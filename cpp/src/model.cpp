@@ -1,7 +1,10 @@
 #include "rnncore/model.h"
 
 #include <algorithm>
+#include <new>
 #include <stdexcept>
+
+#include "rnncore/checked.h"
 
 namespace rnncore {
 
@@ -27,6 +30,7 @@ CellKind cell_from_name(const std::string& name) {
                               "\" (expected rnn_tanh, rnn_relu, lstm or gru)");
 }
 
+// Shapes come from parameter_specs, whose sizes ModelConfig::validate has bounded.
 int64_t ParameterSpec::numel() const noexcept {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
@@ -59,8 +63,20 @@ std::vector<ParameterSpec> parameter_specs(const ModelConfig& config) {
 
 template <typename S>
 Model<S>::Model(const ModelConfig& config) : config_(config), specs_(parameter_specs(config)) {
-  values_.reserve(specs_.size());
-  for (const auto& spec : specs_) values_.emplace_back(static_cast<std::size_t>(spec.numel()), S(0));
+  // validate() has checked that the parameter count fits in 64 bits; its bytes must fit too.
+  int64_t count = 0;
+  for (const auto& spec : specs_) count = checked_add(count, spec.numel(), "the parameter count");
+  const std::size_t elements = checked_elements<S>(count, "the model's parameters");
+  try {
+    values_.reserve(specs_.size());
+    for (const auto& spec : specs_) values_.emplace_back(static_cast<std::size_t>(spec.numel()), S(0));
+  } catch (const std::bad_alloc&) {
+    throw AllocationError("the parameters of a model with input_size " +
+                              std::to_string(config.input_size) + ", hidden_size " +
+                              std::to_string(config.hidden_size) + ", num_layers " +
+                              std::to_string(config.num_layers),
+                          static_cast<int64_t>(elements * sizeof(S)));
+  }
 }
 
 template <typename S>

@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include "rnncore/checked.h"
 #include "rnncore/parallel.h"
 #include "recurrent_gemm.h"
 #include "thread_plan_call.h"
@@ -23,12 +24,31 @@ void ModelConfig::validate() const {
   if (input_size <= 0 || hidden_size <= 0 || num_layers <= 0) {
     throw std::invalid_argument("rnncore: input_size, hidden_size and num_layers must be positive");
   }
+  // The parameter count, D * G*H * ((I + H + 2) + (L - 1) * (D*H + H + 2)), must fit in 64 bits:
+  // every product of these sizes the library forms (a weight's elements, a layer's width, the
+  // number of weight arrays) is then no larger and cannot overflow.
+  try {
+    const char* count = "the parameter count";
+    const int64_t first_width = checked_add(input_size, checked_add(hidden_size, 2, count), count);
+    const int64_t upper_width =
+        checked_add(checked_mul(directions() + 1, hidden_size, count), 2, count);
+    const int64_t widths =
+        checked_add(first_width, checked_mul(num_layers - 1, upper_width, count), count);
+    checked_product({directions(), gates(), hidden_size, widths}, count);
+  } catch (const std::length_error&) {
+    throw std::length_error("rnncore: input_size = " + std::to_string(input_size) +
+                            ", hidden_size = " + std::to_string(hidden_size) +
+                            ", num_layers = " + std::to_string(num_layers) +
+                            (bidirectional ? " (bidirectional)" : "") +
+                            ": the parameter count does not fit in 64 bits");
+  }
 }
 
 namespace {
 // Multiply-add work of one direction of one layer's forward pass.
 double layer_flops(const ModelConfig& config, int64_t layer, int64_t steps, int64_t batch) {
-  return 2.0 * static_cast<double>(steps * batch) * config.gates() * config.hidden_size *
+  return 2.0 * static_cast<double>(steps) * static_cast<double>(batch) * config.gates() *
+         static_cast<double>(config.hidden_size) *
          static_cast<double>(config.layer_input_size(layer) + config.hidden_size);
 }
 
@@ -1065,6 +1085,24 @@ void check_lengths(const int64_t* lengths, int64_t steps, int64_t batch) {
   }
 }
 
+// The largest arrays a call of this shape touches, checked before any is allocated or indexed
+// (steps and batch come from the caller; see checked.h): x [T, N, I], a layer's output
+// [T, N, D*H], one direction's gates and their gradients [T, N, G*H], the states [L*D, N, H].
+template <typename S>
+void check_call_sizes(const ModelConfig& config, int64_t steps, int64_t batch) {
+  const int64_t rows = checked_mul(steps, batch, "steps * batch");
+  const int64_t widest = std::max({config.input_size, config.directions() * config.hidden_size,
+                                   config.gates() * config.hidden_size});
+  checked_elements<S>(checked_mul(rows, widest,
+                                  "steps * batch * the widest row (input_size, directions * "
+                                  "hidden_size or gates * hidden_size)"),
+                      "a sequence call's inputs, outputs or gates");
+  checked_elements<S>(checked_product({config.num_layers, config.directions(), batch,
+                                       config.hidden_size},
+                                      "num_layers * directions * batch * hidden_size"),
+                      "the states h0 / h_n");
+}
+
 template <typename S>
 DirectionRun<S> make_run(const ModelConfig& config, const DirectionWeights<S>& w, int64_t layer,
                          int direction, const BatchLayout& layout,
@@ -1329,6 +1367,7 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
                     S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
   check_weights(config, weights.size());
   check_lengths(lengths, steps, batch);
+  check_call_sizes<S>(config, steps, batch);
   FlushDenormals flush;  // (parallel.h: each thread of a team does the same)
   // With two threads or more, this kind of call may run on one (thread_plan.h).
   detail::MeasuredCall measured(
@@ -1628,6 +1667,7 @@ template <typename S>
 int wavefront_threads(const ModelConfig& config, int64_t steps, int64_t batch) {
   config.validate();
   check_lengths(nullptr, steps, batch);
+  check_call_sizes<S>(config, steps, batch);
   return plan_wavefront<S>(config, steps, batch).threads;
 }
 
@@ -1635,6 +1675,7 @@ template <typename S>
 TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t batch) {
   config.validate();
   check_lengths(nullptr, steps, batch);
+  check_call_sizes<S>(config, steps, batch);
   const TimeLoopSplit plan = plan_time_loop<S>(config.gates(), config.hidden_size, batch, steps);
   return {plan.threads, plan.threads > 1 && plan.by_rows};
 }

@@ -149,16 +149,38 @@ inline void panel_some_rows(int count, const S* panel, const S* v, int64_t v_str
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
 
-}  // namespace
+// Values per batch row of a step's scratch: the gate pre-activations and what the cell math
+// needs beside them, padded so that every row starts on a cache line.
+int64_t scratch_stride(CellKind cell, int64_t H) {
+  switch (cell) {
+    case CellKind::Lstm: return round_up(5 * H, 16);  // i f g o | tanh(c')
+    case CellKind::Gru: return round_up(7 * H, 16);   // r z n_x | 0 0 n_h | hn
+    default: return round_up(H, 16);
+  }
+}
 
-template <typename S>
-Stream<S>::Stream(const Model<S>& model, int64_t batch_size, int threads)
-    : Stream(model.config(), model.weights(), batch_size, threads) {}
+// A run of gate rows [first_row, first_row + rows) that reads columns [col_begin, col_begin +
+// cols) of [x; h] and writes its gates at out_offset of a scratch row; cut into panels when packed.
+struct PanelBlock {
+  int64_t first_row, rows, col_begin, cols, out_offset;
+};
 
-template <typename S>
-Stream<S>::Stream(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
-                  int64_t batch_size, int threads)
-    : config_(config), batch_(batch_size), threads_(threads) {
+// A layer's blocks in packing order. The GRU's r and z read [x; h]; its n reads x and h apart
+// because r multiplies only W_hn h + b_hn.
+std::vector<PanelBlock> panel_blocks(CellKind cell, int64_t I, int64_t H) {
+  if (cell == CellKind::Gru) {
+    return {{0, 2 * H, 0, I + H, 0}, {2 * H, H, 0, I, 2 * H}, {2 * H, H, I, H, 5 * H}};
+  }
+  return {{0, gate_count(cell) * H, 0, I + H, 0}};
+}
+
+// Values a block's panels take when packed: per panel of P rows, a bias and `cols` weights each.
+int64_t packed_elements(const PanelBlock& block, int64_t P) {
+  return checked_product({(block.rows + P - 1) / P, checked_add(block.cols, 1, "packed columns"), P},
+                         "packed panels * (columns + 1) * panel height");
+}
+
+void check_stream_arguments(const ModelConfig& config, int64_t batch_size, int threads) {
   config.validate();
   if (threads < 1) {
     throw std::invalid_argument("rnncore: threads must be at least 1, got " +
@@ -173,21 +195,80 @@ Stream<S>::Stream(const ModelConfig& config, const std::vector<DirectionWeights<
     throw std::invalid_argument("rnncore: batch_size must be at least 1, got " +
                                 std::to_string(batch_size));
   }
+}
+
+// One call of the hot path: holds the stream's in-use mark until it returns (stream.h, Threads).
+class InUse {
+ public:
+  explicit InUse(detail::InUseFlag& flag) : flag_(flag) {
+    if (!flag_.try_take()) throw StreamInUseError();
+  }
+  ~InUse() { flag_.give_back(); }
+  InUse(const InUse&) = delete;
+  InUse& operator=(const InUse&) = delete;
+
+ private:
+  detail::InUseFlag& flag_;
+};
+
+}  // namespace
+
+StreamInUseError::StreamInUseError()
+    : std::logic_error(
+          "rnncore Stream is being used by another thread; a Stream serves one caller at a time: "
+          "use one stream per thread, or a lock") {}
+
+template <typename S>
+int64_t Stream<S>::bytes_needed(const ModelConfig& config, int64_t batch_size) {
+  check_stream_arguments(config, batch_size, 1);
+  const int64_t H = config.hidden_size;
+  int64_t elements = checked_mul(batch_size, scratch_stride(config.cell, H),
+                                 "batch_size * the stream's scratch values per row");
+  for (int64_t k = 0; k < config.num_layers; ++k) {
+    const int64_t I = config.layer_input_size(k);
+    for (const PanelBlock& block : panel_blocks(config.cell, I, H)) {
+      elements = checked_add(elements, packed_elements(block, PanelShape<S>::kHeight),
+                             "the stream's packed weights");
+    }
+    const int64_t state_per_row = config.cell == CellKind::Lstm ? I + 2 * H : I + H;  // [x; h], c
+    elements = checked_add(elements,
+                           checked_mul(batch_size, state_per_row,
+                                       "batch_size * a layer's input and state values per row"),
+                           "batch_size * the stream's state and scratch values");
+  }
+  return static_cast<int64_t>(checked_elements<S>(elements, "the stream's arrays")) *
+         static_cast<int64_t>(sizeof(S));
+}
+
+template <typename S>
+Stream<S>::Stream(const Model<S>& model, int64_t batch_size, int threads)
+    : Stream(model.config(), model.weights(), batch_size, threads) {}
+
+template <typename S>
+Stream<S>::Stream(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
+                  int64_t batch_size, int threads)
+    : config_(config), batch_(batch_size), threads_(threads) {
+  check_stream_arguments(config, batch_size, threads);
   if (weights.size() != static_cast<std::size_t>(config.num_layers)) {
     throw std::invalid_argument("rnncore: expected " + std::to_string(config.num_layers) +
                                 " DirectionWeights (one per layer), got " +
                                 std::to_string(weights.size()));
   }
-  const int64_t H = config.hidden_size;
-  switch (config.cell) {
-    case CellKind::Lstm: scratch_stride_ = 5 * H; break;  // i f g o | tanh(c')
-    case CellKind::Gru: scratch_stride_ = 7 * H; break;   // r z n_x | 0 0 n_h | hn
-    default: scratch_stride_ = H; break;
+  // Every size product below is one of the terms bytes_needed has checked, so none overflows.
+  const int64_t bytes = bytes_needed(config, batch_size);
+  scratch_stride_ = scratch_stride(config.cell, config.hidden_size);
+  try {
+    scratch_.assign(static_cast<std::size_t>(batch_ * scratch_stride_), S(0));
+    layers_.resize(static_cast<std::size_t>(config.num_layers));
+    for (int64_t k = 0; k < config.num_layers; ++k) pack_layer(k, weights[static_cast<std::size_t>(k)]);
+  } catch (const std::bad_alloc&) {
+    throw AllocationError("a Stream of batch_size = " + std::to_string(batch_size) + " (" +
+                              cell_name(config.cell) + ", input_size " +
+                              std::to_string(config.input_size) + ", hidden_size " +
+                              std::to_string(config.hidden_size) + ", num_layers " +
+                              std::to_string(config.num_layers) + ")",
+                          bytes);
   }
-  scratch_stride_ = round_up(scratch_stride_, 16);
-  scratch_.assign(static_cast<std::size_t>(batch_ * scratch_stride_), S(0));
-  layers_.resize(static_cast<std::size_t>(config.num_layers));
-  for (int64_t k = 0; k < config.num_layers; ++k) pack_layer(k, weights[static_cast<std::size_t>(k)]);
   // The calling thread's OpenMP team starts here rather than in the first step.
   if (threads_ > 1) parallel_team(threads_, [](int, int, StepBarrier&) {});
 }
@@ -205,13 +286,9 @@ void Stream<S>::pack_layer(int64_t k, const DirectionWeights<S>& w) {
   const int64_t H = config_.hidden_size, I = config_.layer_input_size(k);
   layer.input_size = I;
   layer.width = I + H;
-  if (config_.cell == CellKind::Gru) {
-    // r and z read [x; h]; n reads x and h apart because r multiplies only W_hn h + b_hn.
-    add_panels(layer, w.w_ih, w.w_hh, b_ih, b_hh, 0, 2 * H, 0, I + H, 0);
-    add_panels(layer, w.w_ih, w.w_hh, b_ih, b_hh, 2 * H, H, 0, I, 2 * H);
-    add_panels(layer, w.w_ih, w.w_hh, b_ih, b_hh, 2 * H, H, I, H, 5 * H);
-  } else {
-    add_panels(layer, w.w_ih, w.w_hh, b_ih, b_hh, 0, config_.gates() * H, 0, I + H, 0);
+  for (const PanelBlock& block : panel_blocks(config_.cell, I, H)) {
+    add_panels(layer, w.w_ih, w.w_hh, b_ih, b_hh, block.first_row, block.rows, block.col_begin,
+               block.cols, block.out_offset);
   }
   layer.xh.assign(static_cast<std::size_t>(batch_ * layer.width), S(0));
   // Thread t of threads_ takes panels [split[t], split[t + 1]): even shares of the weights (the
@@ -322,7 +399,13 @@ void Stream<S>::pointwise(Layer& layer, int64_t row_begin, int64_t row_end, S* o
 }
 
 template <typename S>
-void Stream<S>::step(const S* x, S* y) noexcept {
+void Stream<S>::step(const S* x, S* y) {
+  const InUse call(in_use_);
+  step_frame(x, y);
+}
+
+template <typename S>
+void Stream<S>::step_frame(const S* x, S* y) noexcept {
   FlushDenormals flush;  // (parallel.h; a team's threads do the same)
   const int64_t N = batch_, H = config_.hidden_size, L = config_.num_layers;
   {
@@ -361,13 +444,18 @@ void Stream<S>::step(const S* x, S* y) noexcept {
 }
 
 template <typename S>
-void Stream<S>::step_many(int64_t steps, const S* x, S* y) noexcept {
+void Stream<S>::step_many(int64_t steps, const S* x, S* y) {
+  const InUse call(in_use_);
   const int64_t in = batch_ * config_.input_size, out = batch_ * config_.hidden_size;
-  for (int64_t t = 0; t < steps; ++t) step(x + t * in, y + t * out);
+  // x + t * in and y + t * out for every t < steps stay inside arrays that can exist.
+  checked_elements<S>(checked_mul(steps, in, "steps * batch_size * input_size"), "step_many's x");
+  checked_elements<S>(checked_mul(steps, out, "steps * batch_size * hidden_size"), "step_many's y");
+  for (int64_t t = 0; t < steps; ++t) step_frame(x + t * in, y + t * out);
 }
 
 template <typename S>
-void Stream<S>::reset() noexcept {
+void Stream<S>::reset() {
+  const InUse call(in_use_);
   for (Layer& layer : layers_) {
     std::fill(layer.xh.begin(), layer.xh.end(), S(0));
     std::fill(layer.cell.begin(), layer.cell.end(), S(0));
@@ -375,18 +463,34 @@ void Stream<S>::reset() noexcept {
 }
 
 template <typename S>
-void Stream<S>::reset_row(int64_t row) noexcept {
-  if (row < 0 || row >= batch_) return;
+void Stream<S>::reset_row(int64_t row) {
+  reset_rows(&row, 1);
+}
+
+template <typename S>
+void Stream<S>::reset_rows(const int64_t* rows, int64_t count) {
+  const InUse call(in_use_);
+  for (int64_t i = 0; i < count; ++i) {
+    if (rows[i] < 0 || rows[i] >= batch_) {
+      throw std::out_of_range("rnncore: reset_row: row " + std::to_string(rows[i]) +
+                              " is outside 0.." + std::to_string(batch_ - 1) + " (batch_size " +
+                              std::to_string(batch_) + ")");
+    }
+  }
   const int64_t H = config_.hidden_size;
-  for (Layer& layer : layers_) {
-    S* h = layer.xh.data() + row * layer.width + layer.input_size;
-    std::fill(h, h + H, S(0));
-    if (!layer.cell.empty()) std::fill(layer.cell.data() + row * H, layer.cell.data() + (row + 1) * H, S(0));
+  for (int64_t i = 0; i < count; ++i) {
+    const int64_t row = rows[i];
+    for (Layer& layer : layers_) {
+      S* h = layer.xh.data() + row * layer.width + layer.input_size;
+      std::fill(h, h + H, S(0));
+      if (!layer.cell.empty()) std::fill(layer.cell.data() + row * H, layer.cell.data() + (row + 1) * H, S(0));
+    }
   }
 }
 
 template <typename S>
-void Stream<S>::get_state(S* h, S* c) const noexcept {
+void Stream<S>::get_state(S* h, S* c) const {
+  const InUse call(in_use_);
   const int64_t N = batch_, H = config_.hidden_size;
   for (std::size_t k = 0; k < layers_.size(); ++k) {
     const Layer& layer = layers_[k];
@@ -402,7 +506,8 @@ void Stream<S>::get_state(S* h, S* c) const noexcept {
 }
 
 template <typename S>
-void Stream<S>::set_state(const S* h, const S* c) noexcept {
+void Stream<S>::set_state(const S* h, const S* c) {
+  const InUse call(in_use_);
   const int64_t N = batch_, H = config_.hidden_size;
   for (std::size_t k = 0; k < layers_.size(); ++k) {
     Layer& layer = layers_[k];

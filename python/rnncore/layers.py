@@ -15,8 +15,9 @@ import copy
 
 import numpy as np
 
-from . import _checks, _compiled, reference
+from . import _checks, _compiled, _limits, reference
 from ._compiled import param_names
+from .nn import parameter_count
 
 __all__ = ["RNN", "LSTM", "GRU", "Gradients", "ForwardCache", "PreparedModel"]
 
@@ -78,13 +79,14 @@ class _RecurrentBase:
         seed: int | None = None,
         backend: str = "cpp",
     ) -> None:
-        self.input_size = _checks.positive_int("input_size", input_size)
-        self.hidden_size = _checks.positive_int("hidden_size", hidden_size)
-        self.num_layers = _checks.positive_int("num_layers", num_layers)
+        self.input_size = _limits.size("input_size", input_size)
+        self.hidden_size = _limits.size("hidden_size", hidden_size)
+        self.num_layers = _limits.size("num_layers", num_layers)
         self.bias = _checks.boolean("bias", bias)
         self.batch_first = _checks.boolean("batch_first", batch_first)
         self.bidirectional = _checks.boolean("bidirectional", bidirectional)
         self.dtype = _checks.float_dtype("dtype", dtype)
+        self._check_parameter_memory()
         self.backend = backend
         self._version = 0
         self._params = self._initial_params(_checks.optional_seed("seed", seed))
@@ -127,6 +129,17 @@ class _RecurrentBase:
             else:
                 shapes[name] = (gh,)
         return shapes
+
+    def _check_parameter_memory(self) -> None:
+        # Before the first array: for many small layers Python's own bytes per array dominate,
+        # and the largest weight is drawn in float64 first.
+        values = parameter_count(self._family, self.input_size, self.hidden_size, self.num_layers,
+                                 self.bias, self.bidirectional)
+        arrays = self.num_layers * self.num_directions * (4 if self.bias else 2)
+        widest = max(self.input_size, self.num_directions * self.hidden_size)
+        largest = self._gates * self.hidden_size * widest
+        nbytes = values * self.dtype.itemsize + arrays * _limits.ARRAY_OVERHEAD_BYTES + largest * 8
+        _limits.check_memory(f"{self!r} ({values} parameters in {arrays} arrays)", nbytes)
 
     def _initial_params(self, seed: int | None) -> dict[str, np.ndarray]:
         # PyTorch's default: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)). Drawn in float64 so
@@ -215,7 +228,8 @@ class _RecurrentBase:
         copy of the current weights. threads > 1 shares each step's weight panels among that
         many threads (the same results bit for bit): worth it for large layers stepped back to
         back (an H = 256 LSTM step 38 -> ~12 us on two cores), not for small ones or for steps
-        with long pauses between them, after which the other threads must be woken."""
+        with long pauses between them, after which the other threads must be woken. A stream
+        serves one caller at a time (concurrent calls raise RuntimeError): one per thread."""
         from .streaming import Stream
 
         return Stream(self, batch_size, threads)

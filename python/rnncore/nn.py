@@ -361,12 +361,10 @@ def parameter_count(
     bias = boolean("bias", bias)
     directions = 2 if boolean("bidirectional", bidirectional) else 1
     rows = gates * hidden_size
-    total = 0
-    for layer in range(num_layers):
-        layer_input = input_size if layer == 0 else directions * hidden_size
-        per_direction = rows * (layer_input + hidden_size) + (2 * rows if bias else 0)
-        total += directions * per_direction
-    return total
+    biases = 2 * rows if bias else 0
+    first = rows * (input_size + hidden_size) + biases
+    upper = rows * (directions * hidden_size + hidden_size) + biases
+    return directions * (first + (num_layers - 1) * upper)  # closed form: num_layers may be huge
 
 
 class ParameterRow(NamedTuple):

@@ -14,6 +14,18 @@ and a row's outputs do not depend on the batch size or on the other rows (bit fo
 Stepping frame by frame gives the whole-sequence call's outputs to within float rounding (the
 products are summed in another order: ≤ 1e-6 in float32 for models with bounded outputs, ~1e-15
 in float64); `step_many(chunk)` gives exactly what `step` frame by frame gives.
+
+Threads: a stream serves one caller at a time. A call (step, step_many, reset, state, setting
+state) made while another thread is inside a call on the same stream raises RuntimeError ("rnncore
+Stream is being used by another thread; ...") and changes nothing; calls are never queued, since
+two threads feeding one state would interleave their frames. Give each thread its own stream
+(streams share nothing and run concurrently, with the same results bit for bit), or hold a lock
+around every call. step_many always releases the GIL, step does for large models (the work of
+a step over ~2e5 multiply-adds), so the other threads run meanwhile.
+
+Sizes: batch_size above 2**63 - 1, or one whose arrays would not fit in 64 bits, raises
+ValueError naming it; a stream needing more bytes than this machine's memory raises MemoryError
+before anything is allocated (rnncore._limits).
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks, _core
+from . import _checks, _core, _limits
 from ._compiled import CELL_CODES, param_names
 
 __all__ = ["Stream"]
@@ -30,6 +42,9 @@ __all__ = ["Stream"]
 
 class Stream:
     """A stateful, batched stream over a unidirectional RNN, LSTM or GRU (see the module doc).
+
+    One caller at a time: a call that overlaps another thread's call on the same stream raises
+    RuntimeError and changes nothing. Use one stream per thread, or a lock.
 
     state: the model's hx layout with every layer, always batched: h of shape
     (num_layers, batch_size, hidden_size), or for the LSTM a tuple (h, c) of two such arrays.
@@ -39,8 +54,8 @@ class Stream:
     __slots__ = ("_impl", "_step", "_model", "_dtype", "_batch_size", "_lstm")
 
     def __init__(self, model: Any, batch_size: int = 1, threads: int = 1) -> None:
-        batch_size = _checks.positive_int("batch_size", batch_size)
-        threads = _checks.positive_int("threads", threads)
+        batch_size = _limits.size("batch_size", batch_size)
+        threads = _limits.size("threads", threads, _limits.MAX_THREADS)
         if model.bidirectional:
             raise ValueError(
                 f"stream: {model!r} is bidirectional; its reverse direction needs the whole sequence, "
@@ -50,12 +65,14 @@ class Stream:
         self._dtype = model.dtype
         self._batch_size = batch_size
         self._lstm = model.cell == "lstm"
+        impl_type = _core.StreamF32 if self._dtype == np.float32 else _core.StreamF64
+        sizes = (CELL_CODES[model.cell], model.input_size, model.hidden_size, model.num_layers)
+        _limits.check_memory(f"stream(batch_size={batch_size}) of {model!r}",
+                             impl_type.bytes_needed(*sizes, batch_size))
         params = model.parameters()
         weights = [np.ascontiguousarray(params[name], dtype=self._dtype)
                    for name in param_names(model.num_layers, False, model.bias)]
-        impl_type = _core.StreamF32 if self._dtype == np.float32 else _core.StreamF64
-        self._impl = impl_type(CELL_CODES[model.cell], model.input_size, model.hidden_size,
-                               model.num_layers, model.bias, weights, batch_size, threads)
+        self._impl = impl_type(*sizes, model.bias, weights, batch_size, threads)
         self._step = self._impl.step
 
     # ------------------------------------------------------------------ properties

@@ -4,10 +4,13 @@
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
+#include <functional>
+#include <limits>
 #include <new>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -38,11 +41,6 @@ using rnncore::CellKind;
 using rnncore::Model;
 using rnncore::ModelConfig;
 using rnncore::Stream;
-
-static_assert(noexcept(std::declval<Stream<float>&>().step(nullptr, nullptr)), "step is noexcept");
-static_assert(noexcept(std::declval<Stream<float>&>().step_many(1, nullptr, nullptr)), "");
-static_assert(noexcept(std::declval<Stream<float>&>().reset_row(0)), "");
-static_assert(noexcept(std::declval<Stream<float>&>().set_state(nullptr, nullptr)), "");
 
 template <typename S>
 Model<S> random_model(const ModelConfig& config, unsigned seed) {
@@ -240,8 +238,10 @@ TEST(Stream, ResetRowRestartsOnlyThatRow) {
   std::vector<float> before(static_cast<std::size_t>(2 * N * H));
   stream.get_state(before.data(), nullptr);
   stream.reset_row(1);
-  stream.reset_row(-1);  // ignored
-  stream.reset_row(N);   // ignored
+  EXPECT_THROW(stream.reset_row(-1), std::out_of_range);  // and nothing changes
+  EXPECT_THROW(stream.reset_row(N), std::out_of_range);
+  const int64_t rows[] = {0, N};
+  EXPECT_THROW(stream.reset_rows(rows, 2), std::out_of_range);  // row 0 is not reset either
   std::vector<float> h(before.size()), c(before.size());
   stream.get_state(h.data(), c.data());
   for (int64_t l = 0; l < 2; ++l) {
@@ -275,6 +275,8 @@ TEST(Stream, HotPathDoesNotAllocate) {
     stream.step(x.data(), y.data());
     stream.step_many(4, x.data(), y.data());
     stream.reset_row(1);
+    const int64_t rows[] = {0, 1};
+    stream.reset_rows(rows, 2);
     stream.get_state(h.data(), c.data());
     stream.set_state(h.data(), c.data());
     stream.reset();
@@ -311,6 +313,252 @@ TEST(Model, BuildsFromWeightViewsAndNamesParameters) {
   EXPECT_EQ(model.specs()[4].shape, (std::vector<int64_t>{12, 4}));
   EXPECT_EQ(model.parameter("bias_hh_l1").size(), 12u);
   EXPECT_THROW(model.parameter("weight_ih_l2"), std::out_of_range);
+}
+
+// ------------------------------------------------------------------ sizes (issue 14, defect 2)
+
+// Runs `make`, which must throw std::length_error whose message names `argument`.
+void expect_length_error(const std::function<void()>& make, const std::string& argument) {
+  try {
+    make();
+    ADD_FAILURE() << "no std::length_error (expected one naming " << argument << ")";
+  } catch (const std::length_error& e) {
+    EXPECT_NE(std::string(e.what()).find(argument), std::string::npos) << e.what();
+  }
+}
+
+TEST(Sizes, StreamBatchSizeWhoseArraysOverflowIsRefused) {
+  // batch_size * a row's values wrapped around: the arrays came out tiny (or empty) and
+  // reset_row wrote far past them (a segfault at 2^62, a corrupted heap at 2^62 + 1).
+  const Model<float> model(make_config(CellKind::Lstm, 8, 64, 1));
+  const int64_t huge = int64_t(1) << 62;
+  expect_length_error([&] { Stream<float>(model, huge).reset_row(3); }, "batch_size");
+  expect_length_error([&] { Stream<float>(model, huge + 1).reset_row(1000); }, "batch_size");
+  expect_length_error([&] { Stream<float>(model, std::numeric_limits<int64_t>::max()); }, "batch_size");
+  expect_length_error([&] { Stream<float>::bytes_needed(model.config(), huge); }, "batch_size");
+}
+
+TEST(Sizes, BytesNeededGrowsByOneRowPerBatchRow) {
+  // LSTM 8 -> 64: per row 320 scratch values (5 * 64), [x; h] 72 and c 64.
+  const ModelConfig config = make_config(CellKind::Lstm, 8, 64, 1);
+  EXPECT_EQ(Stream<float>::bytes_needed(config, 2) - Stream<float>::bytes_needed(config, 1),
+            (320 + 72 + 64) * 4);
+  EXPECT_EQ(Stream<double>::bytes_needed(config, 7) - Stream<double>::bytes_needed(config, 5),
+            2 * (320 + 72 + 64) * 8);
+}
+
+TEST(Sizes, StreamThatCannotBeAllocatedSaysWhatFor) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer aborts on a petabyte allocation instead of failing it";
+#endif
+  const Model<float> model(make_config(CellKind::Lstm, 8, 64, 1));
+  try {
+    Stream<float> stream(model, int64_t(1) << 40);  // petabytes: more than any address space
+    FAIL() << "allocated";
+  } catch (const rnncore::AllocationError& e) {
+    EXPECT_NE(std::string(e.what()).find("batch_size = 1099511627776"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Sizes, ModelSizesWhoseParameterCountOverflowsAreRefused) {
+  for (const ModelConfig& config :
+       {make_config(CellKind::Lstm, 8, int64_t(1) << 62, 1), make_config(CellKind::Gru, 8, int64_t(1) << 31, 1),
+        make_config(CellKind::RnnTanh, std::numeric_limits<int64_t>::max(), 1, 1),
+        make_config(CellKind::RnnTanh, 1, 1, int64_t(1) << 62)}) {
+    expect_length_error([&] { config.validate(); }, "hidden_size = " + std::to_string(config.hidden_size));
+    expect_length_error([&] { Model<float> model(config); }, "num_layers = " + std::to_string(config.num_layers));
+    expect_length_error([&] { Stream<float>::bytes_needed(config, 1); }, "input_size = ");
+  }
+}
+
+TEST(Sizes, SequenceCallsWhoseArraysOverflowAreRefused) {
+  // Checked before any array is touched: the pointers are never read.
+  const auto model = random_model<float>(make_config(CellKind::Lstm, 8, 64, 2), 1);
+  const int64_t big = int64_t(1) << 40;
+  expect_length_error([&] {
+    rnncore::sequence_forward<float>(model.config(), model.weights(), big, big, nullptr, nullptr,
+                                     nullptr, nullptr, nullptr, nullptr, nullptr, nullptr);
+  }, "steps * batch");
+  expect_length_error([&] {
+    rnncore::sequence_forward<float>(model.config(), model.weights(), int64_t(1) << 55, 16, nullptr,
+                                     nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr);
+  }, "steps * batch * the widest row");
+  const rnncore::PreparedWeights<float> prepared(model.config(), model.weights());
+  expect_length_error([&] {
+    rnncore::sequence_forward<float>(prepared, 3, int64_t(1) << 60, nullptr, nullptr, nullptr,
+                                     nullptr, nullptr, nullptr, nullptr);
+  }, "batch");
+  expect_length_error([&] { rnncore::wavefront_threads<float>(model.config(), big, big); }, "steps * batch");
+  Stream<float> stream(model, 2);
+  expect_length_error([&] { stream.step_many(std::numeric_limits<int64_t>::max() / 4, nullptr, nullptr); },
+                      "steps * batch_size * input_size");
+}
+
+// ------------------------------------------------------------------ threads (issue 14, defect 3)
+
+// One successful call: its frames and outputs.
+struct Recorded {
+  int64_t steps;
+  std::vector<float> x, y;
+};
+
+// Replays each thread's successful calls (in that thread's order) on a fresh stream, choosing at
+// each point the thread whose next call reproduces its recorded output bit for bit from the
+// current state. True when every call is placed: the calls behaved as some serial order.
+bool replays_serially(const std::vector<std::vector<Recorded>>& histories, Stream<float>& replay) {
+  std::vector<std::size_t> next(histories.size(), 0);
+  std::vector<float> h(static_cast<std::size_t>(replay.state_size())), c(h.size());
+  for (;;) {
+    replay.get_state(h.data(), c.data());
+    bool placed = false, done = true;
+    for (std::size_t t = 0; t < histories.size() && !placed; ++t) {
+      if (next[t] == histories[t].size()) continue;
+      done = false;
+      const Recorded& call = histories[t][next[t]];
+      std::vector<float> y(call.y.size());
+      replay.set_state(h.data(), c.data());
+      replay.step_many(call.steps, call.x.data(), y.data());
+      if (y == call.y) {
+        ++next[t];
+        placed = true;
+      }
+    }
+    if (done) return true;
+    if (!placed) return false;
+  }
+}
+
+TEST(StreamThreads, ConcurrentCallsAreRefusedAndNeverMixed) {
+  const ModelConfig config = make_config(CellKind::Lstm, 16, 256, 1);
+  const auto model = random_model<float>(config, 21);
+  const int64_t N = 2, I = 16, H = 256;
+  Stream<float> stream(model, N);
+  std::vector<std::vector<Recorded>> histories(2);
+  std::atomic<int> refusals{0}, successes[2] = {{0}, {0}};
+  std::atomic<bool> stop{false};
+  std::string message;
+  const auto run = [&](int thread) {
+    std::mt19937 rng(static_cast<unsigned>(thread));
+    std::normal_distribution<float> g;
+    for (int round = 0; round < 5000 && !stop.load(); ++round) {
+      Recorded call;
+      call.steps = thread == 0 ? 16 : 1;  // one thread steps chunks, the other single frames
+      call.x.resize(static_cast<std::size_t>(call.steps * N * I));
+      for (float& v : call.x) v = g(rng);
+      call.y.resize(static_cast<std::size_t>(call.steps * N * H));
+      try {
+        if (call.steps == 1) {
+          stream.step(call.x.data(), call.y.data());
+        } else {
+          stream.step_many(call.steps, call.x.data(), call.y.data());
+        }
+        histories[static_cast<std::size_t>(thread)].push_back(std::move(call));
+        ++successes[thread];
+      } catch (const rnncore::StreamInUseError& e) {
+        if (thread == 1) message = e.what();
+        if (refusals.fetch_add(1) + 1 >= 20 && successes[0].load() >= 3 && successes[1].load() >= 3) {
+          stop.store(true);
+        }
+      }
+    }
+  };
+  std::thread first(run, 0), second(run, 1);
+  first.join();
+  second.join();
+  ASSERT_GT(refusals.load(), 0) << "the threads never overlapped";
+  if (!message.empty()) {
+    EXPECT_NE(message.find("one stream per thread, or a lock"), std::string::npos) << message;
+  }
+  Stream<float> replay(model, N);
+  ASSERT_TRUE(replays_serially(histories, replay)) << "an output matches no serial order";
+  std::vector<float> h(static_cast<std::size_t>(stream.state_size())), c(h.size());
+  std::vector<float> h_replay(h.size()), c_replay(h.size());
+  stream.get_state(h.data(), c.data());
+  replay.get_state(h_replay.data(), c_replay.data());
+  EXPECT_EQ(h, h_replay);
+  EXPECT_EQ(c, c_replay);
+}
+
+TEST(StreamThreads, EveryCallOnABusyStreamIsRefused) {
+  const auto model = random_model<float>(make_config(CellKind::Gru, 16, 256, 1), 22);
+  Stream<float> stream(model, 1);
+  const int64_t T = 4000;
+  const auto x = random_vector<float>(static_cast<std::size_t>(T * 16), 23);
+  std::vector<float> y(static_cast<std::size_t>(T * 256)), h(256), state(256, 0.5f);
+  std::atomic<bool> started{false};
+  std::thread worker([&] {
+    started.store(true);
+    stream.step_many(T, x.data(), y.data());
+  });
+  while (!started.load()) {
+  }
+  // Wait until the worker is inside (get_state refused), then every call must be refused too.
+  bool inside = false;
+  for (int i = 0; i < 10000000 && !inside; ++i) {
+    try {
+      stream.get_state(h.data(), nullptr);
+    } catch (const rnncore::StreamInUseError&) {
+      inside = true;
+    }
+  }
+  ASSERT_TRUE(inside);
+  int refused = 0;
+  const std::vector<std::function<void()>> calls = {
+      [&] { stream.step(x.data(), h.data()); },
+      [&] { stream.step_many(1, x.data(), h.data()); },
+      [&] { stream.reset(); },
+      [&] { stream.reset_row(0); },
+      [&] { stream.reset_rows(nullptr, 0); },
+      [&] { stream.get_state(h.data(), nullptr); },
+      [&] { stream.set_state(state.data(), nullptr); }};
+  for (const auto& call : calls) {
+    try {
+      call();
+    } catch (const rnncore::StreamInUseError&) {
+      ++refused;
+    }
+  }
+  worker.join();
+  // 4000 GRU steps of H = 256 take milliseconds; the six refused calls microseconds.
+  EXPECT_EQ(refused, static_cast<int>(calls.size()));
+  // The refused calls changed nothing: the worker's run equals one made alone.
+  Stream<float> alone(model, 1);
+  std::vector<float> y_alone(y.size());
+  alone.step_many(T, x.data(), y_alone.data());
+  EXPECT_EQ(y, y_alone);
+}
+
+TEST(StreamThreads, OneStreamPerThreadMatchesSerialBitwise) {
+  const auto model = random_model<float>(make_config(CellKind::Lstm, 16, 128, 2), 24);
+  const int64_t T = 50, N = 3;
+  std::vector<std::vector<float>> xs, serial, concurrent;
+  for (unsigned k = 0; k < 4; ++k) {
+    xs.push_back(random_vector<float>(static_cast<std::size_t>(T * N * 16), 30 + k));
+    serial.emplace_back(static_cast<std::size_t>(T * N * 128));
+    Stream<float>(model, N).step_many(T, xs[k].data(), serial[k].data());
+    concurrent.emplace_back(serial[k].size());
+  }
+  std::vector<std::thread> threads;
+  for (std::size_t k = 0; k < xs.size(); ++k) {
+    threads.emplace_back([&, k] {
+      Stream<float> own(model, N);
+      for (int64_t t = 0; t < T; ++t) {
+        own.step(xs[k].data() + t * N * 16, concurrent[k].data() + t * N * 128);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (std::size_t k = 0; k < xs.size(); ++k) EXPECT_EQ(concurrent[k], serial[k]) << "thread " << k;
+}
+
+TEST(StreamThreads, ACopyOfAStreamStartsIdle) {
+  const auto model = random_model<float>(make_config(CellKind::RnnTanh, 2, 4, 1), 25);
+  Stream<float> a(model, 1);
+  Stream<float> b = a;  // the in-use mark is per object, not copied
+  std::vector<float> x(2, 1.0f), y(4), y_b(4);
+  a.step(x.data(), y.data());
+  b.step(x.data(), y_b.data());
+  EXPECT_EQ(y, y_b);
 }
 
 }  // namespace

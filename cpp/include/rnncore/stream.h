@@ -24,16 +24,31 @@
 // result does not depend on the batch size. The pointwise part is cell.h's, the same code the
 // sequence kernels run.
 //
-// The hot path (step, step_many, reset, reset_row, get_state, set_state) never allocates and is
-// noexcept; all memory is taken at construction. A Stream holds its own packed copy of the
-// weights: changing the model afterwards does not change the stream.
+// The hot path (step, step_many, reset, reset_row(s), get_state, set_state) never allocates: all
+// memory is taken at construction, whose sizes are checked first (checked.h). A Stream holds its
+// own packed copy of the weights: changing the model afterwards does not change the stream.
+//
+// Threads: a Stream serves one caller at a time. Each call of the hot path marks the stream in
+// use on entry (one atomic exchange) and clears the mark on return; a call that finds the mark
+// set, because another thread is inside a call on the same stream, throws StreamInUseError at
+// once and changes nothing. Overlapping calls are a bug in the caller, reported rather than
+// silently mixing two callers' frames into one state; they are never serialised. A program that
+// steps from several threads gives each thread its own Stream (they share nothing), or holds
+// its own lock around every call. Different Streams may be used concurrently without limit.
+// (Copying, moving or destroying a stream while a call is inside it is not detected.)
+// So the hot path is not noexcept: it throws StreamInUseError on such misuse, reset_row(s)
+// std::out_of_range for a row outside the batch and step_many std::length_error for a `steps`
+// whose arrays cannot exist; used correctly it never throws.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
+#include "rnncore/checked.h"
 #include "rnncore/model.h"
 #include "rnncore/sequence.h"
 
@@ -49,6 +64,7 @@ struct AlignedAllocator {
   template <typename U>
   AlignedAllocator(const AlignedAllocator<U>&) noexcept {}
   T* allocate(std::size_t n) {
+    if (n > static_cast<std::size_t>(kMaxArrayBytes) / sizeof(T)) throw std::bad_array_new_length();
     return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(alignment)));
   }
   void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t(alignment)); }
@@ -59,14 +75,37 @@ struct AlignedAllocator {
 };
 template <typename T>
 using AlignedVector = std::vector<T, AlignedAllocator<T>>;
+
+// The mark that a call is inside a Stream (see "Threads" above). A copy of a Stream starts
+// unmarked: the mark belongs to a call on one object, not to its contents.
+class InUseFlag {
+ public:
+  InUseFlag() noexcept = default;
+  InUseFlag(const InUseFlag&) noexcept {}
+  InUseFlag& operator=(const InUseFlag&) noexcept { return *this; }
+  // True when this caller took the mark; false when another call holds it.
+  bool try_take() noexcept { return !busy_.exchange(true, std::memory_order_acquire); }
+  void give_back() noexcept { busy_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> busy_{false};
+};
 }  // namespace detail
+
+// Thrown by a Stream call that overlaps another call on the same Stream (see "Threads" above).
+class StreamInUseError : public std::logic_error {
+ public:
+  StreamInUseError();
+};
 
 template <typename S>
 class Stream {
  public:
   // Packs the weights of a unidirectional model for batch_size independent streams, all starting
   // from the zero state. Throws std::invalid_argument for a bidirectional model (its reverse
-  // direction needs the whole sequence), batch_size < 1 or threads < 1.
+  // direction needs the whole sequence), batch_size < 1 or threads < 1; std::length_error when
+  // the stream's arrays for batch_size rows would not fit in 64 bits (see bytes_needed), and
+  // AllocationError (a std::bad_alloc) when the system cannot supply them.
   //
   // threads > 1: each step shares every layer's weight panels, then its batch rows, among that
   // many OpenMP threads (two barriers per layer; the same results bit for bit). It pays where a
@@ -80,6 +119,11 @@ class Stream {
   Stream(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
          int64_t batch_size, int threads = 1);
 
+  // Bytes a Stream of this configuration and batch_size allocates (packed weights, state and
+  // scratch), computed without allocating. Throws std::invalid_argument like the constructor and
+  // std::length_error, naming batch_size, where the sizes do not fit in 64 bits.
+  static int64_t bytes_needed(const ModelConfig& config, int64_t batch_size);
+
   const ModelConfig& config() const noexcept { return config_; }
   int64_t batch_size() const noexcept { return batch_; }
   int threads() const noexcept { return threads_; }
@@ -89,23 +133,30 @@ class Stream {
   int64_t state_size() const noexcept { return config_.num_layers * batch_ * config_.hidden_size; }
   bool has_cell_state() const noexcept { return config_.cell == CellKind::Lstm; }
 
+  // Each call below throws StreamInUseError, having done nothing, while another call on this
+  // stream is in progress (see "Threads" above).
+
   // One frame for every batch row: x [N, I] in, y [N, H] out. y may alias x.
-  void step(const S* x, S* y) noexcept;
+  void step(const S* x, S* y);
   // `steps` frames in a row: x [T, N, I], y [T, N, H]; the same as calling step T times (bit for
-  // bit). y may alias x only when I == H.
-  void step_many(int64_t steps, const S* x, S* y) noexcept;
+  // bit). y may alias x only when I == H. Throws std::length_error, having done nothing, when
+  // steps * N * I or steps * N * H does not fit in 64 bits.
+  void step_many(int64_t steps, const S* x, S* y);
 
   // Every row back to the zero state.
-  void reset() noexcept;
-  // One row back to the zero state; a row outside 0..N-1 is ignored.
-  void reset_row(int64_t row) noexcept;
+  void reset();
+  // One row back to the zero state; throws std::out_of_range for a row outside 0..N-1.
+  void reset_row(int64_t row);
+  // Rows rows[0..count) back to the zero state in one call; throws std::out_of_range, having
+  // reset none, when any is outside 0..N-1.
+  void reset_rows(const int64_t* rows, int64_t count);
 
   // Copies the state out: h [L, N, H] and, for the LSTM, c [L, N, H] (c may be nullptr; it is
   // not touched for the other cells).
-  void get_state(S* h, S* c) const noexcept;
+  void get_state(S* h, S* c) const;
   // Sets the state: h [L, N, H] and c [L, N, H]; nullptr means zeros (c is ignored for cells
   // other than the LSTM).
-  void set_state(const S* h, const S* c) noexcept;
+  void set_state(const S* h, const S* c);
 
  private:
   // A block of up to panel-height gate rows that read columns [col_begin, col_begin + cols) of
@@ -128,6 +179,8 @@ class Stream {
     detail::AlignedVector<S> cell;      // [N, H], LSTM
   };
 
+  // step's work, with in_use_ already taken (step_many runs it once per frame).
+  void step_frame(const S* x, S* y) noexcept;
   void pack_layer(int64_t layer, const DirectionWeights<S>& w);
   void add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* b_ih, const S* b_hh,
                   int64_t first_row, int64_t rows, int64_t col_begin, int64_t cols,
@@ -144,6 +197,7 @@ class Stream {
   int64_t scratch_stride_ = 0;          // per batch row
   std::vector<Layer> layers_;
   detail::AlignedVector<S> scratch_;    // [N, scratch_stride_]
+  mutable detail::InUseFlag in_use_;   // taken by every call of the hot path, get_state too
 };
 
 extern template class Stream<float>;
