@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -102,15 +103,24 @@ def test_load_dtype_conversion_and_load_into(tmp_path):
 def test_failed_load_leaves_the_model_untouched(tmp_path, small_file):
     target = rc.GRU(2, 3, seed=9)
     before = target.state_dict()
+    arrays = target.parameters()
     data = small_file.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
     (tmp_path / "cut.safetensors").write_bytes(data[:-1])
     rc.LSTM(2, 3).save(tmp_path / "lstm.safetensors")
+    # The same GRU's file, but for one thing the reader refuses once it has parsed everything else.
+    wider = json.loads(json.dumps(header))
+    wider["__metadata__"]["num_layers"] = "10000000"
+    write_file(tmp_path / "layers.safetensors", wider, data[8 + n:])
     for path, error, message in ((tmp_path / "cut.safetensors", rc.ModelFileError, "truncated|bytes"),
                                  (tmp_path / "lstm.safetensors", rc.ModelFileError, "another model: cell='lstm'"),
+                                 (tmp_path / "layers.safetensors", rc.ModelFileError, "weight_ih_l1\" is missing"),
                                  (tmp_path / "missing.safetensors", FileNotFoundError, "missing")):
         with pytest.raises(error, match=message):
             target.load(path)
         for name, value in before.items():
+            assert target.parameters()[name] is arrays[name]
             np.testing.assert_array_equal(target.parameters()[name], value)
 
 
@@ -226,6 +236,23 @@ def test_absurd_and_overlong_header_lengths(tmp_path):
     assert all("truncated" in e for e in load_errors(path))
     write_file(path, tensors())
     assert load_errors(path) == [None, None]
+
+
+def test_a_header_claiming_ten_million_layers_fails_before_listing_them(tmp_path):
+    # 300 bytes that once took a minute and 4 GB in rnncore.load (the C++ reader 8 s and 2.4 GB):
+    # the names and shapes of every claimed layer were listed before the first was looked up. The
+    # C++ reader's memory is checked in tests/cpp/test_io.cpp.
+    path = write_file(tmp_path / "layers.safetensors", tensors(meta={**META, "num_layers": "10000000"}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(rc.ModelFileError):
+            rc.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2**20
+    for error in load_errors(path):
+        assert 'tensor "weight_ih_l1" is missing (num_layers = 10000000 needs 20000000 tensors, the file holds 2)' in error
 
 
 def test_pytorch_loads_our_files_through_safetensors(tmp_path):

@@ -17,7 +17,8 @@ Reading trusts nothing. A file that is missing or unreadable raises OSError (Fil
 IsADirectoryError...); one that is too large, truncated, or whose header is malformed or does
 not match its own hyper-parameters raises ModelFileError (a ValueError) naming the file and the
 problem. Nothing is read past the end of the file, and a failed `model.load` leaves the model
-as it was.
+as it was. Time and memory are bounded by the file's size: the tensors the hyper-parameters need
+are counted against those the header lists before any is named.
 """
 
 from __future__ import annotations
@@ -103,9 +104,11 @@ def read_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) -> tu
         if size > max_bytes:
             raise ModelFileError(f"{path}: file is {size} bytes, more than the limit of {max_bytes} "
                                  "(pass max_bytes= to allow larger files)")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ModelFileError(f"{path}: file grew past the limit of {max_bytes} bytes while it was read")
+        # One byte more than the size, to notice a file that grows while it is read (reading up to
+        # max_bytes would allocate the whole limit, 2 GiB, for any file).
+        data = f.read(size + 1)
+    if len(data) > size:
+        raise ModelFileError(f"{path}: the file grew while it was read")
     return _parse(data, path)
 
 
@@ -132,11 +135,8 @@ def _parse(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray
     _check_tiling(entries, len(buffer), fail)
     config = _parse_metadata(metadata, fail)
 
-    names = param_names(config["num_layers"], config["bidirectional"], config["bias"])
+    names = _expected_names(config, entries, fail)
     expected = _expected_shapes(config, names)
-    missing = [name for name in names if name not in entries]
-    if missing:
-        raise fail(f'tensor "{missing[0]}" is missing')
     unexpected = [name for name in entries if name not in expected]
     if unexpected:
         raise fail(f'unexpected tensor "{unexpected[0]}" for this {config["cell"]} model')
@@ -214,10 +214,24 @@ def _parse_entry(name: str, value: Any, buffer_size: int, fail) -> tuple[str, tu
     begin, end = offsets
     if begin > end or end > buffer_size:
         raise fail(f"{what}: data_offsets [{begin}, {end}] out of range (the buffer holds {buffer_size} bytes)")
-    need = _DTYPE_SIZES[dtype] * int(np.prod(shape, dtype=object))
+    need = _byte_count(_DTYPE_SIZES[dtype], shape, buffer_size)
     if end - begin != need:
-        raise fail(f"{what}: {end - begin} bytes for shape {shape} and dtype {dtype}, which need {need}")
+        needs = f"need {need}" if need <= buffer_size else f"need more than the {buffer_size} the buffer holds"
+        raise fail(f"{what}: {end - begin} bytes for shape {shape!r:.80} and dtype {dtype}, which {needs}")
     return dtype, tuple(shape), begin, end
+
+
+def _byte_count(item_size: int, shape: list[int], limit: int) -> int:
+    """item_size * prod(shape), or limit + 1 once it passes limit: a long shape of huge
+    dimensions would otherwise cost time quadratic in its length."""
+    if 0 in shape:
+        return 0
+    count = item_size
+    for dimension in shape:
+        count *= dimension
+        if count > limit:
+            return limit + 1
+    return count
 
 
 def _check_tiling(entries, buffer_size: int, fail) -> None:
@@ -266,6 +280,26 @@ def _parse_metadata(meta: dict[str, str], fail) -> dict[str, Any]:
         "num_layers": positive("num_layers"), "bias": flag("bias"), "bidirectional": flag("bidirectional"),
         "batch_first": flag("batch_first", default=False),
     }
+
+
+def _expected_names(config: dict[str, Any], entries: dict[str, Any], fail) -> list[str]:
+    """The tensor names the hyper-parameters need, listed only once their count is known to be
+    no more than the file holds: a 1 kB header claiming ten million layers fails here, after
+    len(entries) + 1 names, instead of after building ten million layers' worth."""
+    per_layer = (2 if config["bidirectional"] else 1) * (4 if config["bias"] else 2)
+    needed = config["num_layers"] * per_layer
+    if needed > len(entries):
+        # Names are layer-major, so the first len(entries) + 1 of them include one the file lacks.
+        prefix = param_names(min(config["num_layers"], len(entries) // per_layer + 1),
+                             config["bidirectional"], config["bias"])
+        missing = next(name for name in prefix if name not in entries)
+        raise fail(f'tensor "{missing}" is missing (num_layers = {config["num_layers"]} needs {needed} '
+                   f"tensors, the file holds {len(entries)})")
+    names = param_names(config["num_layers"], config["bidirectional"], config["bias"])
+    missing = [name for name in names if name not in entries]
+    if missing:
+        raise fail(f'tensor "{missing[0]}" is missing')
+    return names
 
 
 def _expected_shapes(config: dict[str, Any], names: list[str]) -> dict[str, tuple[int, ...]]:

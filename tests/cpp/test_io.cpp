@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#endif
+
 #include "rnncore/io.h"
 
 namespace {
@@ -190,6 +194,60 @@ TEST(ModelFile, MissingOversizedAndDirectoryPaths) {
   std::filesystem::remove(path);
   EXPECT_THROW(rnncore::save_model("/nonexistent-dir/x.safetensors", random_model<float>(small_config())),
                ModelFileError);
+}
+
+// ------------------------------------------------------------------ work bounded by the file
+// The peak resident memory of this process so far, in bytes (0 where it cannot be read). ctest
+// runs each test in a process of its own, so a test's peak growth is what it allocated.
+std::uint64_t peak_memory_bytes() {
+#if defined(__linux__)
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) == 0) return static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
+#endif
+  return 0;
+}
+
+constexpr std::uint64_t kFewBytes = std::uint64_t(256) << 20;  // far below what each case once took
+
+TEST(ModelFile, AHeaderClaimingTenMillionLayersFailsBeforeListingThem) {
+  // 300 bytes that once cost 2.4 GB and 8 s: every layer's names were listed before any was looked up.
+  std::string header = tensors(kIh, kHh);
+  header.replace(header.find("\"num_layers\":\"1\""), 16, "\"num_layers\":\"10000000\"");
+  const std::uint64_t before = peak_memory_bytes();
+  const std::string what = load_error(make_file(header, kEight));
+  EXPECT_NE(what.find("tensor \"weight_ih_l1\" is missing (num_layers = 10000000 needs 20000000 tensors, "
+                      "the file holds 2)"),
+            std::string::npos)
+      << what;
+  EXPECT_LT(peak_memory_bytes() - before, kFewBytes);
+}
+
+TEST(ModelFile, LargeHeadersTakeLinearTimeAndLittleMemory) {
+  // 100,000 distinct keys: the duplicate check compared every pair (a 2 MB header took 4 minutes).
+  std::string keys = "{";
+  for (int i = 0; i < 100000; ++i) keys += (i ? ",\"" : "\"") + std::to_string(i) + "\":0";
+  keys += "}";
+  EXPECT_NE(load_error(make_file(keys, {})).find("tensor \"0\" is not a JSON object"), std::string::npos);
+  // Four million array items: a document tree took ~80 bytes of memory per byte of header.
+  std::string array = "{\"a\":[0";
+  for (int i = 1; i < 4000000; ++i) array += ",0";
+  array += "]}";
+  const std::uint64_t before = peak_memory_bytes();
+  EXPECT_NE(load_error(make_file(array, {})).find("tensor \"a\" is not a JSON object"), std::string::npos);
+  EXPECT_LT(peak_memory_bytes() - before, kFewBytes);
+}
+
+TEST(ModelFile, DuplicateKeysAreFoundWhereverTheyAre) {
+  auto expect_error = [](const std::string& header, const std::string& needle) {
+    const std::string what = load_error(make_file(header, {}));
+    EXPECT_NE(what.find(needle), std::string::npos) << "expected '" << needle << "' in: " << what;
+  };
+  expect_error("{\"a\":1,\"b\":2,\"b\":3,\"a\":4}", "at byte 13 of the header: duplicate key \"b\"");
+  expect_error("{\"x\":{\"k\":1},\"y\":{\"k\":1,\"j\":{},\"k\":2}}", "duplicate key \"k\"");
+  // The same key spelled two ways.
+  expect_error("{\"ab\":1,\"a\\u0062\":2}", "duplicate key \"ab\"");
+  // Keys of sibling and nested objects are not duplicates.
+  EXPECT_EQ(load_error(make_file("{\"x\":{\"k\":1},\"y\":{\"k\":{\"k\":1}}}", {})).find("duplicate"), std::string::npos);
 }
 
 }  // namespace

@@ -18,6 +18,9 @@
 // duplicate keys), every dtype, shape and offset, are checked against the file size and the
 // hyper-parameters before a byte of tensor data is read; tensors must tile the buffer exactly
 // (no overlap, no hole, no trailing bytes). Any problem throws ModelFileError naming the file.
+// A reader's time and memory are bounded by the file's size: the header is parsed without a
+// document tree, and the tensors the hyper-parameters need are counted against those the header
+// lists before any is named, so a 300-byte file claiming ten million layers fails at once.
 #pragma once
 
 #include <cstddef>
