@@ -87,6 +87,37 @@ std::string shape_string(const std::vector<Int>& shape) {
   return s + "]";
 }
 
+// Two lowercase hex digits.
+std::string hex_byte(unsigned char b) {
+  static const char digits[] = "0123456789abcdef";
+  return {digits[b >> 4], digits[b & 15]};
+}
+
+// A string from the header as error messages quote it: in quotes, control characters escaped as
+// in JSON (a NUL would end what() early), cut after about 60 bytes on a UTF-8 boundary (a name
+// may be megabytes long). The header is valid UTF-8, so the message is too.
+std::string in_quotes(const std::string& text) {
+  constexpr std::size_t kMaxBytes = 60;
+  std::string out = "\"";
+  std::size_t i = 0;
+  for (; i < text.size() && out.size() < kMaxBytes; ++i) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c == '"' || c == '\\') out += std::string("\\") + static_cast<char>(c);
+    else if (c < 0x20) out += "\\u00" + hex_byte(c);
+    else out += static_cast<char>(c);
+  }
+  while (i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) out += text[i++];
+  return out + (i < text.size() ? "...\"" : "\"");
+}
+
+// One byte of the header for an error message: itself when printable ASCII, else its value (a lone
+// byte of a multi-byte character would make the message invalid UTF-8).
+std::string describe_byte(char c) {
+  const auto b = static_cast<unsigned char>(c);
+  if (b >= 0x20 && b < 0x7F) return std::string("'") + c + "'";
+  return "byte 0x" + hex_byte(b);
+}
+
 // A tensor's fields as the header spells them, before they are checked.
 struct EntryFields {
   bool has_dtype = false, has_shape = false, has_offsets = false;
@@ -106,7 +137,7 @@ TensorEntry checked_entry(const std::string& what, EntryFields fields, std::uint
   TensorEntry entry;
   entry.dtype = std::move(fields.dtype);
   const std::size_t item = dtype_size(entry.dtype);
-  if (item == 0) throw ModelFileError(source, what + ": unknown dtype \"" + entry.dtype + "\"");
+  if (item == 0) throw ModelFileError(source, what + ": unknown dtype " + in_quotes(entry.dtype));
   // The byte count saturates instead of overflowing; it must equal end - begin below.
   std::uint64_t bytes = item;
   bool empty = false;
@@ -141,9 +172,10 @@ TensorEntry checked_entry(const std::string& what, EntryFields fields, std::uint
 }
 
 // ------------------------------------------------------------------ the header's JSON
-// Enough JSON for safetensors headers: objects, arrays, strings (with escapes), non-negative
-// integers, true/false/null. Fractions, exponents and negative numbers are refused (no header
-// field needs them), as are duplicate keys and nesting deeper than kMaxDepth.
+// Enough JSON for safetensors headers: objects, arrays, strings (with escapes), integers in
+// 0 ... 2^64 - 1, true/false/null. Fractions, exponents, negative numbers ("-0" included) and
+// lone surrogates are refused, as the safetensors reference refuses them; so are duplicate keys
+// and nesting deeper than kMaxDepth. Python's reader (rnncore/io.py) accepts exactly the same.
 //
 // The text is read twice and no document tree is built: check_syntax() checks all of it, so a
 // syntax error is reported as one wherever it is, then read_header() walks the now well-formed
@@ -174,7 +206,7 @@ class HeaderJson {
       if (name == "__metadata__") {
         read_metadata(header.metadata);
       } else {
-        const std::string what = "tensor \"" + name + "\"";
+        const std::string what = "tensor " + in_quotes(name);
         TensorEntry entry = checked_entry(what, read_entry_fields(what), buffer_size, source_);
         header.tensors.emplace(std::move(name), std::move(entry));
       }
@@ -238,7 +270,7 @@ class HeaderJson {
     }
     if (literal("true") || literal("false") || literal("null")) return;
     if (c == '-') fail("negative numbers are not valid here");
-    fail(std::string("unexpected character '") + c + "'");
+    fail("unexpected " + describe_byte(c));
   }
 
   void check_array(int depth) {
@@ -302,7 +334,7 @@ class HeaderJson {
     if (consume('}')) return;
     do {
       std::string key = read_key();
-      if (peek() != '"') schema_error("__metadata__: \"" + key + "\" is not a string");
+      if (peek() != '"') schema_error("__metadata__: " + in_quotes(key) + " is not a string");
       std::string value;
       parse_string(value);
       metadata.emplace(std::move(key), std::move(value));
@@ -319,7 +351,7 @@ class HeaderJson {
       const std::string key = read_key();
       const char next = peek();
       auto require = [&](bool ok) {
-        if (!ok) schema_error(what + ": \"" + key + "\" has the wrong JSON type");
+        if (!ok) schema_error(what + ": " + in_quotes(key) + " has the wrong JSON type");
       };
       if (key == "dtype") {
         require(next == '"');
@@ -334,7 +366,7 @@ class HeaderJson {
         fields.offsets = read_integers(what + ": data_offsets must be two integers [begin, end]", 2);
         fields.has_offsets = true;
       } else {
-        schema_error(what + ": unknown field \"" + key + "\"");
+        schema_error(what + ": unknown field " + in_quotes(key));
       }
     } while (consume(','));
     expect('}');
@@ -439,7 +471,7 @@ class HeaderJson {
           break;
         }
         default:
-          fail(std::string("bad escape '\\") + e + "'");
+          fail("bad escape: backslash and " + describe_byte(e));
       }
     }
   }
@@ -460,10 +492,10 @@ int64_t metadata_int(const std::map<std::string, std::string>& meta, const std::
   const std::string& s = it->second;
   // Decimal digits only; at most 9 of them, so every size product below stays far from overflow.
   if (s.empty() || s.size() > 9 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-    throw ModelFileError(source, "metadata: \"" + key + "\" = \"" + s + "\" is not a positive integer");
+    throw ModelFileError(source, "metadata: \"" + key + "\" = " + in_quotes(s) + " is not a positive integer");
   }
   const int64_t v = std::stoll(s);
-  if (v <= 0) throw ModelFileError(source, "metadata: \"" + key + "\" = \"" + s + "\" is not a positive integer");
+  if (v <= 0) throw ModelFileError(source, "metadata: \"" + key + "\" = " + in_quotes(s) + " is not a positive integer");
   return v;
 }
 
@@ -476,7 +508,7 @@ bool metadata_bool(const std::map<std::string, std::string>& meta, const std::st
   }
   if (it->second == "true") return true;
   if (it->second == "false") return false;
-  throw ModelFileError(source, "metadata: \"" + key + "\" = \"" + it->second + "\" is not true or false");
+  throw ModelFileError(source, "metadata: \"" + key + "\" = " + in_quotes(it->second) + " is not true or false");
 }
 
 std::vector<ParameterSpec> specs_or_file_error(const ModelConfig& config, const std::string& source) {
@@ -519,7 +551,7 @@ std::vector<ParameterSpec> expected_specs(const ModelConfig& config, const Safet
     for (const ParameterSpec& spec : specs) names.insert(spec.name);
     for (const auto& t : header.tensors) {
       if (names.count(t.first) == 0) {
-        throw ModelFileError(source, "unexpected tensor \"" + t.first + "\" for this " +
+        throw ModelFileError(source, "unexpected tensor " + in_quotes(t.first) + " for this " +
                                          cell_name(config.cell) + " model");
       }
     }
@@ -588,17 +620,17 @@ ModelConfig config_from_metadata(const SafetensorsHeader& header, const std::str
     return it->second;
   };
   if (text("format") != "rnncore") {
-    throw ModelFileError(source, "metadata: format is \"" + text("format") + "\", not \"rnncore\"");
+    throw ModelFileError(source, "metadata: format is " + in_quotes(text("format")) + ", not \"rnncore\"");
   }
   if (text("format_version") != "1") {
-    throw ModelFileError(source, "metadata: format_version \"" + text("format_version") +
-                                     "\" is not one this version reads (1)");
+    throw ModelFileError(source, "metadata: format_version " + in_quotes(text("format_version")) +
+                                     " is not one this version reads (1)");
   }
   ModelConfig config;
   try {
     config.cell = cell_from_name(text("cell"));
   } catch (const std::invalid_argument&) {
-    throw ModelFileError(source, "metadata: unknown cell \"" + text("cell") + "\"");
+    throw ModelFileError(source, "metadata: unknown cell " + in_quotes(text("cell")));
   }
   config.input_size = metadata_int(meta, "input_size", source);
   config.hidden_size = metadata_int(meta, "hidden_size", source);

@@ -250,4 +250,19 @@ TEST(ModelFile, DuplicateKeysAreFoundWhereverTheyAre) {
   EXPECT_EQ(load_error(make_file("{\"x\":{\"k\":1},\"y\":{\"k\":{\"k\":1}}}", {})).find("duplicate"), std::string::npos);
 }
 
+TEST(ModelFile, ErrorMessagesAreValidUtf8WhateverTheHeaderHolds) {
+  // A lone byte of a multi-byte character once went into the message, and Python saw a
+  // UnicodeDecodeError instead of ModelFileError.
+  for (const std::string header : {"{\"a\":\xc3\xa9}", "{\"a\":\"\\\xc3\xa9\"}", "{\"a\":\xf0\x9f\x98\x80}"}) {
+    const std::string what = load_error(make_file(header, {}));
+    ASSERT_NE(what, "") << header;
+    for (unsigned char c : what) EXPECT_LT(c, 0x80) << what;
+  }
+  // Names from the header are quoted with control characters escaped, and long ones cut short.
+  const std::string long_name(5000, 'n');
+  const std::string what = load_error(make_file("{\"" + long_name + "\\u0000\":1}", {}));
+  EXPECT_LT(what.size(), 200u) << what;
+  EXPECT_NE(what.find("tensor \"nnnn"), std::string::npos) << what;
+}
+
 }  // namespace
