@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -102,15 +103,27 @@ def test_load_dtype_conversion_and_load_into(tmp_path):
 def test_failed_load_leaves_the_model_untouched(tmp_path, small_file):
     target = rc.GRU(2, 3, seed=9)
     before = target.state_dict()
+    arrays = target.parameters()
     data = small_file.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
     (tmp_path / "cut.safetensors").write_bytes(data[:-1])
     rc.LSTM(2, 3).save(tmp_path / "lstm.safetensors")
+    # The same GRU's file, but for one thing the reader refuses once it has parsed everything else.
+    wider = json.loads(json.dumps(header))
+    wider["__metadata__"]["num_layers"] = "10000000"
+    write_file(tmp_path / "layers.safetensors", wider, data[8 + n:])
+    write_file(tmp_path / "minus_zero.safetensors", None, data[8 + n:],
+               raw=json.dumps(header).replace('"data_offsets": [0, ', '"data_offsets": [-0, ').encode())
     for path, error, message in ((tmp_path / "cut.safetensors", rc.ModelFileError, "truncated|bytes"),
                                  (tmp_path / "lstm.safetensors", rc.ModelFileError, "another model: cell='lstm'"),
+                                 (tmp_path / "layers.safetensors", rc.ModelFileError, "weight_ih_l1\" is missing"),
+                                 (tmp_path / "minus_zero.safetensors", rc.ModelFileError, "negative numbers"),
                                  (tmp_path / "missing.safetensors", FileNotFoundError, "missing")):
         with pytest.raises(error, match=message):
             target.load(path)
         for name, value in before.items():
+            assert target.parameters()[name] is arrays[name]
             np.testing.assert_array_equal(target.parameters()[name], value)
 
 
@@ -226,6 +239,83 @@ def test_absurd_and_overlong_header_lengths(tmp_path):
     assert all("truncated" in e for e in load_errors(path))
     write_file(path, tensors())
     assert load_errors(path) == [None, None]
+
+
+def test_a_header_claiming_ten_million_layers_fails_before_listing_them(tmp_path):
+    # 300 bytes that once took a minute and 4 GB in rnncore.load (the C++ reader 8 s and 2.4 GB):
+    # the names and shapes of every claimed layer were listed before the first was looked up. The
+    # C++ reader's memory is checked in tests/cpp/test_io.cpp.
+    path = write_file(tmp_path / "layers.safetensors", tensors(meta={**META, "num_layers": "10000000"}))
+    tracemalloc.start()
+    try:
+        with pytest.raises(rc.ModelFileError):
+            rc.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 2**20
+    for error in load_errors(path):
+        assert 'tensor "weight_ih_l1" is missing (num_layers = 10000000 needs 20000000 tensors, the file holds 2)' in error
+
+
+@pytest.mark.parametrize("where", ["shape", "data_offsets", "metadata", "top level"])
+def test_integers_of_thousands_of_digits_are_model_file_errors_in_both_readers(tmp_path, where):
+    # Python's int() refuses more than 4300 digits with a ValueError that escaped without the file name.
+    text = json.dumps(tensors())
+    huge = "1" * 5000
+    text = {"shape": text.replace('"shape": [1, 1]', f'"shape": [1, {huge}]', 1),
+            "data_offsets": text.replace('"data_offsets": [4, 8]', f'"data_offsets": [4, {huge}]'),
+            "metadata": text.replace('"__metadata__": {', f'"__metadata__": {{"note": {huge}, ', 1),
+            "top level": text[:-1] + f', "x": {huge}}}'}[where]
+    path = write_file(tmp_path / "huge.safetensors", None, raw=text.encode())
+    python_error, cpp_error = load_errors(path)
+    assert "integer too large" in python_error and "integer too large" in cpp_error
+
+
+def test_minus_zero_is_refused_by_both_readers(tmp_path):
+    # Offsets are unsigned: the C++ reader refused -0; the Python reader read it as 0 and accepted the file.
+    text = json.dumps(tensors()).replace('"data_offsets": [0, 4]', '"data_offsets": [-0, 4]')
+    path = write_file(tmp_path / "m.safetensors", None, raw=text.encode())
+    assert all("negative numbers are not valid here" in error for error in load_errors(path))
+    # A minus sign in a string is text.
+    write_file(path, tensors(meta={**META, "note": "-0 and -1"}))
+    assert load_errors(path) == [None, None]
+
+
+@pytest.mark.parametrize("string", ["\\ud800", "\\udc00", "\\ud800\\u0041", "x\\udbff"])
+@pytest.mark.parametrize("where", ["key", "value"])
+def test_lone_surrogates_are_refused_by_both_readers(tmp_path, string, where):
+    # The C++ reader refused them; the Python reader accepted them in extra metadata.
+    entry = f'"{string}": "1"' if where == "key" else f'"note": "{string}"'
+    text = json.dumps(tensors()).replace('"__metadata__": {', '"__metadata__": {' + entry + ", ", 1)
+    path = write_file(tmp_path / "m.safetensors", None, raw=text.encode())
+    python_error, cpp_error = load_errors(path)
+    assert "surrogate" in python_error and "surrogate" in cpp_error
+    # A pair is one character.
+    text = json.dumps(tensors(meta={**META, "note": "\U0001f600"}), ensure_ascii=True)
+    assert "\\ud83d\\ude00" in text
+    write_file(path, None, raw=text.encode())
+    assert load_errors(path) == [None, None]
+
+
+@pytest.mark.parametrize("raw", ['{"a": \u00e9}', '{"a": "\\\u00e9"}', '{"\u00e9": 1}', '{"a": "\u00e9" 1}'])
+def test_non_ascii_in_a_broken_header_is_a_model_file_error_in_both_readers(tmp_path, raw):
+    # The C++ reader quoted a lone byte of a multi-byte character in its message, which pybind11
+    # could not decode: Python saw UnicodeDecodeError instead of ModelFileError.
+    path = write_file(tmp_path / "m.safetensors", None, raw=raw.encode())
+    assert all(error is not None for error in load_errors(path))
+
+
+def test_safetensors_refuses_what_both_readers_refuse(tmp_path):
+    # The choices above are the reference implementation's too.
+    numpy_backend = pytest.importorskip("safetensors.numpy")
+    text = json.dumps(tensors())
+    for bad in (text.replace('"data_offsets": [0, 4]', '"data_offsets": [-0, 4]'),
+                text.replace('"__metadata__": {', '"__metadata__": {"note": "\\ud800", ', 1)):
+        path = write_file(tmp_path / "m.safetensors", None, raw=bad.encode())
+        assert all(error is not None for error in load_errors(path))
+        with pytest.raises(Exception, match="Error while deserializing header"):
+            numpy_backend.load_file(str(path))
 
 
 def test_pytorch_loads_our_files_through_safetensors(tmp_path):

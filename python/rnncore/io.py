@@ -17,7 +17,10 @@ Reading trusts nothing. A file that is missing or unreadable raises OSError (Fil
 IsADirectoryError...); one that is too large, truncated, or whose header is malformed or does
 not match its own hyper-parameters raises ModelFileError (a ValueError) naming the file and the
 problem. Nothing is read past the end of the file, and a failed `model.load` leaves the model
-as it was.
+as it was. The header JSON is what the safetensors reference reads (integers 0 ... 2**64 - 1, no
+"-0", no lone surrogates, no duplicate keys), and this reader and the C++ one accept exactly the
+same files (tests/test_io_fuzz.py). Time and memory are bounded by the file's size: the tensors
+the hyper-parameters need are counted against those the header lists before any is named.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ _NUMPY_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 _DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
                 "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 _CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+# The C++ reader's limits: JSON integers are uint64, shape dimensions int64.
+_MAX_JSON_INT = 2**64 - 1
+_MAX_JSON_INT_DIGITS = len(str(_MAX_JSON_INT))
+_MAX_DIMENSION = 2**63 - 1
+_DIGITS_AS_ZEROS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))  # "0"-"9" -> "0", rest " "
 
 
 # ---------------------------------------------------------------------- writing
@@ -103,9 +111,11 @@ def read_file(path: str | os.PathLike, *, max_bytes: int = MAX_FILE_BYTES) -> tu
         if size > max_bytes:
             raise ModelFileError(f"{path}: file is {size} bytes, more than the limit of {max_bytes} "
                                  "(pass max_bytes= to allow larger files)")
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ModelFileError(f"{path}: file grew past the limit of {max_bytes} bytes while it was read")
+        # One byte more than the size, to notice a file that grows while it is read (reading up to
+        # max_bytes would allocate the whole limit, 2 GiB, for any file).
+        data = f.read(size + 1)
+    if len(data) > size:
+        raise ModelFileError(f"{path}: the file grew while it was read")
     return _parse(data, path)
 
 
@@ -132,11 +142,8 @@ def _parse(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray
     _check_tiling(entries, len(buffer), fail)
     config = _parse_metadata(metadata, fail)
 
-    names = param_names(config["num_layers"], config["bidirectional"], config["bias"])
+    names = _expected_names(config, entries, fail)
     expected = _expected_shapes(config, names)
-    missing = [name for name in names if name not in entries]
-    if missing:
-        raise fail(f'tensor "{missing[0]}" is missing')
     unexpected = [name for name in entries if name not in expected]
     if unexpected:
         raise fail(f'unexpected tensor "{unexpected[0]}" for this {config["cell"]} model')
@@ -160,11 +167,18 @@ def _parse(data: bytes, path: str) -> tuple[dict[str, Any], dict[str, np.ndarray
 
 
 def _parse_json(raw: bytes, fail) -> dict[str, Any]:
+    # The JSON the C++ reader (and the safetensors reference) accepts, no more: no duplicate keys,
+    # no lone surrogates, no fractions, no negative numbers, "-0" included (json.loads would read
+    # it as 0; offsets and shapes are unsigned). Integers of 2**64 and more, which the C++ parser
+    # refuses, fail the range checks of _parse_entry or a type check here.
     def no_duplicates(pairs):
         result = {}
         for key, value in pairs:
             if key in result:
                 raise fail(f'bad header JSON: duplicate key "{key}"')
+            for text in (key, value):
+                if isinstance(text, str) and _has_lone_surrogate(text):
+                    raise fail(f"bad header JSON: a lone surrogate in the string {ascii(text):.60}")
             result[key] = value
         return result
 
@@ -172,7 +186,14 @@ def _parse_json(raw: bytes, fail) -> dict[str, Any]:
         raise fail(f"bad header JSON: {name} is not allowed")
 
     def no_float(text):
-        raise fail(f"bad header JSON: the number {text} is not an integer")
+        raise fail(f"bad header JSON: the number {text:.40} is not an integer")
+
+    def unsigned_int(text):
+        if text.startswith("-"):
+            raise fail(f"bad header JSON: negative numbers are not valid here (got {text:.40})")
+        if len(text) > _MAX_JSON_INT_DIGITS or int(text) > _MAX_JSON_INT:
+            raise fail(f"bad header JSON: integer too large ({len(text)} digits: {text:.30}...)")
+        return int(text)
 
     try:
         text = raw.decode("utf-8")
@@ -180,9 +201,14 @@ def _parse_json(raw: bytes, fail) -> dict[str, Any]:
         raise fail(f"the header is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if not text.lstrip(" \t\r\n").startswith("{"):
         raise fail("the header is not a JSON object")
+    # Checking each integer costs a Python call (a header of numbers parses 10x slower), so only a
+    # header that may hold a negative or an over-long integer pays for it: one with a minus sign or
+    # a run of more digits than 2**64 - 1 has (int() of thousands of digits is slow, or refused).
+    digit_run = b"0" * (_MAX_JSON_INT_DIGITS + 1)
+    exact = b"-" in raw or digit_run in raw.translate(_DIGITS_AS_ZEROS)
     try:
         header = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constant,
-                            parse_float=no_float)
+                            parse_float=no_float, **({"parse_int": unsigned_int} if exact else {}))
     except json.JSONDecodeError as exc:
         raise fail(f"bad header JSON at byte {exc.pos} of the header: {exc.msg}") from None
     except RecursionError:
@@ -190,6 +216,16 @@ def _parse_json(raw: bytes, fail) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise fail("the header is not a JSON object")
     return header
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _parse_entry(name: str, value: Any, buffer_size: int, fail) -> tuple[str, tuple[int, ...], int, int]:
@@ -207,17 +243,31 @@ def _parse_entry(name: str, value: Any, buffer_size: int, fail) -> tuple[str, tu
     dtype, shape, offsets = value["dtype"], value["shape"], value["data_offsets"]
     if dtype not in _DTYPE_SIZES:
         raise fail(f'{what}: unknown dtype "{dtype}"')
-    if not all(type(d) is int and d >= 0 for d in shape):
-        raise fail(f"{what}: shape must hold non-negative integers, got {shape!r:.80}")
+    if not all(type(d) is int and 0 <= d <= _MAX_DIMENSION for d in shape):
+        raise fail(f"{what}: shape must hold integers in 0 ... 2**63 - 1, got {shape!r:.80}")
     if len(offsets) != 2 or not all(type(o) is int and o >= 0 for o in offsets):
         raise fail(f"{what}: data_offsets must be two integers [begin, end]")
     begin, end = offsets
     if begin > end or end > buffer_size:
         raise fail(f"{what}: data_offsets [{begin}, {end}] out of range (the buffer holds {buffer_size} bytes)")
-    need = _DTYPE_SIZES[dtype] * int(np.prod(shape, dtype=object))
+    need = _byte_count(_DTYPE_SIZES[dtype], shape, buffer_size)
     if end - begin != need:
-        raise fail(f"{what}: {end - begin} bytes for shape {shape} and dtype {dtype}, which need {need}")
+        needs = f"need {need}" if need <= buffer_size else f"need more than the {buffer_size} the buffer holds"
+        raise fail(f"{what}: {end - begin} bytes for shape {shape!r:.80} and dtype {dtype}, which {needs}")
     return dtype, tuple(shape), begin, end
+
+
+def _byte_count(item_size: int, shape: list[int], limit: int) -> int:
+    """item_size * prod(shape), or limit + 1 once it passes limit: a long shape of huge
+    dimensions would otherwise cost time quadratic in its length."""
+    if 0 in shape:
+        return 0
+    count = item_size
+    for dimension in shape:
+        count *= dimension
+        if count > limit:
+            return limit + 1
+    return count
 
 
 def _check_tiling(entries, buffer_size: int, fail) -> None:
@@ -266,6 +316,26 @@ def _parse_metadata(meta: dict[str, str], fail) -> dict[str, Any]:
         "num_layers": positive("num_layers"), "bias": flag("bias"), "bidirectional": flag("bidirectional"),
         "batch_first": flag("batch_first", default=False),
     }
+
+
+def _expected_names(config: dict[str, Any], entries: dict[str, Any], fail) -> list[str]:
+    """The tensor names the hyper-parameters need, listed only once their count is known to be
+    no more than the file holds: a 1 kB header claiming ten million layers fails here, after
+    len(entries) + 1 names, instead of after building ten million layers' worth."""
+    per_layer = (2 if config["bidirectional"] else 1) * (4 if config["bias"] else 2)
+    needed = config["num_layers"] * per_layer
+    if needed > len(entries):
+        # Names are layer-major, so the first len(entries) + 1 of them include one the file lacks.
+        prefix = param_names(min(config["num_layers"], len(entries) // per_layer + 1),
+                             config["bidirectional"], config["bias"])
+        missing = next(name for name in prefix if name not in entries)
+        raise fail(f'tensor "{missing}" is missing (num_layers = {config["num_layers"]} needs {needed} '
+                   f"tensors, the file holds {len(entries)})")
+    names = param_names(config["num_layers"], config["bidirectional"], config["bias"])
+    missing = [name for name in names if name not in entries]
+    if missing:
+        raise fail(f'tensor "{missing[0]}" is missing')
+    return names
 
 
 def _expected_shapes(config: dict[str, Any], names: list[str]) -> dict[str, tuple[int, ...]]:

@@ -9,6 +9,10 @@
 #include <string>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#endif
+
 #include "rnncore/io.h"
 
 namespace {
@@ -190,6 +194,192 @@ TEST(ModelFile, MissingOversizedAndDirectoryPaths) {
   std::filesystem::remove(path);
   EXPECT_THROW(rnncore::save_model("/nonexistent-dir/x.safetensors", random_model<float>(small_config())),
                ModelFileError);
+}
+
+// ------------------------------------------------------------------ work bounded by the file
+// The peak resident memory of this process so far, in bytes (0 where it cannot be read). ctest
+// runs each test in a process of its own, so a test's peak growth is what it allocated.
+std::uint64_t peak_memory_bytes() {
+#if defined(__linux__)
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) == 0) return static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
+#endif
+  return 0;
+}
+
+constexpr std::uint64_t kFewBytes = std::uint64_t(256) << 20;  // far below what each case once took
+
+TEST(ModelFile, AHeaderClaimingTenMillionLayersFailsBeforeListingThem) {
+  // 300 bytes that once cost 2.4 GB and 8 s: every layer's names were listed before any was looked up.
+  std::string header = tensors(kIh, kHh);
+  header.replace(header.find("\"num_layers\":\"1\""), 16, "\"num_layers\":\"10000000\"");
+  const std::uint64_t before = peak_memory_bytes();
+  const std::string what = load_error(make_file(header, kEight));
+  EXPECT_NE(what.find("tensor \"weight_ih_l1\" is missing (num_layers = 10000000 needs 20000000 tensors, "
+                      "the file holds 2)"),
+            std::string::npos)
+      << what;
+  EXPECT_LT(peak_memory_bytes() - before, kFewBytes);
+}
+
+TEST(ModelFile, LargeHeadersTakeLinearTimeAndLittleMemory) {
+  // 100,000 distinct keys: the duplicate check compared every pair (a 2 MB header took 4 minutes).
+  std::string keys = "{";
+  for (int i = 0; i < 100000; ++i) keys += (i ? ",\"" : "\"") + std::to_string(i) + "\":0";
+  keys += "}";
+  EXPECT_NE(load_error(make_file(keys, {})).find("tensor \"0\" is not a JSON object"), std::string::npos);
+  // Four million array items: a document tree took ~80 bytes of memory per byte of header.
+  std::string array = "{\"a\":[0";
+  for (int i = 1; i < 4000000; ++i) array += ",0";
+  array += "]}";
+  const std::uint64_t before = peak_memory_bytes();
+  EXPECT_NE(load_error(make_file(array, {})).find("tensor \"a\" is not a JSON object"), std::string::npos);
+  EXPECT_LT(peak_memory_bytes() - before, kFewBytes);
+}
+
+TEST(ModelFile, DuplicateKeysAreFoundWhereverTheyAre) {
+  auto expect_error = [](const std::string& header, const std::string& needle) {
+    const std::string what = load_error(make_file(header, {}));
+    EXPECT_NE(what.find(needle), std::string::npos) << "expected '" << needle << "' in: " << what;
+  };
+  expect_error("{\"a\":1,\"b\":2,\"b\":3,\"a\":4}", "at byte 13 of the header: duplicate key \"b\"");
+  expect_error("{\"x\":{\"k\":1},\"y\":{\"k\":1,\"j\":{},\"k\":2}}", "duplicate key \"k\"");
+  // The same key spelled two ways.
+  expect_error("{\"ab\":1,\"a\\u0062\":2}", "duplicate key \"ab\"");
+  // Keys of sibling and nested objects are not duplicates.
+  EXPECT_EQ(load_error(make_file("{\"x\":{\"k\":1},\"y\":{\"k\":{\"k\":1}}}", {})).find("duplicate"), std::string::npos);
+}
+
+TEST(ModelFile, ErrorMessagesAreValidUtf8WhateverTheHeaderHolds) {
+  // A lone byte of a multi-byte character once went into the message, and Python saw a
+  // UnicodeDecodeError instead of ModelFileError.
+  for (const std::string header : {"{\"a\":\xc3\xa9}", "{\"a\":\"\\\xc3\xa9\"}", "{\"a\":\xf0\x9f\x98\x80}"}) {
+    const std::string what = load_error(make_file(header, {}));
+    ASSERT_NE(what, "") << header;
+    for (unsigned char c : what) EXPECT_LT(c, 0x80) << what;
+  }
+  // Names from the header are quoted with control characters escaped, and long ones cut short.
+  const std::string long_name(5000, 'n');
+  const std::string what = load_error(make_file("{\"" + long_name + "\\u0000\":1}", {}));
+  EXPECT_LT(what.size(), 200u) << what;
+  EXPECT_NE(what.find("tensor \"nnnn"), std::string::npos) << what;
+}
+
+// ------------------------------------------------------------------ seeded mutations
+// A smaller C++-only version of tests/test_io_fuzz.py, so that the sanitizer build runs the
+// parser over broken files: each gives a model or ModelFileError, never another exception, a
+// crash or a read out of bounds.
+struct Mutated {
+  Bytes file;
+  std::string what;
+};
+
+std::string header_of(const Bytes& file, Bytes* buffer) {
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | file[static_cast<std::size_t>(i)];
+  buffer->assign(file.begin() + static_cast<std::ptrdiff_t>(8 + n), file.end());
+  return std::string(file.begin() + 8, file.begin() + static_cast<std::ptrdiff_t>(8 + n));
+}
+
+Mutated mutate(const Bytes& base, std::mt19937_64& rng) {
+  static const char* const kSnippets[] = {
+      "-0", "-1", "0", "00", "1.0", "1e2", "18446744073709551615", "18446744073709551616", "9223372036854775808",
+      "NaN", "null", "true", "\"4\"", "[", "]", "{", "}", ",", ":", "\"", "\\", " ", "\"\\ud800\"",
+      "\"\\udc00\"", "\"\\ud83d\\ude00\"", "\"\\u00\"", "\xc3\xa9", "\xff", "\xed\xa0\x80", "\x00",
+      "\"x\":1,", "\"__metadata__\":{},", "\"dtype\":\"F64\",", "\"shape\":[],",
+      "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", "\"10000000\""};
+  auto pick = [&](std::size_t n) { return static_cast<std::size_t>(rng() % std::max<std::size_t>(n, 1)); };
+  Bytes buffer;
+  std::string header = header_of(base, &buffer);
+  Mutated m{base, ""};
+  switch (rng() % 7) {
+    case 0: {  // flip bytes anywhere, mostly in the header
+      for (int k = 0, flips = 1 + static_cast<int>(rng() % 4); k < flips; ++k) {
+        const std::size_t at = rng() % 3 ? pick(8 + header.size()) : pick(m.file.size());
+        const auto mask = static_cast<unsigned char>(1 + rng() % 255);
+        m.file[at] ^= mask;
+        m.what += "flip " + std::to_string(at) + "^" + std::to_string(mask) + "; ";
+      }
+      return m;
+    }
+    case 1: {
+      const std::size_t cut = pick(m.file.size());
+      m.file.resize(cut);
+      m.what = "truncate to " + std::to_string(cut);
+      return m;
+    }
+    case 2: {  // the header length off by a little
+      const std::uint64_t n = header.size() + rng() % 19 - 9;
+      for (int i = 0; i < 8; ++i) m.file[static_cast<std::size_t>(i)] = static_cast<unsigned char>(n >> (8 * i));
+      m.what = "header length " + std::to_string(n);
+      return m;
+    }
+    case 3: {
+      const char* snippet = kSnippets[pick(std::size(kSnippets))];
+      const std::size_t at = pick(header.size() + 1);
+      header.insert(at, snippet);
+      m.what = std::string("insert ") + snippet + " at " + std::to_string(at);
+      break;
+    }
+    case 4: {  // replace a run of digits
+      std::size_t at = pick(header.size());
+      while (at < header.size() && !(header[at] >= '0' && header[at] <= '9')) ++at;
+      std::size_t end = at;
+      while (end < header.size() && header[end] >= '0' && header[end] <= '9') ++end;
+      const char* snippet = kSnippets[pick(std::size(kSnippets))];
+      header.replace(at, end - at, snippet);
+      m.what = std::string("number at ") + std::to_string(at) + " -> " + snippet;
+      break;
+    }
+    case 5: {  // delete a span
+      const std::size_t at = pick(header.size());
+      const std::size_t length = 1 + pick(std::min<std::size_t>(40, header.size() - at));
+      header.erase(at, length);
+      m.what = "delete " + std::to_string(length) + " at " + std::to_string(at);
+      break;
+    }
+    default: {  // repeat a span (duplicate keys, entries, brackets)
+      const std::size_t at = pick(header.size());
+      const std::size_t length = 1 + pick(std::min<std::size_t>(120, header.size() - at));
+      const std::size_t to = pick(header.size() + 1);
+      header.insert(to, header.substr(at, length));
+      m.what = "copy " + std::to_string(length) + " bytes from " + std::to_string(at) + " to " + std::to_string(to);
+      break;
+    }
+  }
+  m.file = make_file(header, buffer);
+  return m;
+}
+
+TEST(ModelFile, SeededMutationsGiveAModelOrModelFileError) {
+  const std::vector<Bytes> bases = {
+      rnncore::serialize_model(random_model<float>(small_config(CellKind::Gru))),
+      rnncore::serialize_model(random_model<double>(small_config(CellKind::Lstm, 2, true))),
+      make_file(tensors(kIh, kHh), kEight)};
+  std::mt19937_64 rng(20261201);
+  int accepted = 0, refused = 0;
+  for (int iteration = 0; iteration < 4000; ++iteration) {
+    const Mutated m = mutate(bases[rng() % bases.size()], rng);
+    try {
+      const auto model = rnncore::load_model_from_memory<double>(m.file.data(), m.file.size(), "fuzz");
+      // What was accepted is a model the writer can write and the reader read back the same.
+      const Bytes again = rnncore::serialize_model(model);
+      const auto back = rnncore::load_model_from_memory<double>(again.data(), again.size(), "again");
+      for (std::size_t i = 0; i < model.specs().size(); ++i) {
+        ASSERT_EQ(0, std::memcmp(back.parameter(i).data(), model.parameter(i).data(),
+                                 model.parameter(i).size() * sizeof(double)))
+            << "iteration " << iteration << " (" << m.what << ")";
+      }
+      ++accepted;
+    } catch (const ModelFileError& e) {
+      ASSERT_EQ(std::string(e.what()).rfind("fuzz: ", 0), 0u) << e.what();
+      ++refused;
+    } catch (const std::exception& e) {
+      FAIL() << "iteration " << iteration << " (" << m.what << "): not a ModelFileError: " << e.what();
+    }
+  }
+  EXPECT_GT(accepted, 50);
+  EXPECT_GT(refused, 2000);
 }
 
 }  // namespace

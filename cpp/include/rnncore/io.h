@@ -18,6 +18,11 @@
 // duplicate keys), every dtype, shape and offset, are checked against the file size and the
 // hyper-parameters before a byte of tensor data is read; tensors must tile the buffer exactly
 // (no overlap, no hole, no trailing bytes). Any problem throws ModelFileError naming the file.
+// The JSON is what the safetensors reference reads: integers 0 ... 2^64 - 1 only (no "-0",
+// fractions or exponents), no lone surrogates; rnncore.load (Python) accepts exactly the same files.
+// A reader's time and memory are bounded by the file's size: the header is parsed without a
+// document tree, and the tensors the hyper-parameters need are counted against those the header
+// lists before any is named, so a 300-byte file claiming ten million layers fails at once.
 #pragma once
 
 #include <cstddef>
@@ -31,7 +36,9 @@
 
 namespace rnncore {
 
-// A model file that cannot be read, written or trusted. what() names the file and the problem.
+// A model file that cannot be read, written or trusted. what() names the file and the problem;
+// it is valid UTF-8, with strings from the header quoted, control characters escaped and long
+// ones cut short.
 class ModelFileError : public std::runtime_error {
  public:
   ModelFileError(const std::string& path, const std::string& problem)
