@@ -514,7 +514,7 @@ bool metadata_bool(const std::map<std::string, std::string>& meta, const std::st
 std::vector<ParameterSpec> specs_or_file_error(const ModelConfig& config, const std::string& source) {
   try {
     return parameter_specs(config);
-  } catch (const std::invalid_argument& e) {
+  } catch (const std::logic_error& e) {  // invalid_argument, length_error (sizes overflowing)
     throw ModelFileError(source, std::string("metadata: ") + e.what());
   }
 }
