@@ -7,6 +7,8 @@
 #include <new>
 #include <unordered_map>
 
+#include "address_sanitizer.h"
+
 namespace rnncore {
 namespace memory {
 namespace {
@@ -36,14 +38,38 @@ Pool& pool() {
   return *p;
 }
 
+// AddressSanitizer sees a pooled block as one malloc'ed block of the rounded size for as long as
+// the pool holds it, so a read past the bytes asked for, or of a block after its release, would
+// go unseen; the pool marks those bytes itself (no code without ASan).
+void mark_in_use(void* block, std::size_t bytes, std::size_t size) noexcept {
+#ifdef RNNCORE_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(block, bytes);
+  ASAN_POISON_MEMORY_REGION(static_cast<char*>(block) + bytes, size - bytes);
+#else
+  (void)block, (void)bytes, (void)size;
+#endif
+}
+void mark_free(void* block, std::size_t size) noexcept {
+#ifdef RNNCORE_ASAN
+  ASAN_POISON_MEMORY_REGION(block, size);
+#else
+  (void)block, (void)size;
+#endif
+}
+
 void* system_allocate(std::size_t bytes) noexcept { return std::aligned_alloc(kAlignment, bytes); }
+
+void system_free(void* block, std::size_t size) noexcept {
+  mark_in_use(block, size, size);  // std::free's own bookkeeping takes over
+  std::free(block);
+}
 
 // Frees the largest free blocks until at most `target` bytes stay cached. Caller holds the lock.
 void shrink_locked(Pool& p, std::size_t target) noexcept {
   while (p.cached > target && !p.free_blocks.empty()) {
     auto largest = std::prev(p.free_blocks.end());
     p.cached -= largest->first;
-    std::free(largest->second);
+    system_free(largest->second, largest->first);
     p.free_blocks.erase(largest);
   }
 }
@@ -61,9 +87,11 @@ void* allocate(std::size_t bytes) {
   auto it = p.free_blocks.lower_bound(size);
   if (it != p.free_blocks.end() && it->first / 2 <= size) {
     void* block = it->second;
-    p.in_use.emplace(block, it->first);  // first: if this throws, the pool is unchanged
-    p.cached -= it->first;
+    const std::size_t block_size = it->first;
+    p.in_use.emplace(block, block_size);  // first: if this throws, the pool is unchanged
+    p.cached -= block_size;
     p.free_blocks.erase(it);
+    mark_in_use(block, bytes, block_size);
     return block;
   }
   void* block = system_allocate(size);
@@ -78,6 +106,7 @@ void* allocate(std::size_t bytes) {
     std::free(block);
     throw;
   }
+  mark_in_use(block, bytes, size);
   return block;
 }
 
@@ -91,15 +120,16 @@ void release(void* block) noexcept {
       const std::size_t size = it->second;
       p.in_use.erase(it);
       if (size > p.limit) {
-        std::free(block);
+        system_free(block, size);
         return;
       }
       try {
         p.free_blocks.emplace(size, block);
       } catch (...) {  // no room to remember it: give it back instead
-        std::free(block);
+        system_free(block, size);
         return;
       }
+      mark_free(block, size);
       p.cached += size;
       shrink_locked(p, p.limit);
       return;

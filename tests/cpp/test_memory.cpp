@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "address_sanitizer.h"  // cpp/src
 #include "rnncore/memory.h"
 #include "rnncore/parallel.h"
 
@@ -66,6 +67,31 @@ TEST(WorkspacePool, BufferKeepsValuesAcrossGrowth) {
   for (int i = 0; i < 10; ++i) EXPECT_EQ(v[i], 1.5f);
   Buffer<double> zeros(1 << 16, 0.0);
   for (double z : zeros) ASSERT_EQ(z, 0.0);
+}
+
+// The pool keeps a released block allocated, so AddressSanitizer alone would let a workspace be
+// read after its release or past the bytes asked for (up to the pool's rounding): the pool marks
+// those bytes off limits itself.
+TEST(WorkspacePool, AddressSanitizerSeesReleasedAndExcessBytesOffLimits) {
+#ifndef RNNCORE_ASAN
+  GTEST_SKIP() << "not an AddressSanitizer build";
+#else
+  memory::empty_cache();
+  const std::size_t bytes = memory::kMinPooledBytes + 100;  // rounded up to 128 KiB in the pool
+  auto* block = static_cast<char*>(memory::allocate(bytes));
+  EXPECT_EQ(__asan_region_is_poisoned(block, bytes), nullptr);
+  EXPECT_TRUE(__asan_address_is_poisoned(block + bytes));
+  memory::release(block);
+  EXPECT_TRUE(__asan_address_is_poisoned(block));
+  EXPECT_TRUE(__asan_address_is_poisoned(block + bytes - 1));
+  const std::size_t fewer = memory::kMinPooledBytes;  // half the block: it is handed out again
+  auto* again = static_cast<char*>(memory::allocate(fewer));
+  ASSERT_EQ(again, block);
+  EXPECT_EQ(__asan_region_is_poisoned(again, fewer), nullptr);
+  EXPECT_TRUE(__asan_address_is_poisoned(again + fewer));
+  memory::release(again);
+  memory::empty_cache();
+#endif
 }
 
 // Each step every thread writes its slot, waits, then checks every slot: a barrier that let a
