@@ -11,8 +11,9 @@ if(RNNCORE_SANITIZE)
   endif()
   if(RNNCORE_BUILD_PYTHON)
     message(WARNING "RNNCORE_SANITIZE with the Python module: Python then has to run with the "
-                    "sanitizer runtime preloaded (LD_PRELOAD=$(${CMAKE_CXX_COMPILER} "
-                    "-print-file-name=libasan.so)) to import it")
+                    "sanitizer runtime and libstdc++ preloaded, e.g. LD_PRELOAD=\"$(c++ "
+                    "-print-file-name=libasan.so):$(c++ -print-file-name=libstdc++.so)\" (see "
+                    "README.md, C++ tests)")
   endif()
   set(RNNCORE_SANITIZE_FLAGS -fsanitize=${RNNCORE_SANITIZE} -fno-sanitize-recover=all
       -fno-omit-frame-pointer)
@@ -22,12 +23,12 @@ if(RNNCORE_SANITIZE)
   # The result is cached under a name of its own for each value of RNNCORE_SANITIZE.
   string(MAKE_C_IDENTIFIER "RNNCORE_SANITIZE_LINKS_${RNNCORE_SANITIZE}" _links)
   check_cxx_source_compiles("int main() { return 0; }" ${_links})
-  unset(CMAKE_REQUIRED_FLAGS)
   unset(CMAKE_REQUIRED_LINK_OPTIONS)
   if(NOT ${_links})
     message(FATAL_ERROR "RNNCORE_SANITIZE=${RNNCORE_SANITIZE}: the compiler cannot build and link a "
-                        "program with ${RNNCORE_SANITIZE_FLAGS} (is its sanitizer runtime, e.g. "
-                        "libasan / libubsan, installed?)")
+                        "program with ${CMAKE_REQUIRED_FLAGS} (an unknown sanitizer, or its "
+                        "runtime, e.g. libasan / libubsan, not installed?)")
   endif()
-  message(STATUS "rnncore: sanitizers ${RNNCORE_SANITIZE_FLAGS}")
+  message(STATUS "rnncore: sanitizers ${CMAKE_REQUIRED_FLAGS}")
+  unset(CMAKE_REQUIRED_FLAGS)
 endif()
