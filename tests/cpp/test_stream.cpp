@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <functional>
@@ -30,6 +31,19 @@ void* operator new(std::size_t n, std::align_val_t a) {
   if (void* p = std::aligned_alloc(align, (n + align - 1) / align * align)) return p;
   throw std::bad_alloc();
 }
+// The nothrow forms too (std::stable_sort's temporary buffer takes one): every new must come
+// from malloc here, since every delete goes to free.
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  ++g_allocations;
+  return std::malloc(n ? n : 1);
+}
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  ++g_allocations;
+  const std::size_t align = static_cast<std::size_t>(a);
+  return std::aligned_alloc(align, (n + align - 1) / align * align);
+}
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
@@ -437,10 +451,14 @@ TEST(StreamThreads, ConcurrentCallsAreRefusedAndNeverMixed) {
   std::atomic<int> refusals{0}, successes[2] = {{0}, {0}};
   std::atomic<bool> stop{false};
   std::string message;
+  // Until enough overlaps were seen, at most ~2 s (sanitizer builds step ~20x slower, and the
+  // replay below repeats every recorded call).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   const auto run = [&](int thread) {
     std::mt19937 rng(static_cast<unsigned>(thread));
     std::normal_distribution<float> g;
-    for (int round = 0; round < 5000 && !stop.load(); ++round) {
+    for (int round = 0; round < 5000 && !stop.load() && std::chrono::steady_clock::now() < deadline;
+         ++round) {
       Recorded call;
       call.steps = thread == 0 ? 16 : 1;  // one thread steps chunks, the other single frames
       call.x.resize(static_cast<std::size_t>(call.steps * N * I));
