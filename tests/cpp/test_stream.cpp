@@ -18,36 +18,34 @@
 #include "rnncore/model.h"
 #include "rnncore/stream.h"
 
-// Counts every allocation in this test binary, to check the hot path makes none.
+// Counts every allocation in this test binary, to check the hot path makes none. Every form of
+// operator new is replaced, the nothrow ones too (std::stable_sort's buffer comes from one):
+// AddressSanitizer supplies each form a program does not, and would then see a block from its
+// own operator new freed by the std::free below ("alloc-dealloc-mismatch").
 static std::atomic<long> g_allocations{0};
-void* operator new(std::size_t n) {
+static void* counted_allocation(std::size_t n, std::size_t align) noexcept {
   ++g_allocations;
-  if (void* p = std::malloc(n ? n : 1)) return p;
+  if (align == 0) return std::malloc(n ? n : 1);
+  return std::aligned_alloc(align, (n + align - 1) / align * align);
+}
+void* operator new(std::size_t n) {
+  if (void* p = counted_allocation(n, 0)) return p;
   throw std::bad_alloc();
 }
 void* operator new(std::size_t n, std::align_val_t a) {
-  ++g_allocations;
-  const std::size_t align = static_cast<std::size_t>(a);
-  if (void* p = std::aligned_alloc(align, (n + align - 1) / align * align)) return p;
+  if (void* p = counted_allocation(n, static_cast<std::size_t>(a))) return p;
   throw std::bad_alloc();
 }
-// The nothrow forms too (std::stable_sort's temporary buffer takes one): every new must come
-// from malloc here, since every delete goes to free.
-void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
-  ++g_allocations;
-  return std::malloc(n ? n : 1);
-}
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept { return counted_allocation(n, 0); }
 void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
-  ++g_allocations;
-  const std::size_t align = static_cast<std::size_t>(a);
-  return std::aligned_alloc(align, (n + align - 1) / align * align);
+  return counted_allocation(n, static_cast<std::size_t>(a));
 }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 namespace {
 
