@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "random_model.h"
 #include "rnncore/stream.h"
 
 namespace {
@@ -53,20 +54,6 @@ Result time_steps(rnncore::Stream<float>& stream, int reps) {
   return {pct(0.5), pct(0.99)};
 }
 
-rnncore::Model<float> random_model(rnncore::CellKind cell, int64_t I, int64_t H) {
-  rnncore::ModelConfig c;
-  c.cell = cell;
-  c.input_size = I;
-  c.hidden_size = H;
-  rnncore::Model<float> m(c);
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> u(-0.2f, 0.2f);
-  for (std::size_t i = 0; i < m.specs().size(); ++i) {
-    for (float& v : m.parameter(i)) v = u(rng);
-  }
-  return m;
-}
-
 struct Case {
   rnncore::CellKind cell;
   int64_t input_size, hidden_size, batch;
@@ -101,7 +88,7 @@ int main(int argc, char** argv) {
   std::printf("%-5s %5s %5s %5s %10s %10s %8s %10s %9s\n", "cell", "in", "H", "batch", "p50_us",
               "p99_us", "GFLOP/s", "weights_kB", "GB/s");
   for (const Case& k : cases) {
-    const auto model = random_model(k.cell, k.input_size, k.hidden_size);
+    const auto model = rnncore_bench::random_model(k.cell, k.input_size, k.hidden_size, 0.2f);
     rnncore::Stream<float> stream(model, k.batch, threads);
     const Result r = time_steps(stream, reps);
     const double gh = rnncore::gate_count(k.cell) * k.hidden_size;

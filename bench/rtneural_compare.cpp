@@ -29,6 +29,7 @@
 
 #include <RTNeural/RTNeural.h>
 
+#include "random_model.h"
 #include "rnncore/model.h"
 #include "rnncore/stream.h"
 
@@ -44,21 +45,6 @@ std::string cpu_name() {
     if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
   }
   return "unknown CPU";
-}
-
-rnncore::Model<float> random_model(rnncore::CellKind cell, int64_t I, int64_t H) {
-  rnncore::ModelConfig c;
-  c.cell = cell;
-  c.input_size = I;
-  c.hidden_size = H;
-  rnncore::Model<float> m(c);
-  std::mt19937 rng(1);
-  const float bound = 1.0f / std::sqrt(static_cast<float>(H));  // PyTorch's initialisation
-  std::uniform_real_distribution<float> u(-bound, bound);
-  for (std::size_t i = 0; i < m.specs().size(); ++i) {
-    for (float& v : m.parameter(i)) v = u(rng);
-  }
-  return m;
 }
 
 // W [rows, cols] (PyTorch, row-major) as RTNeural's [cols][rows].
@@ -132,7 +118,8 @@ struct Row {
 template <int I, int H, bool Lstm>
 Row compare(int rounds) {
   const auto cell = Lstm ? rnncore::CellKind::Lstm : rnncore::CellKind::Gru;
-  const rnncore::Model<float> model = random_model(cell, I, H);
+  // PyTorch's initialisation, U(-1/sqrt(H), 1/sqrt(H)).
+  const rnncore::Model<float> model = rnncore_bench::random_model(cell, I, H, 1.0f / std::sqrt(static_cast<float>(H)));
   rnncore::Stream<float> stream(model, 1);
   alignas(64) static float y[H];
 

@@ -192,6 +192,13 @@ class BatchLayout {
   std::vector<int64_t> offsets_;  // [T + 1]: row0(t)
 };
 
+// Rows [begin, end) of a time loop's [N, H] buffer `from` copied to `to`, units [j0, j0 + n):
+// sequences that stopped running keep their value in both of the loop's buffers from then on.
+template <typename S>
+void keep_rows(const S* from, S* to, int64_t begin, int64_t end, int64_t H, int64_t j0, int64_t n) {
+  for (int64_t b = begin; b < end; ++b) copy_rows(from + b * H + j0, to + b * H + j0, n);
+}
+
 // Everything one (layer, direction) pass needs to know besides the arrays.
 template <typename S>
 struct DirectionRun {
@@ -775,10 +782,8 @@ class ForwardPass : public RecurrentPass<S> {
       // from now on (finish() reads the buffer of the last step's parity).
       if (s > 0) {
         const int64_t ended = std::min(part.end, run_.count(run_.time_of(s - 1)));
-        for (int64_t b = std::max(b0, b1); b < ended; ++b) {
-          copy_rows(h + b * H + j0, h_next + b * H + j0, n);
-          if (lstm) copy_rows(c + b * H + j0, c_next + b * H + j0, n);
-        }
+        keep_rows(h, h_next, std::max(b0, b1), ended, H, j0, n);
+        if (lstm) keep_rows(c, c_next, std::max(b0, b1), ended, H, j0, n);
       }
       if (b1 <= b0) {
         if (!part.by_rows) barrier.wait();
@@ -957,10 +962,8 @@ class BackwardPass : public RecurrentPass<S> {
       // through the steps they did not run, and so does its gradient).
       if (s + 1 < T) {
         const int64_t ended = std::min(part.end, run_.count(run_.time_of(s + 1)));
-        for (int64_t b = std::max(b0, b1); b < ended; ++b) {
-          copy_rows(dh + b * H + j0, dh_next + b * H + j0, n);
-          if (lstm) copy_rows(dc + b * H + j0, dc_next + b * H + j0, n);
-        }
+        keep_rows(dh, dh_next, std::max(b0, b1), ended, H, j0, n);
+        if (lstm) keep_rows(dc, dc_next, std::max(b0, b1), ended, H, j0, n);
       }
       if (b1 <= b0) {
         if (!part.by_rows) barrier.wait();
