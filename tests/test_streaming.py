@@ -342,10 +342,17 @@ def test_every_call_of_a_busy_stream_is_refused_and_changes_nothing():
         "get_state": lambda: stream.state,
         "set_state": lambda: setattr(stream, "state", (np.ones((1, 2, 256)), np.ones((1, 2, 256)))),
     }
+    def run_long_chunk(output):
+        while True:  # the probe's get_state below can hold the stream as this call begins
+            try:
+                return output.append(stream.step_many(long_chunk))
+            except RuntimeError:
+                continue
+
     for _ in range(20):  # a round: every call while a long step_many from the zero state runs
         stream.reset()
         output = []
-        worker = threading.Thread(target=lambda: output.append(stream.step_many(long_chunk)))
+        worker = threading.Thread(target=run_long_chunk, args=(output,))
         worker.start()
         inside = False
         while worker.is_alive() and not inside:  # get_state changes nothing, refused or not
