@@ -20,119 +20,12 @@ import math
 import os
 import sys
 
-from ._cli import OneLineParser as _Parser
+from . import apps
+from ._cli import DEFAULT_OUT, INTERRUPTED, OneLineParser as _Parser, add_common as _add_common
+from ._cli import cell_list as _cell_list, float_range as _float_range, int_at_least as _int_at_least
+from ._cli import restart_with_one_blas_thread as _restart_with_one_blas_thread, threads as _threads
 from .charlm import CharLMConfig, TextError
 from .demo import DemoConfig
-
-DEFAULT_OUT = "rnncore-out"
-INTERRUPTED = 130
-
-
-# ---------------------------------------------------------------- argument types
-def _int_at_least(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _float_range(low: float, high: float = math.inf, low_inclusive: bool = False):
-    bound = f"{'>=' if low_inclusive else '>'} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
-        ok = (value >= low if low_inclusive else value > low) and value <= high
-        if not ok or math.isnan(value):
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text}")
-        return value
-
-    return parse
-
-
-def _cell_list(text: str) -> tuple[str, ...]:
-    names = [part.strip().lower() for part in text.split(",") if part.strip()]
-    unknown = [n for n in names if n not in ("rnn", "lstm", "gru")]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(
-            f"expected a comma-separated list of rnn, lstm, gru, got {text!r}")
-    return tuple(dict.fromkeys(names))  # unique, in the given order
-
-
-def _add_common(parser: argparse.ArgumentParser, seed: int = 0, threads: bool = True) -> None:
-    parser.add_argument("--seed", type=_int_at_least(0), default=seed,
-                        help=f"random seed for data and initialisation (default {seed})")
-    if threads:
-        parser.add_argument("--threads", type=_int_at_least(1), default=1,
-                            help="cores to use: the kernels' OpenMP threads; NumPy's BLAS gets one "
-                                 "(default 1: these models are small, and one thread per process "
-                                 "is fastest and robust on a busy machine)")
-        parser.add_argument("--no-progress", dest="progress", action="store_false",
-                            help="no progress bars")
-
-
-# NumPy's BLAS (OpenBLAS, MKL, BLIS, Accelerate) reads these once, when NumPy loads.
-BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                         "VECLIB_MAXIMUM_THREADS")
-
-
-def _threadpool_limits():
-    """threadpoolctl's threadpool_limits (it sets a BLAS's threads in the running process), or
-    None: threadpoolctl is optional."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits
-
-
-@contextlib.contextmanager
-def _threads(count: int):
-    """Run with ``count`` kernel threads and one BLAS thread (see _restart_with_one_blas_thread).
-
-    The Linear heads and the embedding call NumPy's BLAS between the kernels; its own threads
-    would run beside the kernels' (a "1 thread" charlm used two cores) and two thread pools
-    spinning on two cores slow each other down, so BLAS gets one thread.
-    """
-    from . import get_num_threads, set_num_threads
-
-    previous = get_num_threads()
-    set_num_threads(count)
-    try:
-        limits = _threadpool_limits()
-        with limits(1, user_api="blas") if limits else contextlib.nullcontext():
-            yield
-    finally:
-        set_num_threads(previous)
-
-
-def _restart_with_one_blas_thread() -> None:
-    """Without threadpoolctl, the BLAS can be held to one thread only through its environment
-    variables, which it read when `import rnncore` loaded NumPy, before any argument was seen.
-    So a training command run as a program sets them and runs itself again in this process
-    (exec: the same pid, so Ctrl-C and the caller's wait still reach it), once. POSIX only.
-    """
-    if _threadpool_limits() is not None or os.name != "posix" or not sys.executable:
-        return
-    if all(os.environ.get(name) == "1" for name in BLAS_THREAD_VARIABLES):
-        return  # already restarted, or the caller set them
-    command = list(getattr(sys, "orig_argv", [])) or [sys.executable, "-m", "rnncore", *sys.argv[1:]]
-    env = {**os.environ, **{name: "1" for name in BLAS_THREAD_VARIABLES}}
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        os.execve(sys.executable, [sys.executable, *command[1:]], env)
-    except OSError:
-        pass  # run on with the BLAS's own threads rather than not at all
-
 
 # ---------------------------------------------------------------- check / info
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -420,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--prime", default="def ", help="text the sample starts from (default 'def ')")
     _add_common(lm)
     lm.set_defaults(func=_cmd_charlm)
+
+    apps.register_all(sub)
 
     sub.add_parser("bench", add_help=False, help="benchmark harness (rnncore.benchmark; `rnncore bench --help`)")
 

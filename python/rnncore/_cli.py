@@ -1,8 +1,13 @@
-"""What every `rnncore` command's argument parser shares (the harness's too)."""
+"""What every `rnncore` command shares: its parser class, argument types, the common options
+(--seed, --threads, --no-progress) and the thread limits a training command runs under."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
+import os
+import sys
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -10,3 +15,113 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # noqa: D102 - argparse's hook
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+DEFAULT_OUT = "rnncore-out"
+INTERRUPTED = 130
+
+
+# ---------------------------------------------------------------- argument types
+def int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def float_range(low: float, high: float = math.inf, low_inclusive: bool = False):
+    bound = f"{'>=' if low_inclusive else '>'} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}") from None
+        ok = (value >= low if low_inclusive else value > low) and value <= high
+        if not ok or math.isnan(value):
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text}")
+        return value
+
+    return parse
+
+
+def cell_list(text: str) -> tuple[str, ...]:
+    names = [part.strip().lower() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in ("rnn", "lstm", "gru")]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of rnn, lstm, gru, got {text!r}")
+    return tuple(dict.fromkeys(names))  # unique, in the given order
+
+
+def add_common(parser: argparse.ArgumentParser, seed: int = 0, threads: bool = True) -> None:
+    parser.add_argument("--seed", type=int_at_least(0), default=seed,
+                        help=f"random seed for data and initialisation (default {seed})")
+    if threads:
+        parser.add_argument("--threads", type=int_at_least(1), default=1,
+                            help="cores to use: the kernels' OpenMP threads; NumPy's BLAS gets one "
+                                 "(default 1: these models are small, and one thread per process "
+                                 "is fastest and robust on a busy machine)")
+        parser.add_argument("--no-progress", dest="progress", action="store_false",
+                            help="no progress bars")
+
+
+# NumPy's BLAS (OpenBLAS, MKL, BLIS, Accelerate) reads these once, when NumPy loads.
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                         "VECLIB_MAXIMUM_THREADS")
+
+
+def _threadpool_limits():
+    """threadpoolctl's threadpool_limits (it sets a BLAS's threads in the running process), or
+    None: threadpoolctl is optional."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits
+
+
+@contextlib.contextmanager
+def threads(count: int):
+    """Run with ``count`` kernel threads and one BLAS thread (see restart_with_one_blas_thread).
+
+    The Linear heads and the embedding call NumPy's BLAS between the kernels; its own threads
+    would run beside the kernels' (a "1 thread" charlm used two cores) and two thread pools
+    spinning on two cores slow each other down, so BLAS gets one thread.
+    """
+    from . import get_num_threads, set_num_threads
+
+    previous = get_num_threads()
+    set_num_threads(count)
+    try:
+        limits = _threadpool_limits()
+        with limits(1, user_api="blas") if limits else contextlib.nullcontext():
+            yield
+    finally:
+        set_num_threads(previous)
+
+
+def restart_with_one_blas_thread() -> None:
+    """Without threadpoolctl, the BLAS can be held to one thread only through its environment
+    variables, which it read when `import rnncore` loaded NumPy, before any argument was seen.
+    So a training command run as a program sets them and runs itself again in this process
+    (exec: the same pid, so Ctrl-C and the caller's wait still reach it), once. POSIX only.
+    """
+    if _threadpool_limits() is not None or os.name != "posix" or not sys.executable:
+        return
+    if all(os.environ.get(name) == "1" for name in BLAS_THREAD_VARIABLES):
+        return  # already restarted, or the caller set them
+    command = list(getattr(sys, "orig_argv", [])) or [sys.executable, "-m", "rnncore", *sys.argv[1:]]
+    env = {**os.environ, **{name: "1" for name in BLAS_THREAD_VARIABLES}}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *command[1:]], env)
+    except OSError:
+        pass  # run on with the BLAS's own threads rather than not at all
