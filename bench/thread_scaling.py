@@ -121,7 +121,7 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
         row["versus"] = {spec: {"ms": seconds[spec] * 1e3, "vs_fixed": seconds[spec] / seconds["fixed"]}
                          for spec in versus}
     if splits:
-        from rnncore._compiled import CELL_CODES
+        from rnncore._spec import CELL_CODES
 
         rc.set_num_threads(2)
         code = CELL_CODES["rnn_tanh" if cell == "rnn" else cell]

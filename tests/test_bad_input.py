@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 import rnncore as rc
-from rnncore import _compiled, _core
+from rnncore import _core
+from rnncore._spec import param_names
 
 BACKENDS = ["cpp", "numpy"]
 CELLS = ["rnn", "lstm", "gru"]
@@ -649,14 +650,19 @@ def test_backward_lstm_grad_state_unbatched(backend):
 # The private compiled entry points guard the kernels themselves
 
 
+def core_weights(model):
+    """The model's parameters as _core takes them: a list in PyTorch's order."""
+    return [model.parameters()[name] for name in param_names(model.num_layers, model.bidirectional, model.bias)]
+
+
 class Core:
     """Arguments for _core.forward / _core.backward for a 2-layer bidirectional model."""
 
     def __init__(self, cell, dtype=np.float64):
         self.cell = cell
         self.m = make(cell, num_layers=2, bidirectional=True, dtype=dtype)
-        self.config = _compiled._config(self.m.cell, self.m.parameters())
-        self.weights = _compiled._weights(self.config, self.m.parameters())[1]
+        self.config = self.m.config
+        self.weights = core_weights(self.m)
         self.x = x_tm(dtype)
         self.h0 = np.zeros((4, N, H), dtype)
         self.c0 = np.zeros((4, N, H), dtype) if cell == "lstm" else None
@@ -667,7 +673,7 @@ class Core:
                     training=True)
         args.update(override)
         config = args.pop("config", self.config)
-        return _core.forward(*config, args["weights"], args["x"], args["h0"], args["c0"], args["lengths"],
+        return _core.forward(config, args["weights"], args["x"], args["h0"], args["c0"], args["lengths"],
                              args["training"])
 
     def backward(self, **override):
@@ -675,9 +681,7 @@ class Core:
         args = dict(weights=self.weights, cache=cache, grad_y=np.ones_like(y), grad_h_n=np.ones_like(h_n),
                     grad_c_n=None if c_n is None else np.ones_like(c_n))
         args.update(override)
-        config = args.pop("config", self.config)
-        return _core.backward(*config, args["weights"], args["cache"], args["grad_y"], args["grad_h_n"],
-                              args["grad_c_n"])
+        return _core.backward(args["cache"], args["weights"], args["grad_y"], args["grad_h_n"], args["grad_c_n"])
 
 
 @all_cells
@@ -800,24 +804,40 @@ def test_core_forward_bad_weights(cell):
 @all_cells
 def test_core_forward_bad_config(cell):
     core = Core(cell)
-    code, i, h, layers, bidirectional, bias = core.config
+    c = core.config
+    name, i, h, layers, bidirectional, bias = c.cell, c.input_size, c.hidden_size, c.num_layers, c.bidirectional, c.bias
     for config, pattern in [
-        ((7, i, h, layers, bidirectional, bias), "cell: expected 0..3"),
-        ((-1, i, h, layers, bidirectional, bias), "cell: expected 0..3"),
-        ((code, 0, h, layers, bidirectional, bias), "must be positive"),
-        ((code, i, -h, layers, bidirectional, bias), "must be positive"),
-        ((code, i, h, 0, bidirectional, bias), "must be positive"),
-        ((code, i, h + 1, layers, bidirectional, bias), "expected shape"),
-        ((code, i + 1, h, layers, bidirectional, bias), "expected shape"),
-        ((code, i, h, layers + 1, bidirectional, bias), "weights: expected"),
-        ((code, i, h, layers, not bidirectional, bias), "weights: expected"),
-        ((code, i, h, layers, bidirectional, not bias), "weights: expected"),
-        ((2 if cell != "lstm" else 3, i, h, layers, bidirectional, bias), "expected shape"),
-        ((code, i, 2**20, layers, bidirectional, bias), "expected shape"),
-        ((code, i, 2**40, layers, bidirectional, bias), "the parameter count does not fit in 64 bits"),
+        (("rnn_sigmoid", i, h, layers, bidirectional, bias), "cell: expected one of"),
+        (("", i, h, layers, bidirectional, bias), "cell: expected one of"),
+        ((name, 0, h, layers, bidirectional, bias), "must be positive"),
+        ((name, i, -h, layers, bidirectional, bias), "must be positive"),
+        ((name, i, h, 0, bidirectional, bias), "must be positive"),
+        ((name, i, h + 1, layers, bidirectional, bias), "expected shape"),
+        ((name, i + 1, h, layers, bidirectional, bias), "expected shape"),
+        ((name, i, h, layers + 1, bidirectional, bias), "weights: expected"),
+        ((name, i, h, layers, not bidirectional, bias), "weights: expected"),
+        ((name, i, h, layers, bidirectional, not bias), "weights: expected"),
+        (("lstm" if cell != "lstm" else "gru", i, h, layers, bidirectional, bias), "expected shape"),
+        ((name, i, 2**20, layers, bidirectional, bias), "expected shape"),
+        ((name, i, 2**40, layers, bidirectional, bias), "the parameter count does not fit in 64 bits"),
     ]:
         with pytest.raises(ValueError, match=re.escape(pattern)):
-            core.forward(config=config)
+            core.forward(config=_core.ModelConfig(*config))
+
+
+def test_core_model_config_is_a_value():
+    config = _core.ModelConfig("gru", 3, 5, num_layers=2, bidirectional=True, bias=False)
+    assert (config.cell, config.input_size, config.hidden_size, config.num_layers) == ("gru", 3, 5, 2)
+    assert config.bidirectional and not config.bias and config.gates == 3 and config.directions == 2
+    assert config == _core.ModelConfig("gru", 3, 5, 2, True, False) != _core.ModelConfig("gru", 3, 5, 2, True, True)
+    assert hash(config) == hash(_core.ModelConfig("gru", 3, 5, 2, True, False))
+    assert repr(config) == ("ModelConfig(cell='gru', input_size=3, hidden_size=5, num_layers=2, "
+                            "bidirectional=True, bias=False)")
+    import copy
+    import pickle
+    assert pickle.loads(pickle.dumps(config)) == config == copy.deepcopy(config)
+    with pytest.raises(AttributeError):
+        config.hidden_size = 6
 
 
 @all_cells
@@ -835,26 +855,21 @@ def test_core_backward_bad_cache(cell):
 
 @all_cells
 def test_core_backward_cache_of_another_configuration(cell):
+    # backward runs the cache's own configuration (it is not sent again), so weights of another
+    # configuration are refused by their count or shapes before any kernel reads them.
     core = Core(cell)
-    code, i, h, layers, bidirectional, bias = core.config
     # uni-directional, 1 layer: a valid configuration whose weights are a prefix of the 2-layer bi
     small = make(cell, num_layers=1)
-    small_cfg = _compiled._config(small.cell, small.parameters())
-    small_w = _compiled._weights(small_cfg, small.parameters())[1]
-    _, _, _, small_cache = _core.forward(*small_cfg, small_w, x_tm(), None, None, None, True)
-    with pytest.raises(ValueError, match=names("cache: it was made by a model of another configuration")):
+    _, _, _, small_cache = _core.forward(small.config, core_weights(small), x_tm(), None, None, None, True)
+    assert small_cache.config == small.config
+    with pytest.raises(ValueError, match=names("weights: expected 4 arrays, got 16")):
         core.backward(cache=small_cache)
     # same sizes, other cell: the kernels would read gates that are not there
     other = "gru" if cell != "gru" else "lstm"
     other_m = make(other, num_layers=2, bidirectional=True)
-    other_cfg = _compiled._config(other_m.cell, other_m.parameters())
-    other_w = _compiled._weights(other_cfg, other_m.parameters())[1]
-    _, _, _, other_cache = _core.forward(*other_cfg, other_w, x_tm(), None, None, None, True)
-    with pytest.raises(ValueError, match=names("cache: it was made by a model of another configuration")):
+    _, _, _, other_cache = _core.forward(other_m.config, core_weights(other_m), x_tm(), None, None, None, True)
+    with pytest.raises(ValueError, match=names("weights[0] (w_ih): expected shape")):
         core.backward(cache=other_cache)
-    if cell == "rnn":  # tanh cache replayed as relu
-        with pytest.raises(ValueError, match=names("cache:")):
-            core.backward(config=(1, i, h, layers, bidirectional, bias))
 
 
 @all_cells

@@ -224,7 +224,7 @@ def wavefront_setting(monkeypatch):
 
 
 def wavefront_threads(model, steps, batch):
-    from rnncore._compiled import CELL_CODES
+    from rnncore._spec import CELL_CODES
 
     return _core.wavefront_threads(CELL_CODES[model.cell], model.input_size, model.hidden_size,
                                    model.num_layers, model.bidirectional, steps, batch,
@@ -301,7 +301,7 @@ def time_loop_setting(monkeypatch):
 
 
 def time_loop_split(cell, hidden_size, steps, batch, dtype="float32"):
-    from rnncore._compiled import CELL_CODES
+    from rnncore._spec import CELL_CODES
 
     return _core.time_loop_split(CELL_CODES[cell], hidden_size, steps, batch, dtype)
 

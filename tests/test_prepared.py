@@ -139,7 +139,7 @@ def test_prepare_refuses_what_is_not_a_model():
 def test_core_forward_prepared_checks_its_arrays():
     model = make("lstm")
     fast = model.prepare()
-    handle = fast._prepared
+    handle = fast._prepared._handle  # the compiled backend's _core handle
     x = np.zeros((3, 2, 5), np.float32)
     with pytest.raises(TypeError, match="x: expected dtype float32"):
         _core.forward_prepared(handle, x.astype(np.float64), None, None, None)
@@ -150,7 +150,7 @@ def test_core_forward_prepared_checks_its_arrays():
     with pytest.raises(TypeError, match="prepared"):
         _core.forward_prepared(object(), x, None, None, None)
     with pytest.raises(ValueError, match="weights"):
-        _core.prepare(2, 5, 37, 1, False, True, [])
+        _core.prepare(_core.ModelConfig("lstm", 5, 37), [])
 
 
 def test_prepared_reports_its_memory():

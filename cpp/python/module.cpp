@@ -11,6 +11,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "rnncore/checked.h"
@@ -226,12 +227,13 @@ void bind_prepared(py::module_& m, const char* name) {
       .def_property_readonly("nbytes", &Prepared<S>::nbytes);
 }
 
+// The configuration is the cache's own: backward runs the model the forward call ran.
 template <typename S>
-py::tuple backward_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays,
-                        const rnncore::TrainingCache<S>& cache, const py::object& grad_y,
+py::tuple backward_impl(const rnncore::TrainingCache<S>& cache,
+                        const std::vector<py::array>& weight_arrays, const py::object& grad_y,
                         const py::object& grad_h_n, const py::object& grad_c_n) {
+  const ModelConfig& c = cache.config();
   const auto weights = checked_weights<S>(c, weight_arrays);
-  if (!(cache.config() == c)) throw py::value_error("cache: it was made by a model of another configuration");
   const int64_t T = cache.steps(), N = cache.batch(), H = c.hidden_size;
   const int64_t states = c.num_layers * c.directions(), gh = c.gates() * H;
   const bool lstm = c.cell == CellKind::Lstm;
@@ -281,6 +283,7 @@ void bind_cache(py::module_& m, const char* name) {
   py::class_<rnncore::TrainingCache<S>, std::shared_ptr<rnncore::TrainingCache<S>>>(
       m, name, "What backpropagation through time needs from one forward call (opaque).")
       .def_property_readonly("nbytes", &rnncore::TrainingCache<S>::nbytes)
+      .def_property_readonly("config", &rnncore::TrainingCache<S>::config)
       .def_property_readonly("steps", &rnncore::TrainingCache<S>::steps)
       .def_property_readonly("batch", &rnncore::TrainingCache<S>::batch);
 }
@@ -469,8 +472,19 @@ struct StreamBinding {
   }
 };
 
-// ------------------------------------------------------------------ model files (C++ reader)
-// The C++ reader and writer, bound so the Python tests hold both implementations to one format.
+// ------------------------------------------------------------------ model files
+// rnncore.io reads and writes model files through these: rnncore/io.h is the one implementation.
+template <typename S>
+py::dict parameter_arrays(const rnncore::Model<S>& model) {
+  py::dict params;
+  for (std::size_t i = 0; i < model.specs().size(); ++i) {
+    auto a = empty<S>(model.specs()[i].shape);
+    std::copy(model.parameter(i).begin(), model.parameter(i).end(), a.mutable_data());
+    params[py::str(model.specs()[i].name)] = a;
+  }
+  return params;
+}
+
 template <typename S>
 py::tuple read_model_file_impl(const rnncore::Model<S>& model) {
   const ModelConfig& c = model.config();
@@ -481,20 +495,109 @@ py::tuple read_model_file_impl(const rnncore::Model<S>& model) {
   config["num_layers"] = c.num_layers;
   config["bias"] = c.bias;
   config["bidirectional"] = c.bidirectional;
-  py::dict params;
-  for (std::size_t i = 0; i < model.specs().size(); ++i) {
-    auto a = empty<S>(model.specs()[i].shape);
-    std::copy(model.parameter(i).begin(), model.parameter(i).end(), a.mutable_data());
-    params[py::str(model.specs()[i].name)] = a;
-  }
-  return py::make_tuple(config, params);
+  return py::make_tuple(config, parameter_arrays(model));
 }
 
 template <typename S>
-py::bytes serialize_model_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays) {
+py::tuple parse_model_impl(const unsigned char* data, std::size_t size, const std::string& source,
+                           const char* dtype, bool batch_first) {
+  std::unique_ptr<rnncore::Model<S>> model;
+  {
+    py::gil_scoped_release release;
+    model = std::make_unique<rnncore::Model<S>>(rnncore::load_model_from_memory<S>(data, size, source));
+  }
+  return py::make_tuple(model->config(), dtype, batch_first, parameter_arrays(*model));
+}
+
+// A file's bytes (read by rnncore.io, which raises the OSErrors) parsed by the C++ reader:
+// (ModelConfig, "float32" | "float64" as stored, batch_first, {name: array}).
+py::tuple parse_model(const py::bytes& bytes, const std::string& source) {
+  const std::string_view view(bytes);
+  const auto* data = reinterpret_cast<const unsigned char*>(view.data());
+  // The header alone first, for the stored dtype; the full read below parses it again and
+  // raises every error the file has (a mixed or foreign dtype included).
+  const rnncore::SafetensorsHeader header = rnncore::parse_safetensors(data, view.size(), source);
+  bool f64 = false;
+  for (const auto& entry : header.tensors) f64 = f64 || entry.second.dtype == "F64";
+  const auto flag = header.metadata.find("batch_first");
+  const bool batch_first = flag != header.metadata.end() && flag->second == "true";
+  if (f64) return parse_model_impl<double>(data, view.size(), source, "float64", batch_first);
+  return parse_model_impl<float>(data, view.size(), source, "float32", batch_first);
+}
+
+template <typename S>
+py::bytes serialize_model_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays,
+                               bool batch_first) {
   const rnncore::Model<S> model(c, checked_weights<S>(c, weight_arrays));
-  const std::vector<unsigned char> bytes = rnncore::serialize_model(model);
+  const std::vector<unsigned char> bytes = rnncore::serialize_model(model, batch_first);
   return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+// ------------------------------------------------------------------ the model's configuration
+// Built once per model (rnncore.layers) and passed to every call; validate() is the one check of
+// the sizes. Immutable, so that a cache or prepared handle made with it can trust it.
+CellKind cell_named(const std::string& cell) {
+  try {
+    return rnncore::cell_from_name(cell);
+  } catch (const std::invalid_argument&) {
+    const std::string shown = cell.size() > 40 ? cell.substr(0, 40) + "..." : cell;
+    throw py::value_error("cell: expected one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru', got '" + shown + "'");
+  }
+}
+
+ModelConfig named_config(const std::string& cell, int64_t input_size, int64_t hidden_size,
+                         int64_t num_layers, bool bidirectional, bool bias) {
+  ModelConfig c;
+  c.cell = cell_named(cell);
+  c.input_size = input_size;
+  c.hidden_size = hidden_size;
+  c.num_layers = num_layers;
+  c.bidirectional = bidirectional;
+  c.bias = bias;
+  c.validate();
+  return c;
+}
+
+void bind_model_config(py::module_& m) {
+  py::class_<ModelConfig>(m, "ModelConfig",
+                          "A model's hyper-parameters (rnncore/sequence.h), checked when made.")
+      .def(py::init(&named_config),
+           py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers") = 1,
+           py::arg("bidirectional") = false, py::arg("bias") = true)
+      .def_property_readonly("cell", [](const ModelConfig& c) { return std::string(rnncore::cell_name(c.cell)); })
+      .def_property_readonly("cell_code", [](const ModelConfig& c) { return static_cast<int>(c.cell); })
+      .def_readonly("input_size", &ModelConfig::input_size)
+      .def_readonly("hidden_size", &ModelConfig::hidden_size)
+      .def_readonly("num_layers", &ModelConfig::num_layers)
+      .def_readonly("bidirectional", &ModelConfig::bidirectional)
+      .def_readonly("bias", &ModelConfig::bias)
+      .def_property_readonly("gates", &ModelConfig::gates)
+      .def_property_readonly("directions", &ModelConfig::directions)
+      .def("__eq__", [](const ModelConfig& a, const py::object& b) {
+        return py::isinstance<ModelConfig>(b) && a == b.cast<const ModelConfig&>();
+      })
+      .def("__hash__", [](const ModelConfig& c) {
+        return py::hash(py::make_tuple(static_cast<int>(c.cell), c.input_size, c.hidden_size,
+                                       c.num_layers, c.bidirectional, c.bias));
+      })
+      .def("__repr__", [](const ModelConfig& c) {
+        return "ModelConfig(cell='" + std::string(rnncore::cell_name(c.cell)) +
+               "', input_size=" + std::to_string(c.input_size) +
+               ", hidden_size=" + std::to_string(c.hidden_size) +
+               ", num_layers=" + std::to_string(c.num_layers) +
+               ", bidirectional=" + (c.bidirectional ? "True" : "False") +
+               ", bias=" + (c.bias ? "True" : "False") + ")";
+      })
+      .def(py::pickle(
+          [](const ModelConfig& c) {
+            return py::make_tuple(std::string(rnncore::cell_name(c.cell)), c.input_size,
+                                  c.hidden_size, c.num_layers, c.bidirectional, c.bias);
+          },
+          [](const py::tuple& t) {
+            if (t.size() != 6) throw py::value_error("ModelConfig: expected a state of 6 values");
+            return named_config(t[0].cast<std::string>(), t[1].cast<int64_t>(), t[2].cast<int64_t>(),
+                                t[3].cast<int64_t>(), t[4].cast<bool>(), t[5].cast<bool>());
+          }));
 }
 
 py::dict build_info() {
@@ -534,6 +637,7 @@ PYBIND11_MODULE(_core, m) {
   // rnncore/checked.h: sizes beyond these raise ValueError (std::length_error).
   m.attr("MAX_SIZE") = rnncore::kMaxSize;
   m.attr("MAX_ARRAY_BYTES") = rnncore::kMaxArrayBytes;
+  bind_model_config(m);
   bind_cache<float>(m, "TrainingCacheF32");
   bind_cache<double>(m, "TrainingCacheF64");
   bind_prepared<float>(m, "PreparedF32");
@@ -541,10 +645,8 @@ PYBIND11_MODULE(_core, m) {
 
   m.def(
       "forward",
-      [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
-         bool bias, const std::vector<py::array>& weights, const py::array& x, const py::object& h0,
-         const py::object& c0, const py::object& lengths, bool training) {
-        const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
+      [](const ModelConfig& c, const std::vector<py::array>& weights, const py::array& x,
+         const py::object& h0, const py::object& c0, const py::object& lengths, bool training) {
         if (x.dtype().is(py::dtype::of<float>())) {
           return forward_impl<float>(c, weights, x, h0, c0, lengths, training);
         }
@@ -553,46 +655,39 @@ PYBIND11_MODULE(_core, m) {
         }
         throw py::type_error("x: expected float32 or float64, got " + std::string(py::str(x.dtype())));
       },
-      py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
-      py::arg("bidirectional"), py::arg("bias"), py::arg("weights"), py::arg("x"),
-      py::arg("h0").none(true), py::arg("c0").none(true), py::arg("lengths").none(true),
-      py::arg("training"),
+      py::arg("config"), py::arg("weights"), py::arg("x"), py::arg("h0").none(true),
+      py::arg("c0").none(true), py::arg("lengths").none(true), py::arg("training"),
       "Whole-sequence forward. Returns (y, h_n, c_n or None, cache or None).");
 
   m.def(
       "backward",
-      [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
-         bool bias, const std::vector<py::array>& weights, const py::object& cache,
-         const py::object& grad_y, const py::object& grad_h_n, const py::object& grad_c_n) {
-        const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
+      [](const py::object& cache, const std::vector<py::array>& weights, const py::object& grad_y,
+         const py::object& grad_h_n, const py::object& grad_c_n) {
         if (py::isinstance<rnncore::TrainingCache<float>>(cache)) {
-          return backward_impl<float>(c, weights, cache.cast<const rnncore::TrainingCache<float>&>(),
+          return backward_impl<float>(cache.cast<const rnncore::TrainingCache<float>&>(), weights,
                                       grad_y, grad_h_n, grad_c_n);
         }
         if (py::isinstance<rnncore::TrainingCache<double>>(cache)) {
-          return backward_impl<double>(c, weights, cache.cast<const rnncore::TrainingCache<double>&>(),
+          return backward_impl<double>(cache.cast<const rnncore::TrainingCache<double>&>(), weights,
                                        grad_y, grad_h_n, grad_c_n);
         }
         throw py::type_error("cache: expected a training cache from rnncore._core.forward");
       },
-      py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
-      py::arg("bidirectional"), py::arg("bias"), py::arg("weights"), py::arg("cache"),
-      py::arg("grad_y").none(true), py::arg("grad_h_n").none(true), py::arg("grad_c_n").none(true),
-      "BPTT. Returns (grad_x, grad_h0, grad_c0 or None, [weight grads in the order of weights]).");
+      py::arg("cache"), py::arg("weights"), py::arg("grad_y").none(true),
+      py::arg("grad_h_n").none(true), py::arg("grad_c_n").none(true),
+      "BPTT over the cache's configuration. Returns (grad_x, grad_h0, grad_c0 or None, [weight "
+      "grads in the order of weights]).");
 
   m.def(
       "prepare",
-      [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
-         bool bias, const std::vector<py::array>& weights) {
-        const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
+      [](const ModelConfig& c, const std::vector<py::array>& weights) {
         if (weights.empty()) throw py::value_error("weights: expected arrays, got none");
         if (weights[0].dtype().is(py::dtype::of<float>())) return prepare_impl<float>(c, weights);
         if (weights[0].dtype().is(py::dtype::of<double>())) return prepare_impl<double>(c, weights);
         throw py::type_error("weights: expected float32 or float64, got " +
                              std::string(py::str(weights[0].dtype())));
       },
-      py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
-      py::arg("bidirectional"), py::arg("bias"), py::arg("weights"),
+      py::arg("config"), py::arg("weights"),
       "Packs the weights once for forward_prepared (a copy: later changes do not reach it).");
   m.def(
       "forward_prepared",
@@ -627,16 +722,20 @@ PYBIND11_MODULE(_core, m) {
       py::arg("path"), py::arg("dtype") = "float32",
       py::arg("max_bytes") = rnncore::kDefaultMaxModelFileBytes,
       "The C++ reader (rnncore/io.h): (config dict, {name: array}); raises ModelFileError.");
+  m.def("parse_model", &parse_model, py::arg("data"), py::arg("source"),
+        "The C++ reader over a file's bytes: (ModelConfig, stored dtype, batch_first, {name: "
+        "array}); raises ModelFileError naming `source`.");
   m.def(
       "serialize_model",
-      [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
-         bool bias, const std::vector<py::array>& weights) -> py::bytes {
-        const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
+      [](const ModelConfig& c, const std::vector<py::array>& weights, bool batch_first) -> py::bytes {
         if (weights.empty()) throw py::value_error("weights: expected arrays");
-        if (weights[0].dtype().is(py::dtype::of<float>())) return serialize_model_impl<float>(c, weights);
-        return serialize_model_impl<double>(c, weights);
+        if (weights[0].dtype().is(py::dtype::of<float>())) return serialize_model_impl<float>(c, weights, batch_first);
+        if (weights[0].dtype().is(py::dtype::of<double>())) return serialize_model_impl<double>(c, weights, batch_first);
+        throw py::type_error("weights: expected float32 or float64, got " +
+                             std::string(py::str(weights[0].dtype())));
       },
-      "The bytes the C++ writer (rnncore::save_model) produces for these weights.");
+      py::arg("config"), py::arg("weights"), py::arg("batch_first") = false,
+      "The bytes of the model file (rnncore::serialize_model) for these weights.");
 
   m.def("forward_flops", [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
                             bool bidirectional, int64_t steps, int64_t batch) {

@@ -714,14 +714,15 @@ Model<S> load_model(const std::string& path, std::uint64_t max_bytes) {
 // The header is compact JSON in a fixed key order, byte for byte what rnncore.save writes
 // (json.dumps with separators=(",", ":")), so both writers produce identical files.
 template <typename S>
-std::vector<unsigned char> serialize_model(const Model<S>& model) {
+std::vector<unsigned char> serialize_model(const Model<S>& model, bool batch_first) {
   const ModelConfig& c = model.config();
   std::ostringstream json;
   json << "{\"__metadata__\":{\"format\":\"rnncore\",\"format_version\":\"1\",\"cell\":\""
        << cell_name(c.cell) << "\",\"input_size\":\"" << c.input_size << "\",\"hidden_size\":\""
        << c.hidden_size << "\",\"num_layers\":\"" << c.num_layers << "\",\"bias\":\""
        << (c.bias ? "true" : "false") << "\",\"bidirectional\":\""
-       << (c.bidirectional ? "true" : "false") << "\",\"batch_first\":\"false\"}";
+       << (c.bidirectional ? "true" : "false") << "\",\"batch_first\":\""
+       << (batch_first ? "true" : "false") << "\"}";
   std::uint64_t offset = 0;
   for (std::size_t i = 0; i < model.specs().size(); ++i) {
     const ParameterSpec& spec = model.specs()[i];
@@ -748,8 +749,8 @@ std::vector<unsigned char> serialize_model(const Model<S>& model) {
 }
 
 template <typename S>
-void save_model(const std::string& path, const Model<S>& model) {
-  const std::vector<unsigned char> bytes = serialize_model(model);
+void save_model(const std::string& path, const Model<S>& model, bool batch_first) {
+  const std::vector<unsigned char> bytes = serialize_model(model, batch_first);
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
@@ -775,9 +776,9 @@ template Model<float> load_model<float>(const std::string&, std::uint64_t);
 template Model<double> load_model<double>(const std::string&, std::uint64_t);
 template Model<float> load_model_from_memory<float>(const unsigned char*, std::size_t, const std::string&);
 template Model<double> load_model_from_memory<double>(const unsigned char*, std::size_t, const std::string&);
-template void save_model<float>(const std::string&, const Model<float>&);
-template void save_model<double>(const std::string&, const Model<double>&);
-template std::vector<unsigned char> serialize_model<float>(const Model<float>&);
-template std::vector<unsigned char> serialize_model<double>(const Model<double>&);
+template void save_model<float>(const std::string&, const Model<float>&, bool);
+template void save_model<double>(const std::string&, const Model<double>&, bool);
+template std::vector<unsigned char> serialize_model<float>(const Model<float>&, bool);
+template std::vector<unsigned char> serialize_model<double>(const Model<double>&, bool);
 
 }  // namespace rnncore

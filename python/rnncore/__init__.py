@@ -11,8 +11,8 @@ from . import reference
 from ._core import cache_info, empty_cache, get_num_threads, set_num_threads
 from .floating_point import get_flush_denormals, set_flush_denormals
 from .grads import clip_grad_norm, global_norm, per_step_grad_norms
-from .io import ModelFileError, load
-from .layers import GRU, LSTM, RNN, ForwardCache, Gradients, PreparedModel
+from .io import ModelFileError
+from .layers import GRU, LSTM, RNN, ForwardCache, Gradients, PreparedModel, load
 from .streaming import Stream
 from .threads import get_thread_plan, reset_thread_plan, set_thread_plan, thread_plan_report
 from .losses import log_softmax, mse, one_hot, softmax, softmax_cross_entropy
@@ -66,9 +66,7 @@ __all__ = [
 
 def save(model, path) -> None:
     """Write a model to a safetensors file: the same as model.save(path)."""
-    from .io import save as _save
-
-    _save(model, path)
+    model.save(path)
 
 
 def build_info() -> dict:

@@ -4,9 +4,45 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+class ModelConfig:
+    """A model's hyper-parameters (rnncore/sequence.h), checked when made (ValueError naming the
+    size that is not positive or whose parameter count does not fit in 64 bits); immutable."""
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        bias: bool = True,
+    ) -> None: ...
+    @property
+    def cell(self) -> str: ...  # "rnn_tanh" | "rnn_relu" | "lstm" | "gru"
+    @property
+    def cell_code(self) -> int: ...  # rnncore::CellKind, the int the stream and planning calls take
+    @property
+    def input_size(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def bidirectional(self) -> bool: ...
+    @property
+    def bias(self) -> bool: ...
+    @property
+    def gates(self) -> int: ...
+    @property
+    def directions(self) -> int: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
 class _TrainingCache:
     @property
     def nbytes(self) -> int: ...
+    @property
+    def config(self) -> ModelConfig: ...  # the configuration backward runs
     @property
     def steps(self) -> int: ...
     @property
@@ -22,15 +58,7 @@ class _Prepared:
 class PreparedF32(_Prepared): ...
 class PreparedF64(_Prepared): ...
 
-def prepare(
-    cell: int,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int,
-    bidirectional: bool,
-    bias: bool,
-    weights: Sequence[np.ndarray],
-) -> _Prepared: ...
+def prepare(config: ModelConfig, weights: Sequence[np.ndarray]) -> _Prepared: ...
 def forward_prepared(
     prepared: _Prepared,
     x: np.ndarray,
@@ -40,28 +68,17 @@ def forward_prepared(
 ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]: ...
 
 def forward(
-    cell: int,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int,
-    bidirectional: bool,
-    bias: bool,
+    config: ModelConfig,
     weights: Sequence[np.ndarray],
     x: np.ndarray,
     h0: Optional[np.ndarray],
     c0: Optional[np.ndarray],
     lengths: Optional[np.ndarray],
     training: bool,
-) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Any]: ...
+) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[_TrainingCache]]: ...
 def backward(
-    cell: int,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int,
-    bidirectional: bool,
-    bias: bool,
+    cache: _TrainingCache,
     weights: Sequence[np.ndarray],
-    cache: Any,
     grad_y: Optional[np.ndarray],
     grad_h_n: Optional[np.ndarray],
     grad_c_n: Optional[np.ndarray],
@@ -134,14 +151,9 @@ class ModelFileError(ValueError): ...
 
 def read_model_file(
     path: str, dtype: str = "float32", max_bytes: int = ...
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
-def serialize_model(
-    cell: int,
-    input_size: int,
-    hidden_size: int,
-    num_layers: int,
-    bidirectional: bool,
-    bias: bool,
-    weights: Sequence[np.ndarray],
-) -> bytes: ...
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...  # rnncore::load_model (C++ opens the file)
+def parse_model(
+    data: bytes, source: str
+) -> tuple[ModelConfig, str, bool, dict[str, np.ndarray]]: ...  # (config, stored dtype, batch_first, params)
+def serialize_model(config: ModelConfig, weights: Sequence[np.ndarray], batch_first: bool = False) -> bytes: ...
 def gemm_gflops(rows: int, cols: int, depth: int, repeats: int = 5) -> float: ...

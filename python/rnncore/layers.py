@@ -11,17 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import copy
+import os
 
 import numpy as np
 
-from . import _checks, _compiled, _limits, reference
-from ._compiled import param_names
-from .nn import parameter_count
+from . import _checks, _core, _limits, backends, io
+from ._spec import param_shapes, parameter_count
 
-__all__ = ["RNN", "LSTM", "GRU", "Gradients", "ForwardCache", "PreparedModel"]
-
-BACKENDS = ("cpp", "numpy")
+__all__ = ["RNN", "LSTM", "GRU", "Gradients", "ForwardCache", "PreparedModel", "load"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +57,139 @@ class ForwardCache:
         return int(getattr(self.inner, "nbytes", 0))
 
     def __repr__(self) -> str:
-        return f"<ForwardCache {self.backend} T={self.steps} N={self.batch} for {self.model!r}>"
+        return f"<ForwardCache {self.backend.name} T={self.steps} N={self.batch} for {self.model!r}>"
+
+
+class _Conventions:
+    """A model's call conventions: the user's arrays (batch_first or not, batched or one
+    sequence, anything np.asarray takes) checked once and made canonical for the backends, and
+    the backends' results shaped back. Immutable; the model and its PreparedModels share one."""
+
+    __slots__ = ("kind", "lstm", "dtype", "input_size", "hidden_size", "states", "batch_first")
+
+    def __init__(self, kind: str, config: Any, dtype: np.dtype, batch_first: bool) -> None:
+        self.kind = kind
+        self.lstm = config.cell == "lstm"
+        self.dtype = dtype
+        self.input_size = config.input_size
+        self.hidden_size = config.hidden_size
+        self.states = config.num_layers * config.directions
+        self.batch_first = batch_first
+
+    # ------------------------------------------------------------------ into the backends
+    def input(self, x: Any) -> tuple[np.ndarray, bool]:
+        """x as (T, N, I) time-major C-contiguous in the model's dtype, and whether it was unbatched."""
+        array = _checks.real_array("x", x, self.dtype)
+        if array.ndim not in (2, 3):
+            layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
+            raise ValueError(
+                f"x: expected 3 dimensions {layout} or 2 dimensions (T, I) for one sequence, "
+                f"got shape {array.shape}"
+            )
+        if array.shape[-1] != self.input_size:
+            raise ValueError(f"x: expected input_size {self.input_size} on the last axis, got shape {array.shape}")
+        if 0 in array.shape:  # checked before the reshapes below, so the shape reported is the caller's
+            raise ValueError(f"x: expected at least one step and one sequence, got shape {array.shape}")
+        unbatched = array.ndim == 2
+        if unbatched:
+            array = array[:, None, :]
+        elif self.batch_first:
+            array = array.transpose(1, 0, 2)
+        return np.ascontiguousarray(array), unbatched
+
+    def state_shape(self, batch: int, unbatched: bool) -> tuple[int, ...]:
+        return (self.states, self.hidden_size) if unbatched else (self.states, batch, self.hidden_size)
+
+    def state(self, name: str, value: Any, batch: int, unbatched: bool) -> np.ndarray:
+        array = _checks.real_array(name, value, self.dtype)
+        expected = self.state_shape(batch, unbatched)
+        meaning = "(num_layers * num_directions, hidden_size)" if unbatched else \
+            "(num_layers * num_directions, batch, hidden_size)"
+        _checks.exact_shape(name, array, expected, meaning)
+        return np.ascontiguousarray(array.reshape(self.state_shape(batch, False)))
+
+    def hx(self, hx: Any, batch: int, unbatched: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if hx is None:
+            return None, None
+        if self.lstm:
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise TypeError(f"hx: LSTM takes a tuple (h0, c0), got {_checks.describe(hx)}")
+            return (self.state("hx[0] (h0)", hx[0], batch, unbatched),
+                    self.state("hx[1] (c0)", hx[1], batch, unbatched))
+        if isinstance(hx, (tuple, list)):
+            raise TypeError(f"hx: {self.kind} takes one array h0, got a {type(hx).__name__} of {len(hx)}")
+        return self.state("hx", hx, batch, unbatched), None
+
+    def lengths(self, lengths: Any, steps: int, batch: int, unbatched: bool) -> np.ndarray | None:
+        if lengths is None:
+            return None
+        array = _checks.to_numpy("lengths", lengths)
+        if array.size == 0:
+            raise ValueError(f"lengths: expected shape ({batch},), one length per sequence, got {array.shape}")
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"lengths: expected integers, got dtype {array.dtype}")
+        if unbatched and array.ndim == 0:
+            array = array.reshape(1)
+        if array.shape != (batch,):
+            raise ValueError(f"lengths: expected shape ({batch},), one length per sequence, got {array.shape}")
+        bad = (array < 1) | (array > steps)
+        if bad.any():
+            raise ValueError(
+                f"lengths: expected every length in 1..{steps} (the number of steps), "
+                f"got {array[bad].tolist()} at positions {np.flatnonzero(bad).tolist()}"
+            )
+        return np.ascontiguousarray(array, dtype=np.int64)
+
+    def call_arrays(self, x: Any, hx: Any, lengths: Any):
+        """The canonical (x_tm, unbatched, h0, c0, lengths) of a call."""
+        x_tm, unbatched = self.input(x)
+        steps, batch = x_tm.shape[:2]
+        h0, c0 = self.hx(hx, batch, unbatched)
+        return x_tm, unbatched, h0, c0, self.lengths(lengths, steps, batch, unbatched)
+
+    def grad_output(self, grad_output: Any, cache: ForwardCache) -> np.ndarray | None:
+        if grad_output is None:
+            return None
+        array = _checks.real_array("grad_output", grad_output, self.dtype)
+        _checks.exact_shape("grad_output", array, cache.output_shape, "(the shape of the forward output)")
+        if cache.unbatched:
+            array = array[:, None, :]
+        elif self.batch_first:
+            array = array.transpose(1, 0, 2)
+        return np.ascontiguousarray(array)
+
+    def grad_state(self, grad_state: Any, cache: ForwardCache):
+        if grad_state is None:
+            return None, None
+        if self.lstm:
+            if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
+                raise TypeError(
+                    f"grad_state: LSTM takes a tuple (dL/dh_n, dL/dc_n), got {_checks.describe(grad_state)}")
+            h, c = grad_state
+            grad_h = None if h is None else self.state("grad_state[0]", h, cache.batch, cache.unbatched)
+            grad_c = None if c is None else self.state("grad_state[1]", c, cache.batch, cache.unbatched)
+            return grad_h, grad_c
+        if isinstance(grad_state, (tuple, list)):
+            raise TypeError(f"grad_state: {self.kind} takes one array like h_n, got a {type(grad_state).__name__}")
+        return self.state("grad_state", grad_state, cache.batch, cache.unbatched), None
+
+    # ------------------------------------------------------------------ back to the user
+    def output(self, y: np.ndarray, unbatched: bool) -> np.ndarray:
+        if unbatched:
+            return y[:, 0, :]
+        return np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
+
+    def user_state(self, h_n, c_n, unbatched):
+        """h_n, or (h_n, c_n) for the LSTM: the model's state as the user passes it back."""
+        if unbatched:
+            h_n = h_n[:, 0, :]
+            c_n = None if c_n is None else c_n[:, 0, :]
+        return (h_n, c_n) if self.lstm else h_n
+
+    def grad_input(self, grad_x: np.ndarray, unbatched: bool) -> np.ndarray:
+        if unbatched:
+            return grad_x[:, 0, :]
+        return np.ascontiguousarray(grad_x.transpose(1, 0, 2)) if self.batch_first else grad_x
 
 
 class _RecurrentBase:
@@ -83,29 +212,45 @@ class _RecurrentBase:
         self.hidden_size = _limits.size("hidden_size", hidden_size)
         self.num_layers = _limits.size("num_layers", num_layers)
         self.bias = _checks.boolean("bias", bias)
-        self.batch_first = _checks.boolean("batch_first", batch_first)
+        self._batch_first = _checks.boolean("batch_first", batch_first)
         self.bidirectional = _checks.boolean("bidirectional", bidirectional)
         self.dtype = _checks.float_dtype("dtype", dtype)
         self._check_parameter_memory()
+        # The configuration every backend call takes, built once: the sizes above are fixed for
+        # the model's life.
+        self._config = _core.ModelConfig(self.cell, self.input_size, self.hidden_size, self.num_layers,
+                                         self.bidirectional, self.bias)
+        self.batch_first = self._batch_first  # builds the call conventions
         self.backend = backend
         self._version = 0
         self._params = self._initial_params(_checks.optional_seed("seed", seed))
 
     # ------------------------------------------------------------------ configuration
     @property
+    def config(self) -> Any:
+        """The hyper-parameters the backends run (rnncore._core.ModelConfig): cell, input_size,
+        hidden_size, num_layers, bidirectional, bias, gates, directions."""
+        return self._config
+
+    @property
     def backend(self) -> str:
-        """"cpp" (the compiled kernels) or "numpy" (rnncore.reference, the oracle)."""
-        return self._backend
+        """The name of the kernels calls run on: "cpp" (compiled) or "numpy" (rnncore.reference,
+        the oracle); rnncore.backends.names() lists them."""
+        return self._backend.name
 
     @backend.setter
     def backend(self, value: str) -> None:
-        self._backend = self._check_backend("backend", value)
+        self._backend = backends.get(value)
 
-    @staticmethod
-    def _check_backend(name: str, value: Any) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"{name}: expected one of {BACKENDS}, got {value!r}")
-        return value
+    @property
+    def batch_first(self) -> bool:
+        """Whether batched inputs and outputs are (N, T, features) rather than (T, N, features)."""
+        return self._batch_first
+
+    @batch_first.setter
+    def batch_first(self, value: bool) -> None:
+        self._batch_first = _checks.boolean("batch_first", value)
+        self._conventions = _Conventions(type(self).__name__, self._config, self.dtype, self._batch_first)
 
     @property
     def cell(self) -> str:
@@ -117,23 +262,13 @@ class _RecurrentBase:
         return 2 if self.bidirectional else 1
 
     def _param_shapes(self) -> dict[str, tuple[int, ...]]:
-        gh = self._gates * self.hidden_size
-        shapes = {}
-        for name in param_names(self.num_layers, self.bidirectional, self.bias):
-            layer = int(name.split("_l")[1].split("_")[0])
-            width = self.input_size if layer == 0 else self.num_directions * self.hidden_size
-            if name.startswith("weight_ih"):
-                shapes[name] = (gh, width)
-            elif name.startswith("weight_hh"):
-                shapes[name] = (gh, self.hidden_size)
-            else:
-                shapes[name] = (gh,)
-        return shapes
+        return param_shapes(self.cell, self.input_size, self.hidden_size, self.num_layers, self.bidirectional,
+                            self.bias)
 
     def _check_parameter_memory(self) -> None:
         # Before the first array: for many small layers Python's own bytes per array dominate,
         # and the largest weight is drawn in float64 first.
-        values = parameter_count(self._family, self.input_size, self.hidden_size, self.num_layers,
+        values = parameter_count(self._gates, self.input_size, self.hidden_size, self.num_layers,
                                  self.bias, self.bidirectional)
         arrays = self.num_layers * self.num_directions * (4 if self.bias else 2)
         widest = max(self.input_size, self.num_directions * self.hidden_size)
@@ -236,121 +371,34 @@ class _RecurrentBase:
 
     def save(self, path: Any) -> None:
         """Write the model to a safetensors file (rnncore.io); rnncore.load(path) reads it back."""
-        from . import io
-
-        io.save(self, path)
+        io.write_file(path, self._config, self._params, batch_first=self.batch_first)
 
     def load(self, path: Any, *, max_bytes: int | None = None) -> None:
-        """Load parameters from a file written by save() for a model of the same kind and sizes.
-        On any error (OSError, rnncore.ModelFileError) the model is left as it was."""
-        from . import io
-
-        io.load_into(self, path, max_bytes=io.MAX_FILE_BYTES if max_bytes is None else max_bytes)
-
-    # ------------------------------------------------------------------ input handling
-    def _canonical_input(self, x: Any) -> tuple[np.ndarray, bool]:
-        """x as (T, N, I) time-major C-contiguous in the model's dtype, and whether it was unbatched."""
-        array = _checks.real_array("x", x, self.dtype)
-        if array.ndim not in (2, 3):
-            layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
-            raise ValueError(
-                f"x: expected 3 dimensions {layout} or 2 dimensions (T, I) for one sequence, "
-                f"got shape {array.shape}"
-            )
-        if array.shape[-1] != self.input_size:
-            raise ValueError(f"x: expected input_size {self.input_size} on the last axis, got shape {array.shape}")
-        if 0 in array.shape:  # checked before the reshapes below, so the shape reported is the caller's
-            raise ValueError(f"x: expected at least one step and one sequence, got shape {array.shape}")
-        unbatched = array.ndim == 2
-        if unbatched:
-            array = array[:, None, :]
-        elif self.batch_first:
-            array = array.transpose(1, 0, 2)
-        return np.ascontiguousarray(array), unbatched
-
-    def _state_shape(self, batch: int, unbatched: bool) -> tuple[int, ...]:
-        states = self.num_layers * self.num_directions
-        return (states, self.hidden_size) if unbatched else (states, batch, self.hidden_size)
-
-    def _canonical_state(self, name: str, value: Any, batch: int, unbatched: bool) -> np.ndarray:
-        array = _checks.real_array(name, value, self.dtype)
-        expected = self._state_shape(batch, unbatched)
-        meaning = "(num_layers * num_directions, hidden_size)" if unbatched else \
-            "(num_layers * num_directions, batch, hidden_size)"
-        _checks.exact_shape(name, array, expected, meaning)
-        return np.ascontiguousarray(array.reshape(self._state_shape(batch, False)))
-
-    def _canonical_hx(self, hx: Any, batch: int, unbatched: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
-        if hx is None:
-            return None, None
-        if isinstance(hx, (tuple, list)):
-            raise TypeError(f"hx: {type(self).__name__} takes one array h0, got a {type(hx).__name__} of {len(hx)}")
-        return self._canonical_state("hx", hx, batch, unbatched), None
-
-    def _canonical_lengths(self, lengths: Any, steps: int, batch: int, unbatched: bool) -> np.ndarray | None:
-        if lengths is None:
-            return None
-        array = _checks.to_numpy("lengths", lengths)
-        if array.size == 0:
-            raise ValueError(f"lengths: expected shape ({batch},), one length per sequence, got {array.shape}")
-        if array.dtype.kind not in "iu":
-            raise TypeError(f"lengths: expected integers, got dtype {array.dtype}")
-        if unbatched and array.ndim == 0:
-            array = array.reshape(1)
-        if array.shape != (batch,):
-            raise ValueError(f"lengths: expected shape ({batch},), one length per sequence, got {array.shape}")
-        bad = (array < 1) | (array > steps)
-        if bad.any():
-            raise ValueError(
-                f"lengths: expected every length in 1..{steps} (the number of steps), "
-                f"got {array[bad].tolist()} at positions {np.flatnonzero(bad).tolist()}"
-            )
-        return np.ascontiguousarray(array, dtype=np.int64)
-
-    def _backend_for(self, backend: str | None) -> str:
-        return self.backend if backend is None else self._check_backend("backend", backend)
+        """Load parameters from a file written by save() for a model of the same kind and sizes
+        (converted to this model's dtype). Everything is checked first: on any error (OSError,
+        rnncore.ModelFileError) the model is left as it was."""
+        stored = io.read(path, max_bytes=io.MAX_FILE_BYTES if max_bytes is None else max_bytes)
+        ours, theirs = self._config, stored.config
+        differ = [f"{key}={getattr(theirs, key)!r} (the model has {getattr(ours, key)!r})"
+                  for key in ("cell", "input_size", "hidden_size", "num_layers", "bias", "bidirectional")
+                  if getattr(theirs, key) != getattr(ours, key)]
+        if differ:
+            raise io.ModelFileError(f"{os.fspath(path)}: holds another model: {', '.join(differ)}")
+        self.load_state_dict(stored.params)
 
     # ------------------------------------------------------------------ running
-    def _call_arrays(self, x, hx, lengths, compiled: bool):
-        """The canonical (x_tm, unbatched, h0, c0, lengths) of a call; the compiled kernels take
-        lengths=None for sequences that are all full (their unmasked path)."""
-        x_tm, unbatched = self._canonical_input(x)
-        steps, batch = x_tm.shape[:2]
-        h0, c0 = self._canonical_hx(hx, batch, unbatched)
-        lens = self._canonical_lengths(lengths, steps, batch, unbatched)
-        if compiled and lens is not None and (lens == steps).all():
-            lens = None
-        return x_tm, unbatched, h0, c0, lens
-
     def _run(self, x, hx, lengths, backend, training):
-        backend = self._backend_for(backend)
-        x_tm, unbatched, h0, c0, lens = self._call_arrays(x, hx, lengths, backend == "cpp")
-        steps, batch = x_tm.shape[:2]
-        kwargs = dict(num_layers=self.num_layers, bidirectional=self.bidirectional)
-        if backend == "cpp":
-            y, h_n, c_n, inner = _compiled.forward(self.cell, self._params, x_tm, h0, c0, lens,
-                                                   training=training, **kwargs)
-        else:
-            zeros = np.zeros(self._state_shape(batch, False), dtype=self.dtype)
-            if lens is None:
-                lens = np.full(batch, steps, dtype=np.int64)
-            y, h_n, c_n, inner = reference.forward(
-                self.cell, self._params, x_tm, zeros if h0 is None else h0,
-                (zeros if c0 is None else c0) if self._family == "lstm" else None, lens, **kwargs)
-        output = self._user_output(y, unbatched)
-        state = self._user_state(h_n, c_n, unbatched)
+        backend = self._backend if backend is None else backends.get(backend)
+        calls = self._conventions
+        x_tm, unbatched, h0, c0, lens = calls.call_arrays(x, hx, lengths)
+        y, h_n, c_n, inner = backend.forward(self._config, self._params, x_tm, h0, c0, lens, training=training)
+        output = calls.output(y, unbatched)
+        state = calls.user_state(h_n, c_n, unbatched)
         cache = None
         if training:
-            cache = ForwardCache(self, backend, inner, steps, batch, unbatched, self._version, output.shape)
+            cache = ForwardCache(self, backend, inner, x_tm.shape[0], x_tm.shape[1], unbatched, self._version,
+                                 output.shape)
         return output, state, cache
-
-    def _user_output(self, y: np.ndarray, unbatched: bool) -> np.ndarray:
-        if unbatched:
-            return y[:, 0, :]
-        return np.ascontiguousarray(y.transpose(1, 0, 2)) if self.batch_first else y
-
-    def _user_state(self, h_n, c_n, unbatched):
-        return h_n[:, 0, :] if unbatched else h_n
 
     def forward(self, x: Any, hx: Any = None, lengths: Any = None, *, backend: str | None = None):
         """Run the sequence keeping what BPTT needs. Returns (output, state, cache); state is h_n
@@ -369,29 +417,6 @@ class _RecurrentBase:
         return PreparedModel(self)
 
     # ------------------------------------------------------------------ BPTT
-    def _canonical_grad_output(self, grad_output: Any, cache: ForwardCache) -> np.ndarray | None:
-        if grad_output is None:
-            return None
-        array = _checks.real_array("grad_output", grad_output, self.dtype)
-        _checks.exact_shape("grad_output", array, cache.output_shape, "(the shape of the forward output)")
-        if cache.unbatched:
-            array = array[:, None, :]
-        elif self.batch_first:
-            array = array.transpose(1, 0, 2)
-        return np.ascontiguousarray(array)
-
-    def _canonical_grad_state(self, grad_state: Any, cache: ForwardCache):
-        if grad_state is None:
-            return None, None
-        if isinstance(grad_state, (tuple, list)):
-            raise TypeError(
-                f"grad_state: {type(self).__name__} takes one array like h_n, got a {type(grad_state).__name__}"
-            )
-        return self._canonical_state("grad_state", grad_state, cache.batch, cache.unbatched), None
-
-    def _user_grad_hx(self, grad_h0, grad_c0, unbatched):
-        return grad_h0[:, 0, :] if unbatched else grad_h0
-
     def backward(self, cache: ForwardCache, grad_output: Any, grad_state: Any = None) -> Gradients:
         """Backpropagation through time for the forward call that returned `cache`.
 
@@ -404,24 +429,13 @@ class _RecurrentBase:
             raise ValueError(f"cache: it was made by another model ({cache.model!r}), not this {self!r}")
         if cache.version != self._version:
             raise ValueError("cache: the parameters were reloaded after the forward call that made it; run forward again")
-        grad_y = self._canonical_grad_output(grad_output, cache)
-        grad_h_n, grad_c_n = self._canonical_grad_state(grad_state, cache)
-        if cache.backend == "cpp":
-            grad_x, grad_h0, grad_c0, grads = _compiled.backward(
-                self.cell, self._params, cache.inner, grad_y, grad_h_n, grad_c_n)
-        else:
-            shape = self._state_shape(cache.batch, False)
-            y_shape = (cache.steps, cache.batch, self.num_directions * self.hidden_size)
-            grad_x, grad_h0, grad_c0, grads = reference.backward(
-                self.cell, self._params, cache.inner,
-                np.zeros(y_shape, self.dtype) if grad_y is None else grad_y,
-                np.zeros(shape, self.dtype) if grad_h_n is None else grad_h_n,
-                grad_c_n if self._family == "lstm" else None)
-        if cache.unbatched:
-            grad_x = grad_x[:, 0, :]
-        elif self.batch_first:
-            grad_x = np.ascontiguousarray(grad_x.transpose(1, 0, 2))
-        return Gradients(grad_x, self._user_grad_hx(grad_h0, grad_c0, cache.unbatched), grads)
+        calls = self._conventions
+        grad_y = calls.grad_output(grad_output, cache)
+        grad_h_n, grad_c_n = calls.grad_state(grad_state, cache)
+        grad_x, grad_h0, grad_c0, grads = cache.backend.backward(cache.inner, self._params, grad_y, grad_h_n,
+                                                                 grad_c_n)
+        return Gradients(calls.grad_input(grad_x, cache.unbatched),
+                         calls.user_state(grad_h0, grad_c0, cache.unbatched), grads)
 
 
 class PreparedModel:
@@ -435,20 +449,19 @@ class PreparedModel:
     was made. It gives the same results bit for bit as the model's call, except for a single
     step (T = 1) of at most 4 sequences, which the model runs as matrix-vector products on the
     unpacked weights (agreeing to float rounding). It holds its own copy of the weights, taken
-    when it was made: later changes to the model (an optimizer step, load_state_dict) do not
-    reach it. Compiled kernels only. Memory (`nbytes`): the parameters' size where the input and
-    hidden sizes are multiples of the panel width (``build_info()["panel_floats"]``), 1.5-2.5x
-    it at other sizes from H = 48 up (padded panels and a second, per-gate packing of W_hh).
+    when it was made: later changes to the model (an optimizer step, load_state_dict, setting
+    batch_first) do not reach it. It runs on the model's backend (backend.prepare). Memory
+    (`nbytes`): the parameters' size where the input and hidden sizes are multiples of the
+    panel width (``build_info()["panel_floats"]``), 1.5-2.5x it at other sizes from H = 48 up
+    (padded panels and a second, per-gate packing of W_hh).
     """
 
     def __init__(self, model: _RecurrentBase) -> None:
         if not isinstance(model, _RecurrentBase):
             raise TypeError(f"model: expected an rnncore RNN, LSTM or GRU, got {_checks.describe(model)}")
-        # The call conventions (sizes, dtype, batch_first) as they are now, apart from the model.
-        spec = copy.copy(model)
-        spec._params = {}
-        self._spec = spec
-        self._prepared = _compiled.prepare(model.cell, model.parameters())
+        self._description = repr(model)
+        self._conventions = model._conventions  # immutable: later changes to the model replace it
+        self._prepared = model._backend.prepare(model.config, model.parameters())
 
     @property
     def nbytes(self) -> int:
@@ -456,14 +469,14 @@ class PreparedModel:
         return int(self._prepared.nbytes)
 
     def __repr__(self) -> str:
-        return f"<PreparedModel of {self._spec!r}, {self.nbytes} bytes>"
+        return f"<PreparedModel of {self._description}, {self.nbytes} bytes>"
 
     def __call__(self, x: Any, hx: Any = None, lengths: Any = None):
         """Inference: (output, h_n), or (output, (h_n, c_n)) for the LSTM, as the model's call."""
-        spec = self._spec
-        x_tm, unbatched, h0, c0, lens = spec._call_arrays(x, hx, lengths, True)
-        y, h_n, c_n = _compiled.forward_prepared(self._prepared, x_tm, h0, c0, lens)
-        return spec._user_output(y, unbatched), spec._user_state(h_n, c_n, unbatched)
+        calls = self._conventions
+        x_tm, unbatched, h0, c0, lens = calls.call_arrays(x, hx, lengths)
+        y, h_n, c_n = self._prepared(x_tm, h0, c0, lens)
+        return calls.output(y, unbatched), calls.user_state(h_n, c_n, unbatched)
 
 
 class RNN(_RecurrentBase):
@@ -501,26 +514,20 @@ class LSTM(_RecurrentBase):
     _gates = 4
     _family = "lstm"
 
-    def _canonical_hx(self, hx, batch, unbatched):
-        if hx is None:
-            return None, None
-        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-            raise TypeError(f"hx: LSTM takes a tuple (h0, c0), got {_checks.describe(hx)}")
-        return (self._canonical_state("hx[0] (h0)", hx[0], batch, unbatched),
-                self._canonical_state("hx[1] (c0)", hx[1], batch, unbatched))
 
-    def _user_state(self, h_n, c_n, unbatched):
-        return (h_n[:, 0, :], c_n[:, 0, :]) if unbatched else (h_n, c_n)
-
-    def _canonical_grad_state(self, grad_state, cache):
-        if grad_state is None:
-            return None, None
-        if not isinstance(grad_state, (tuple, list)) or len(grad_state) != 2:
-            raise TypeError(f"grad_state: LSTM takes a tuple (dL/dh_n, dL/dc_n), got {_checks.describe(grad_state)}")
-        h, c = grad_state
-        grad_h = None if h is None else self._canonical_state("grad_state[0]", h, cache.batch, cache.unbatched)
-        grad_c = None if c is None else self._canonical_state("grad_state[1]", c, cache.batch, cache.unbatched)
-        return grad_h, grad_c
-
-    def _user_grad_hx(self, grad_h0, grad_c0, unbatched):
-        return (grad_h0[:, 0, :], grad_c0[:, 0, :]) if unbatched else (grad_h0, grad_c0)
+def load(path: Any, *, dtype: Any = None, max_bytes: int = io.MAX_FILE_BYTES) -> _RecurrentBase:
+    """A new model (RNN, LSTM or GRU) from a file written by `model.save` or the C++ library.
+    dtype: None keeps the file's (float32 or float64); otherwise the parameters are converted."""
+    stored = io.read(path, max_bytes=max_bytes)
+    config = stored.config
+    dtype = stored.dtype if dtype is None else _checks.float_dtype("dtype", dtype)
+    kwargs = dict(num_layers=config.num_layers, bias=config.bias, batch_first=stored.batch_first,
+                  bidirectional=config.bidirectional, dtype=dtype, seed=0)
+    if config.cell == "lstm":
+        model = LSTM(config.input_size, config.hidden_size, **kwargs)
+    elif config.cell == "gru":
+        model = GRU(config.input_size, config.hidden_size, **kwargs)
+    else:
+        model = RNN(config.input_size, config.hidden_size, nonlinearity=config.cell[4:], **kwargs)
+    model.load_state_dict(stored.params)
+    return model

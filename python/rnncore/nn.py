@@ -29,6 +29,8 @@ from ._checks import (
     positive_int,
     real_array,
 )
+from . import _spec
+from ._spec import FAMILY_GATES
 from .losses import _checked_indices
 
 __all__ = ["Linear", "Embedding", "parameter_count", "parameter_table", "ParameterRow"]
@@ -327,7 +329,7 @@ class Embedding(_ParameterLayer):
         return {"weight": grad_weight}
 
 
-_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_GATES = FAMILY_GATES
 
 
 def parameter_count(
@@ -359,12 +361,8 @@ def parameter_count(
     hidden_size = positive_int("hidden_size", hidden_size)
     num_layers = positive_int("num_layers", num_layers)
     bias = boolean("bias", bias)
-    directions = 2 if boolean("bidirectional", bidirectional) else 1
-    rows = gates * hidden_size
-    biases = 2 * rows if bias else 0
-    first = rows * (input_size + hidden_size) + biases
-    upper = rows * (directions * hidden_size + hidden_size) + biases
-    return directions * (first + (num_layers - 1) * upper)  # closed form: num_layers may be huge
+    bidirectional = boolean("bidirectional", bidirectional)
+    return _spec.parameter_count(gates, input_size, hidden_size, num_layers, bias, bidirectional)
 
 
 class ParameterRow(NamedTuple):

@@ -29,6 +29,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from ._spec import CELLS, gate_count
+
 __all__ = [
     "CELLS",
     "ForwardCache",
@@ -40,17 +42,6 @@ __all__ = [
     "rnn_cell",
 ]
 
-CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
-
-_GATE_COUNTS = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
-
-
-def gate_count(cell: str) -> int:
-    """Number of gate blocks G stacked in the rows of each weight matrix (1, 1, 4, 3)."""
-    try:
-        return _GATE_COUNTS[cell]
-    except KeyError:
-        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------

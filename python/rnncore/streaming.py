@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks, _core, _limits
-from ._compiled import CELL_CODES, param_names
+from . import _checks, _limits, backends
+from .backends.cpp import stream_type
 
 __all__ = ["Stream"]
 
@@ -65,14 +65,11 @@ class Stream:
         self._dtype = model.dtype
         self._batch_size = batch_size
         self._lstm = model.cell == "lstm"
-        impl_type = _core.StreamF32 if self._dtype == np.float32 else _core.StreamF64
-        sizes = (CELL_CODES[model.cell], model.input_size, model.hidden_size, model.num_layers)
+        config = model.config
+        sizes = (config.cell_code, config.input_size, config.hidden_size, config.num_layers)
         _limits.check_memory(f"stream(batch_size={batch_size}) of {model!r}",
-                             impl_type.bytes_needed(*sizes, batch_size))
-        params = model.parameters()
-        weights = [np.ascontiguousarray(params[name], dtype=self._dtype)
-                   for name in param_names(model.num_layers, False, model.bias)]
-        self._impl = impl_type(*sizes, model.bias, weights, batch_size, threads)
+                             stream_type(self._dtype).bytes_needed(*sizes, batch_size))
+        self._impl = backends.get("cpp").stream(config, model.parameters(), batch_size, threads)
         self._step = self._impl.step
 
     # ------------------------------------------------------------------ properties

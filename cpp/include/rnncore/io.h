@@ -19,7 +19,7 @@
 // hyper-parameters before a byte of tensor data is read; tensors must tile the buffer exactly
 // (no overlap, no hole, no trailing bytes). Any problem throws ModelFileError naming the file.
 // The JSON is what the safetensors reference reads: integers 0 ... 2^64 - 1 only (no "-0",
-// fractions or exponents), no lone surrogates; rnncore.load (Python) accepts exactly the same files.
+// fractions or exponents), no lone surrogates. rnncore.load (Python) runs this reader.
 // A reader's time and memory are bounded by the file's size: the header is parsed without a
 // document tree, and the tensors the hyper-parameters need are counted against those the header
 // lists before any is named, so a 300-byte file claiming ten million layers fails at once.
@@ -89,11 +89,12 @@ Model<S> load_model_from_memory(const unsigned char* data, std::size_t size,
                                 const std::string& source = "<memory>");
 
 // Writes the model (tensors in its own dtype). Written to "<path>.tmp" and renamed, so a failed
-// write never leaves a half-written file at `path`. Throws ModelFileError.
+// write never leaves a half-written file at `path`. batch_first is only recorded in the metadata
+// (the Python layers' input layout). Throws ModelFileError.
 template <typename S>
-void save_model(const std::string& path, const Model<S>& model);
-// The bytes save_model writes.
+void save_model(const std::string& path, const Model<S>& model, bool batch_first = false);
+// The bytes save_model writes (rnncore.save writes these too: one writer for both languages).
 template <typename S>
-std::vector<unsigned char> serialize_model(const Model<S>& model);
+std::vector<unsigned char> serialize_model(const Model<S>& model, bool batch_first = false);
 
 }  // namespace rnncore
