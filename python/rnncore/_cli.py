@@ -17,6 +17,10 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class CommandError(Exception):
+    """A failure a command reports as one line on stderr with status 1 (e.g. an unusable text)."""
+
+
 DEFAULT_OUT = "rnncore-out"
 INTERRUPTED = 130
 
