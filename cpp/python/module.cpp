@@ -71,11 +71,10 @@ const S* checked_optional(const py::object& o, const std::string& name,
   return checked<S>(py::cast<py::array>(o), name, shape);
 }
 
-ModelConfig make_config(int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
-                        bool bidirectional, bool bias) {
-  if (cell < 0 || cell > 3) throw py::value_error("cell: expected 0..3, got " + std::to_string(cell));
+ModelConfig checked_config(CellKind cell, int64_t input_size, int64_t hidden_size,
+                           int64_t num_layers, bool bidirectional, bool bias) {
   ModelConfig c;
-  c.cell = static_cast<CellKind>(cell);
+  c.cell = cell;
   c.input_size = input_size;
   c.hidden_size = hidden_size;
   c.num_layers = num_layers;
@@ -83,6 +82,29 @@ ModelConfig make_config(int cell, int64_t input_size, int64_t hidden_size, int64
   c.bias = bias;
   c.validate();
   return c;
+}
+
+// The stream and planning entry points still take the cell as its int code (CellKind).
+ModelConfig make_config(int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers,
+                        bool bidirectional, bool bias) {
+  if (cell < 0 || cell > 3) throw py::value_error("cell: expected 0..3, got " + std::to_string(cell));
+  return checked_config(static_cast<CellKind>(cell), input_size, hidden_size, num_layers,
+                        bidirectional, bias);
+}
+
+CellKind cell_named(const std::string& cell) {
+  try {
+    return rnncore::cell_from_name(cell);
+  } catch (const std::invalid_argument&) {
+    const std::string shown = cell.size() > 40 ? cell.substr(0, 40) + "..." : cell;
+    throw py::value_error("cell: expected one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru', got '" + shown + "'");
+  }
+}
+
+// ModelConfig(cell name, ...): how rnncore.layers builds a model's configuration.
+ModelConfig named_config(const std::string& cell, int64_t input_size, int64_t hidden_size,
+                         int64_t num_layers, bool bidirectional, bool bias) {
+  return checked_config(cell_named(cell), input_size, hidden_size, num_layers, bidirectional, bias);
 }
 
 // weights: per (layer, direction) [w_ih, w_hh] and, with bias, [b_ih, b_hh].
@@ -536,28 +558,6 @@ py::bytes serialize_model_impl(const ModelConfig& c, const std::vector<py::array
 // ------------------------------------------------------------------ the model's configuration
 // Built once per model (rnncore.layers) and passed to every call; validate() is the one check of
 // the sizes. Immutable, so that a cache or prepared handle made with it can trust it.
-CellKind cell_named(const std::string& cell) {
-  try {
-    return rnncore::cell_from_name(cell);
-  } catch (const std::invalid_argument&) {
-    const std::string shown = cell.size() > 40 ? cell.substr(0, 40) + "..." : cell;
-    throw py::value_error("cell: expected one of 'rnn_tanh', 'rnn_relu', 'lstm', 'gru', got '" + shown + "'");
-  }
-}
-
-ModelConfig named_config(const std::string& cell, int64_t input_size, int64_t hidden_size,
-                         int64_t num_layers, bool bidirectional, bool bias) {
-  ModelConfig c;
-  c.cell = cell_named(cell);
-  c.input_size = input_size;
-  c.hidden_size = hidden_size;
-  c.num_layers = num_layers;
-  c.bidirectional = bidirectional;
-  c.bias = bias;
-  c.validate();
-  return c;
-}
-
 void bind_model_config(py::module_& m) {
   py::class_<ModelConfig>(m, "ModelConfig",
                           "A model's hyper-parameters (rnncore/sequence.h), checked when made.")
