@@ -140,7 +140,8 @@ def test_missing_directory_and_oversized_files(tmp_path, small_file):
 
 
 def load_errors(path):
-    """The errors of the Python and the C++ reader (None where a reader accepted the file)."""
+    """The errors of rnncore.load and of the C++ path reader, _core.read_model_file (None where
+    one accepted the file): the one reader through both of its entry points."""
     errors = []
     for reader in (rc.load, lambda p: _core.read_model_file(str(p))):
         try:

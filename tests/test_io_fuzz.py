@@ -1,10 +1,11 @@
-"""Seeded mutation fuzzing of the two model-file readers.
+"""Seeded mutation fuzzing of the model-file reader (rnncore/io.h, the one implementation).
 
-Every mutated file must get from the Python reader (rnncore.io.read_file, rnncore.load,
-model.load) a model or a clean ModelFileError / OSError naming the file, and from the C++ reader
-(rnncore/io.h, bound as _core.read_model_file) a model or a clean ModelFileError; both must give
-the same verdict, and where both accept, the same hyper-parameters and the same weights bit for
-bit. A failed model.load must leave the model as it was.
+Every mutated file must get from the Python entry points (rnncore.io.read_file, rnncore.load,
+model.load: Python reads the file, the C++ reader parses its bytes) a model or a clean
+ModelFileError / OSError naming the file, and from the C++ path reader (rnncore::load_model,
+bound as _core.read_model_file) a model or a clean ModelFileError; both must give the same
+verdict, and where both accept, the same hyper-parameters and the same weights bit for bit. A
+failed model.load must leave the model as it was.
 
 The cases run in a child process, so that a crash or a hang in either reader fails the test with
 the seed and the mutation that caused it instead of taking pytest down with it. By hand:

@@ -59,14 +59,9 @@ def _affine(x: np.ndarray, w: np.ndarray, b: Optional[np.ndarray]) -> np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------
-# One step of each cell, forward and backward.
-#
-# Every backward returns the gradient with respect to the two affine pre-activations
-# ``x @ W_ih.T + b_ih`` (grad_gates_x) and ``h @ W_hh.T + b_hh`` (grad_gates_h), plus the
-# gradient that flows into the previous state directly, i.e. not through W_hh. The weight, bias,
-# input and W_hh-path gradients follow from those in the same way for every cell, so that part
-# is written once, in _backward_direction. Only the GRU has grad_gates_x != grad_gates_h, because
-# its b_hn and W_hn h sit inside the product with r.
+# One step of each cell, forward and backward. A backward returns dL/d(x W_ih^T + b_ih), dL/d(h W_hh^T
+# + b_hh) (they differ for the GRU only, whose W_hn h + b_hn sits inside the product with r) and the
+# gradient reaching the previous state directly; _backward_direction derives the rest for every cell.
 
 
 class _RNNGates(NamedTuple):

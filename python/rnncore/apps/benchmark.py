@@ -266,9 +266,8 @@ def measure_interleaved(runners: dict, repeats: int, min_seconds: float, settle_
     for round_ in range(repeats):
         order = names[round_ % len(names):] + names[:round_ % len(names)]  # rotate who goes first
         for name in order:
-            # The previous implementation's worker threads keep spinning for a while after its
-            # call returns (ONNX Runtime's pool, libgomp's); on a 2-core machine they would steal
-            # the next implementation's cores. A short pause lets them park.
+            # The previous peer's worker threads (ONNX Runtime's, libgomp's) spin a while after its
+            # call returns; a short pause lets them park instead of taking this peer's cores.
             time.sleep(settle_seconds)
             samples[name].append(_timeit(runners[name], inner[name]))
     return {name: statistics.median(values) for name, values in samples.items()}
