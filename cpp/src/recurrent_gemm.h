@@ -184,14 +184,7 @@ class PackedPanels {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t r0 = block_start(rows, blocks, b);
       const int64_t block_rows = block_start(rows, blocks, b + 1) - r0;
-      S* dst = scratch + r0 * depth_;
-      if (block_rows == kRows) {
-        copy_full_block(a + r0 * a_stride, a_stride, dst);
-        continue;
-      }
-      for (int64_t k = 0; k < depth_; ++k) {
-        for (int64_t r = 0; r < block_rows; ++r) dst[k * block_rows + r] = a[(r0 + r) * a_stride + k];
-      }
+      copy_block(a + r0 * a_stride, a_stride, static_cast<int>(block_rows), scratch + r0 * depth_);
     }
     for (int64_t c = slot_from / 2; 2 * c < slot_to; ++c) {
       const Piece piece = piece_of(c, slot_from, slot_to);
@@ -265,25 +258,33 @@ class PackedPanels {
     return rows / blocks * b + std::min(b, rows % blocks);
   }
 
-  // kRows rows of a (row stride a_stride), depth_ deep, copied k-major: dst[k * kRows + r]. Where
-  // a packet holds kRows lanes (AVX-512: 8 floats in a half packet, 8 doubles), square tiles are
-  // transposed in registers; element by element this copy was 12% of an RNN 160x128x20 training
-  // step.
-  void copy_full_block(const S* a, int64_t a_stride, S* dst) const noexcept {
+  // `rows` (<= kRows) rows of a (row stride a_stride), depth_ deep, copied k-major:
+  // dst[k * rows + r]. Square tiles of a packet with at least kRows lanes (AVX-512: a half
+  // packet of 8 floats; AVX2: the 8-float packet for kRows = 6) are transposed in registers, the
+  // rows missing from the tile taken as zeros, and each of the tile's columns is stored whole:
+  // the next store overwrites its lanes past `rows`. Element by element this copy was 12% of an
+  // RNN 160x128x20 training step; on AVX2, where no packet held exactly kRows lanes, it stayed
+  // element by element and took ~15% of the BPTT product of an LSTM 64x8x200 (rows: N = 8, in
+  // two blocks of 4, depth 4H).
+  void copy_block(const S* a, int64_t a_stride, int rows, S* dst) const noexcept {
     using namespace Eigen::internal;
-    using RowPacket = std::conditional_t<unpacket_traits<Packet>::size == kRows, Packet,
-                                         typename unpacket_traits<Packet>::half>;
+    using Half = typename unpacket_traits<Packet>::half;
+    using RowPacket = std::conditional_t<(unpacket_traits<Half>::size >= kRows), Half, Packet>;
+    constexpr int kLanes = unpacket_traits<RowPacket>::size;
     int64_t k = 0;
-    if constexpr (unpacket_traits<RowPacket>::size == kRows) {
-      for (; k + kRows <= depth_; k += kRows) {
-        PacketBlock<RowPacket, kRows> tile;
-        for (int r = 0; r < kRows; ++r) tile.packet[r] = ploadu<RowPacket>(a + r * a_stride + k);
+    if (kLanes > 1 && rows <= kLanes) {
+      // The last tile's stores reach (k + kLanes - 1) * rows + kLanes: kept inside the block.
+      for (; k + kLanes <= depth_ && (k + kLanes - 1) * rows + kLanes <= depth_ * rows; k += kLanes) {
+        PacketBlock<RowPacket, kLanes> tile;
+        for (int r = 0; r < kLanes; ++r) {
+          tile.packet[r] = r < rows ? ploadu<RowPacket>(a + r * a_stride + k) : pset1<RowPacket>(S(0));
+        }
         ptranspose(tile);
-        for (int q = 0; q < kRows; ++q) pstoreu(dst + (k + q) * kRows, tile.packet[q]);
+        for (int q = 0; q < kLanes; ++q) pstoreu(dst + (k + q) * rows, tile.packet[q]);
       }
     }
     for (; k < depth_; ++k) {
-      for (int r = 0; r < kRows; ++r) dst[k * kRows + r] = a[r * a_stride + k];
+      for (int r = 0; r < rows; ++r) dst[k * rows + r] = a[r * a_stride + k];
     }
   }
 

