@@ -173,9 +173,11 @@ struct ForwardCall {
 template <typename S>
 py::tuple forward_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays,
                        const py::array& x, const py::object& h0, const py::object& c0,
-                       const py::object& lengths, bool training) {
+                       const py::object& lengths, bool training, const py::object& dropout_masks) {
   const auto weights = checked_weights<S>(c, weight_arrays);
   ForwardCall<S> call(c, x, h0, c0, lengths);
+  const S* masks = checked_optional<S>(
+      dropout_masks, "dropout_masks", {c.num_layers - 1, call.T, call.N, c.directions() * c.hidden_size});
   std::shared_ptr<rnncore::TrainingCache<S>> cache;
   if (training) cache = std::make_shared<rnncore::TrainingCache<S>>();
   S* y_data = call.y.mutable_data();
@@ -183,7 +185,7 @@ py::tuple forward_impl(const ModelConfig& c, const std::vector<py::array>& weigh
   {
     py::gil_scoped_release release;
     rnncore::sequence_forward<S>(c, weights, call.T, call.N, call.x, call.h0, call.c0,
-                                 call.lengths, y_data, h_n_data, call.c_n_data, cache.get());
+                                 call.lengths, y_data, h_n_data, call.c_n_data, cache.get(), masks);
   }
   py::object cache_obj = cache ? py::cast(cache) : py::none();
   return py::make_tuple(call.y, call.h_n, call.c_n, cache_obj);
@@ -229,7 +231,8 @@ void bind_prepared(py::module_& m, const char* name) {
 template <typename S>
 py::tuple backward_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays,
                         const rnncore::TrainingCache<S>& cache, const py::object& grad_y,
-                        const py::object& grad_h_n, const py::object& grad_c_n) {
+                        const py::object& grad_h_n, const py::object& grad_c_n,
+                        bool need_grad_input) {
   const auto weights = checked_weights<S>(c, weight_arrays);
   if (!(cache.config() == c)) throw py::value_error("cache: it was made by a model of another configuration");
   const int64_t T = cache.steps(), N = cache.batch(), H = c.hidden_size;
@@ -239,7 +242,14 @@ py::tuple backward_impl(const ModelConfig& c, const std::vector<py::array>& weig
   const S* ghn = checked_optional<S>(grad_h_n, "grad_h_n", {states, N, H});
   const S* gcn = lstm ? checked_optional<S>(grad_c_n, "grad_c_n", {states, N, H}) : nullptr;
 
-  auto grad_x = empty<S>({T, N, c.input_size});
+  // Not wanted: None, and the first layer's input-gradient product is skipped.
+  py::object grad_x = py::none();
+  S* grad_x_data = nullptr;
+  if (need_grad_input) {
+    auto arr = empty<S>({T, N, c.input_size});
+    grad_x_data = arr.mutable_data();
+    grad_x = arr;
+  }
   auto grad_h0 = empty<S>({states, N, H});
   py::object grad_c0 = py::none();
   S* grad_c0_data = nullptr;
@@ -266,7 +276,6 @@ py::tuple backward_impl(const ModelConfig& c, const std::vector<py::array>& weig
       grad_weights.append(b_hh);
     }
   }
-  S* grad_x_data = grad_x.mutable_data();
   S* grad_h0_data = grad_h0.mutable_data();
   {
     py::gil_scoped_release release;
@@ -543,42 +552,47 @@ PYBIND11_MODULE(_core, m) {
       "forward",
       [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
          bool bias, const std::vector<py::array>& weights, const py::array& x, const py::object& h0,
-         const py::object& c0, const py::object& lengths, bool training) {
+         const py::object& c0, const py::object& lengths, bool training,
+         const py::object& dropout_masks) {
         const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
         if (x.dtype().is(py::dtype::of<float>())) {
-          return forward_impl<float>(c, weights, x, h0, c0, lengths, training);
+          return forward_impl<float>(c, weights, x, h0, c0, lengths, training, dropout_masks);
         }
         if (x.dtype().is(py::dtype::of<double>())) {
-          return forward_impl<double>(c, weights, x, h0, c0, lengths, training);
+          return forward_impl<double>(c, weights, x, h0, c0, lengths, training, dropout_masks);
         }
         throw py::type_error("x: expected float32 or float64, got " + std::string(py::str(x.dtype())));
       },
       py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
       py::arg("bidirectional"), py::arg("bias"), py::arg("weights"), py::arg("x"),
       py::arg("h0").none(true), py::arg("c0").none(true), py::arg("lengths").none(true),
-      py::arg("training"),
-      "Whole-sequence forward. Returns (y, h_n, c_n or None, cache or None).");
+      py::arg("training"), py::arg("dropout_masks") = py::none(),
+      "Whole-sequence forward. Returns (y, h_n, c_n or None, cache or None). dropout_masks: "
+      "None or [L-1, T, N, D*H], multiplied into each lower layer's output (sequence.h).");
 
   m.def(
       "backward",
       [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
          bool bias, const std::vector<py::array>& weights, const py::object& cache,
-         const py::object& grad_y, const py::object& grad_h_n, const py::object& grad_c_n) {
+         const py::object& grad_y, const py::object& grad_h_n, const py::object& grad_c_n,
+         bool need_grad_input) {
         const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
         if (py::isinstance<rnncore::TrainingCache<float>>(cache)) {
           return backward_impl<float>(c, weights, cache.cast<const rnncore::TrainingCache<float>&>(),
-                                      grad_y, grad_h_n, grad_c_n);
+                                      grad_y, grad_h_n, grad_c_n, need_grad_input);
         }
         if (py::isinstance<rnncore::TrainingCache<double>>(cache)) {
           return backward_impl<double>(c, weights, cache.cast<const rnncore::TrainingCache<double>&>(),
-                                       grad_y, grad_h_n, grad_c_n);
+                                       grad_y, grad_h_n, grad_c_n, need_grad_input);
         }
         throw py::type_error("cache: expected a training cache from rnncore._core.forward");
       },
       py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
       py::arg("bidirectional"), py::arg("bias"), py::arg("weights"), py::arg("cache"),
       py::arg("grad_y").none(true), py::arg("grad_h_n").none(true), py::arg("grad_c_n").none(true),
-      "BPTT. Returns (grad_x, grad_h0, grad_c0 or None, [weight grads in the order of weights]).");
+      py::arg("need_grad_input") = true,
+      "BPTT. Returns (grad_x or None (need_grad_input=False), grad_h0, grad_c0 or None, "
+      "[weight grads in the order of weights]).");
 
   m.def(
       "prepare",

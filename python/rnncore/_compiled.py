@@ -40,7 +40,8 @@ def _weights(config: tuple, params: dict[str, np.ndarray]) -> tuple[list[str], l
     return names, [params[name] for name in names]
 
 
-def forward(cell, params, x, h0, c0, lengths, *, num_layers, bidirectional, training=True):
+def forward(cell, params, x, h0, c0, lengths, *, num_layers, bidirectional, training=True,
+            dropout_masks=None):
     """See rnncore.reference.forward; h0, c0 and lengths may also be None here (zeros / all T).
     With training=False no cache is kept and the fourth result is None."""
     config = _config(cell, params)
@@ -48,7 +49,7 @@ def forward(cell, params, x, h0, c0, lengths, *, num_layers, bidirectional, trai
         raise ValueError(f"params: hold {config[3]} layers (bidirectional={config[4]}), "
                          f"expected {num_layers} (bidirectional={bidirectional})")
     _, weights = _weights(config, params)
-    y, h_n, c_n, cache = _core.forward(*config, weights, x, h0, c0, lengths, training)
+    y, h_n, c_n, cache = _core.forward(*config, weights, x, h0, c0, lengths, training, dropout_masks)
     return y, h_n, c_n, cache
 
 
