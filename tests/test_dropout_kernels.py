@@ -9,7 +9,8 @@ import itertools
 import numpy as np
 import pytest
 
-from rnncore import _compiled, reference
+import rnncore as rc
+from rnncore import _compiled, _core, reference
 
 from test_differential import setting
 
@@ -30,12 +31,12 @@ def _params(cell, I, H, L, D, rng, dtype):
 
 def _case(cell, L, D, lengths, dtype, seed):
     rng = np.random.default_rng(seed)
-    T, N, I, H = 6, 3, 5, 9
+    T, N, I, H = 16, 3, 5, 9  # T: enough steps for the wavefront (asserted below)
     params = _params(cell, I, H, L, D, rng, dtype)
     x = rng.standard_normal((T, N, I)).astype(dtype)
     h0 = rng.standard_normal((L * D, N, H)).astype(dtype)
     c0 = rng.standard_normal((L * D, N, H)).astype(dtype) if cell == "lstm" else None
-    lens = np.array([6, 2, 4], dtype=np.int64) if lengths else None
+    lens = np.array([16, 5, 11], dtype=np.int64) if lengths else None
     masks = ((rng.random((L - 1, T, N, D * H)) > 0.4) / 0.6).astype(dtype)
     gy = rng.standard_normal((T, N, D * H)).astype(dtype)
     gh = rng.standard_normal((L * D, N, H)).astype(dtype)
@@ -53,6 +54,8 @@ def test_kernels_with_dropout_masks_match_the_reference(cell, settings):
         ref = reference.forward(cell, params, x, h0, c0, lens, dropout_masks=masks, **kw)
         ref_grads = reference.backward(cell, params, ref[3], gy, gh, gc)
         with setting(settings):
+            if settings == "wavefront" and D == 1 and rc.get_num_threads() >= 2:
+                assert _core.wavefront_threads(_compiled.CELL_CODES[cell], 5, 9, L, False, 16, 3) == 2
             got = _compiled.forward(cell, params, x, h0, c0, lens, dropout_masks=masks, **kw)
             got_grads = _compiled.backward(cell, params, got[3], gy, gh, gc)
         tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
@@ -87,8 +90,6 @@ def test_masks_of_the_wrong_shape_are_refused():
 @pytest.mark.parametrize("settings", ["one thread", "wavefront"])
 @pytest.mark.parametrize("lengths", [False, True])
 def test_backward_without_the_input_gradient(lengths, settings):
-    from rnncore import _core
-
     params, x, h0, c0, lens, masks, gy, gh, gc = _case("lstm", 2, 1, lengths, np.float32, 3)
     cfg = _compiled._config("lstm", params)
     names, weights = _compiled._weights(cfg, params)
