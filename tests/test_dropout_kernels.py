@@ -89,7 +89,7 @@ def test_masks_of_the_wrong_shape_are_refused():
 
 @pytest.mark.parametrize("settings", ["one thread", "wavefront"])
 @pytest.mark.parametrize("lengths", [False, True])
-def test_backward_without_the_input_gradient(lengths, settings):
+def test_backward_without_the_input_gradient_or_frozen_weights(lengths, settings):
     params, x, h0, c0, lens, masks, gy, gh, gc = _case("lstm", 2, 1, lengths, np.float32, 3)
     cfg = _compiled._config("lstm", params)
     names, weights = _compiled._weights(cfg, params)
@@ -97,7 +97,17 @@ def test_backward_without_the_input_gradient(lengths, settings):
         _, _, _, cache = _core.forward(*cfg, weights, x, h0, c0, lens, True, masks)
         full = _core.backward(*cfg, weights, cache, gy, gh, gc)
         partial = _core.backward(*cfg, weights, cache, gy, gh, gc, need_grad_input=False)
+        frozen = [i % 3 != 0 for i in range(len(weights))]
+        some = _core.backward(*cfg, weights, cache, gy, gh, gc, need_weight_grads=frozen)
     assert partial[0] is None
+    for a, b, wanted in zip(some[3], full[3], frozen):
+        if wanted:
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a is None
+    np.testing.assert_array_equal(some[0], full[0])
+    with pytest.raises(ValueError, match="need_weight_grads: expected 8 flags"):
+        _core.backward(*cfg, weights, cache, gy, gh, gc, need_weight_grads=[True])
     np.testing.assert_array_equal(partial[1], full[1])
     np.testing.assert_array_equal(partial[2], full[2])
     for a, b in zip(partial[3], full[3]):

@@ -270,7 +270,9 @@ def test_frozen_weights_and_input_without_grad():
     m(x)[0].sum().backward()
     t(x)[0].sum().backward()
     assert m.weight_ih_l0.grad is None
-    torch.testing.assert_close(m.weight_hh_l1.grad, t.weight_hh_l1.grad, rtol=2e-4, atol=2e-5)
+    for name, p in m.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, t.get_parameter(name).grad, rtol=2e-4, atol=2e-5)
     with torch.no_grad():
         torch.testing.assert_close(m(x)[0], t(x)[0], rtol=2e-4, atol=2e-5)
 
@@ -298,10 +300,14 @@ def test_torch_compile_matches_eager(kind, backend):
     compiled = torch.compile(compiled_model, fullgraph=True, backend=backend)
     tokens = torch.randint(0, 11, (3, 7))
     results = []
-    for model in (eager, compiled):
-        loss = model(tokens).logsumexp(-1).sum()
-        loss.backward()
-        results.append((loss.detach(), {n: p.grad for n, p in (compiled_model if model is compiled else model).named_parameters()}))
+    # No compiled graphs from caches on disk: one made before a change of the ops' schema fails.
+    no_caches = (torch._inductor.config.patch(fx_graph_cache=False),
+                 torch._functorch.config.patch(enable_autograd_cache=False))
+    with no_caches[0], no_caches[1]:
+        for model in (eager, compiled):
+            loss = model(tokens).logsumexp(-1).sum()
+            loss.backward()
+            results.append((loss.detach(), {n: p.grad for n, p in (compiled_model if model is compiled else model).named_parameters()}))
     torch.testing.assert_close(results[0][0], results[1][0])
     for name, g in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], g, msg=lambda m: f"{name}: {m}")

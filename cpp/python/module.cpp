@@ -232,8 +232,18 @@ template <typename S>
 py::tuple backward_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays,
                         const rnncore::TrainingCache<S>& cache, const py::object& grad_y,
                         const py::object& grad_h_n, const py::object& grad_c_n,
-                        bool need_grad_input) {
+                        bool need_grad_input, const py::object& need_weight_grads) {
   const auto weights = checked_weights<S>(c, weight_arrays);
+  // Per weight array, whether its gradient is wanted (None: all); an unwanted one is None.
+  std::vector<bool> wanted(weight_arrays.size(), true);
+  if (!need_weight_grads.is_none()) {
+    const auto flags = py::cast<std::vector<bool>>(need_weight_grads);
+    if (flags.size() != weight_arrays.size()) {
+      throw py::value_error("need_weight_grads: expected " + std::to_string(weight_arrays.size()) +
+                            " flags, one per weight array, got " + std::to_string(flags.size()));
+    }
+    wanted = flags;
+  }
   if (!(cache.config() == c)) throw py::value_error("cache: it was made by a model of another configuration");
   const int64_t T = cache.steps(), N = cache.batch(), H = c.hidden_size;
   const int64_t states = c.num_layers * c.directions(), gh = c.gates() * H;
@@ -260,20 +270,22 @@ py::tuple backward_impl(const ModelConfig& c, const std::vector<py::array>& weig
   }
   py::list grad_weights;
   std::vector<rnncore::DirectionGrads<S>> grads(static_cast<std::size_t>(states));
+  const int64_t per = c.bias ? 4 : 2;
+  const auto gradient = [&](int64_t index, std::vector<int64_t> shape) -> S* {
+    if (!wanted[static_cast<std::size_t>(index)]) {
+      grad_weights.append(py::none());
+      return nullptr;
+    }
+    auto arr = empty<S>(shape);
+    grad_weights.append(arr);
+    return arr.mutable_data();
+  };
   for (int64_t slot = 0; slot < states; ++slot) {
-    auto w_ih = empty<S>({gh, c.layer_input_size(slot / c.directions())});
-    auto w_hh = empty<S>({gh, H});
-    grads[slot].w_ih = w_ih.mutable_data();
-    grads[slot].w_hh = w_hh.mutable_data();
-    grad_weights.append(w_ih);
-    grad_weights.append(w_hh);
+    grads[slot].w_ih = gradient(slot * per, {gh, c.layer_input_size(slot / c.directions())});
+    grads[slot].w_hh = gradient(slot * per + 1, {gh, H});
     if (c.bias) {
-      auto b_ih = empty<S>({gh});
-      auto b_hh = empty<S>({gh});
-      grads[slot].b_ih = b_ih.mutable_data();
-      grads[slot].b_hh = b_hh.mutable_data();
-      grad_weights.append(b_ih);
-      grad_weights.append(b_hh);
+      grads[slot].b_ih = gradient(slot * per + 2, {gh});
+      grads[slot].b_hh = gradient(slot * per + 3, {gh});
     }
   }
   S* grad_h0_data = grad_h0.mutable_data();
@@ -575,24 +587,24 @@ PYBIND11_MODULE(_core, m) {
       [](int cell, int64_t input_size, int64_t hidden_size, int64_t num_layers, bool bidirectional,
          bool bias, const std::vector<py::array>& weights, const py::object& cache,
          const py::object& grad_y, const py::object& grad_h_n, const py::object& grad_c_n,
-         bool need_grad_input) {
+         bool need_grad_input, const py::object& need_weight_grads) {
         const ModelConfig c = make_config(cell, input_size, hidden_size, num_layers, bidirectional, bias);
         if (py::isinstance<rnncore::TrainingCache<float>>(cache)) {
           return backward_impl<float>(c, weights, cache.cast<const rnncore::TrainingCache<float>&>(),
-                                      grad_y, grad_h_n, grad_c_n, need_grad_input);
+                                      grad_y, grad_h_n, grad_c_n, need_grad_input, need_weight_grads);
         }
         if (py::isinstance<rnncore::TrainingCache<double>>(cache)) {
           return backward_impl<double>(c, weights, cache.cast<const rnncore::TrainingCache<double>&>(),
-                                       grad_y, grad_h_n, grad_c_n, need_grad_input);
+                                       grad_y, grad_h_n, grad_c_n, need_grad_input, need_weight_grads);
         }
         throw py::type_error("cache: expected a training cache from rnncore._core.forward");
       },
       py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
       py::arg("bidirectional"), py::arg("bias"), py::arg("weights"), py::arg("cache"),
       py::arg("grad_y").none(true), py::arg("grad_h_n").none(true), py::arg("grad_c_n").none(true),
-      py::arg("need_grad_input") = true,
+      py::arg("need_grad_input") = true, py::arg("need_weight_grads") = py::none(),
       "BPTT. Returns (grad_x or None (need_grad_input=False), grad_h0, grad_c0 or None, "
-      "[weight grads in the order of weights]).");
+      "[weight grads in the order of weights; None where need_weight_grads says False]).");
 
   m.def(
       "prepare",

@@ -1033,10 +1033,14 @@ class BackwardPass : public RecurrentPass<S> {
   // pass's input `in` [rows, input_size] (BatchLayout).
   void weight_gradients(const S* in, const DirectionGrads<S>& grads) const {
     const int64_t rows = run_.rows(), gh = run_.gate_rows();
-    weight_gradient(rows, gh, run_.input_size, static_cast<const S*>(grad_in_gates_), in,
-                    grads.w_ih);
-    weight_gradient(rows, gh, run_.hidden_size, static_cast<const S*>(grad_hidden_gates_),
-                    cache_.h_prev.data(), grads.w_hh);
+    if (grads.w_ih != nullptr) {
+      weight_gradient(rows, gh, run_.input_size, static_cast<const S*>(grad_in_gates_), in,
+                      grads.w_ih);
+    }
+    if (grads.w_hh != nullptr) {
+      weight_gradient(rows, gh, run_.hidden_size, static_cast<const S*>(grad_hidden_gates_),
+                      cache_.h_prev.data(), grads.w_hh);
+    }
     // Bias gradients as row sums added row by row (contiguous, vectorised), not colwise().sum(),
     // which walks the row-major array column by column.
     const auto sum_rows = [&](const S* data, S* sum) {

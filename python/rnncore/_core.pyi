@@ -67,7 +67,8 @@ def backward(
     grad_h_n: Optional[np.ndarray],
     grad_c_n: Optional[np.ndarray],
     need_grad_input: bool = True,
-) -> tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray], list[np.ndarray]]: ...
+    need_weight_grads: Optional[Sequence[bool]] = None,
+) -> tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray], list[Optional[np.ndarray]]]: ...
 def forward_flops(
     cell: int, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, steps: int, batch: int
 ) -> float: ...

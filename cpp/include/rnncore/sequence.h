@@ -59,6 +59,8 @@ struct DirectionWeights {
 };
 
 // Gradient outputs for one (layer, direction); every array is overwritten (not accumulated).
+// A nullptr array is not computed (a frozen weight: for w_ih and w_hh, a GEMM over all steps
+// saved).
 template <typename S>
 struct DirectionGrads {
   S* w_ih = nullptr;

@@ -30,8 +30,11 @@ def forward(cfg: tuple, weights: Sequence[np.ndarray], x: np.ndarray, h0: Option
 
 
 def backward(cfg: tuple, weights: Sequence[np.ndarray], cache: Any, grad_y: Optional[np.ndarray],
-             grad_h_n: Optional[np.ndarray], grad_c_n: Optional[np.ndarray], need_grad_input: bool
-             ) -> tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray], list[np.ndarray]]:
+             grad_h_n: Optional[np.ndarray], grad_c_n: Optional[np.ndarray], need_grad_input: bool,
+             need_weight_grads: Sequence[bool]
+             ) -> tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray], list[Optional[np.ndarray]]]:
     """BPTT for the forward call that made `cache`: (grad_x or None when not needed, grad_h0,
-    grad_c0 or None, weight gradients in the order of weights). The GIL is released."""
-    return _core.backward(*cfg, list(weights), cache, grad_y, grad_h_n, grad_c_n, need_grad_input)
+    grad_c0 or None, weight gradients in the order of weights, None where need_weight_grads
+    says False: those are not computed). The GIL is released."""
+    return _core.backward(*cfg, list(weights), cache, grad_y, grad_h_n, grad_c_n, need_grad_input,
+                          list(need_weight_grads))

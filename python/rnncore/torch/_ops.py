@@ -83,27 +83,29 @@ def _(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, bidirectiona
 @torch.library.custom_op("rnncore::rnn_backward", mutates_args=(), device_types="cpu")
 def rnn_backward(handle: Tensor, grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Optional[Tensor],
                  weights: List[Tensor], cell: str, num_layers: int, bidirectional: bool, bias: bool,
-                 x_width: int, need_grad_input: bool) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
-    """(grad_x (empty when not needed), grad_h0, grad_c0 (LSTM; else empty), weight grads)."""
+                 x_width: int, need_grad_input: bool, need_weight_grads: List[bool]
+                 ) -> Tuple[Tensor, Tensor, Tensor, List[Tensor]]:
+    """(grad_x (empty when not needed), grad_h0, grad_c0 (LSTM; else empty), weight grads (empty
+    where need_weight_grads is False: not computed))."""
     cfg = _config(cell, x_width, weights, num_layers, bidirectional, bias)
     grad_x, grad_h0, grad_c0, grad_w = _kernels.backward(
         cfg, [_numpy(w) for w in weights], _cache_of(handle), _numpy(grad_y.contiguous()),
         _numpy(grad_h_n.contiguous()), _numpy(None if grad_c_n is None else grad_c_n.contiguous()),
-        need_grad_input)
+        need_grad_input, need_weight_grads)
     empty = grad_h_n.new_empty((0,))
     return (torch.from_numpy(grad_x) if grad_x is not None else empty, torch.from_numpy(grad_h0),
             torch.from_numpy(grad_c0) if grad_c0 is not None else empty.clone(),
-            [torch.from_numpy(g) for g in grad_w])
+            [torch.from_numpy(g) if g is not None else empty.clone() for g in grad_w])
 
 
 @rnn_backward.register_fake
 def _(handle, grad_y, grad_h_n, grad_c_n, weights, cell, num_layers, bidirectional, bias, x_width,
-      need_grad_input):
+      need_grad_input, need_weight_grads):
     steps, batch = grad_y.shape[0], grad_y.shape[1]
     return (grad_y.new_empty((steps, batch, x_width) if need_grad_input else (0,)),
             grad_h_n.new_empty(grad_h_n.shape),
             grad_h_n.new_empty(grad_h_n.shape if cell == "lstm" else (0,)),
-            [w.new_empty(w.shape) for w in weights])
+            [w.new_empty(w.shape if need else (0,)) for w, need in zip(weights, need_weight_grads)])
 
 
 def _setup_context(ctx, inputs, output):
@@ -116,11 +118,20 @@ def _backward(ctx, grad_y, grad_h_n, grad_c_n, _grad_handle):
     handle, *weights = ctx.saved_tensors
     cell, num_layers, bidirectional, bias, x_width, has_h0, has_c0 = ctx.call
     lstm = cell == "lstm"
+    need_weights = _needs_weight_grads(ctx.needs_input_grad[5], len(weights))
     grad_x, grad_h0, grad_c0, grad_w = rnn_backward(
         handle, grad_y, grad_h_n, grad_c_n if lstm else None, weights, cell, num_layers,
-        bidirectional, bias, x_width, ctx.needs_input_grad[0])
+        bidirectional, bias, x_width, ctx.needs_input_grad[0], need_weights)
+    grad_w = [g if need else None for g, need in zip(grad_w, need_weights)]
     return (grad_x if ctx.needs_input_grad[0] else None, grad_h0 if has_h0 else None,
-            grad_c0 if lstm and has_c0 else None, None, None, list(grad_w), None, None, None, None, None)
+            grad_c0 if lstm and has_c0 else None, None, None, grad_w, None, None, None, None, None)
+
+
+def _needs_weight_grads(flags, count: int) -> List[bool]:
+    """needs_input_grad's entry for the weights list: one flag per weight, or one for all."""
+    if isinstance(flags, (list, tuple)):
+        return [bool(f) for f in flags]
+    return [bool(flags)] * count
 
 
 rnn_forward.register_autograd(_backward, setup_context=_setup_context)
