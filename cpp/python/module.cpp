@@ -196,9 +196,11 @@ struct ForwardCall {
 template <typename S>
 py::tuple forward_impl(const ModelConfig& c, const std::vector<py::array>& weight_arrays,
                        const py::array& x, const py::object& h0, const py::object& c0,
-                       const py::object& lengths, bool training) {
+                       const py::object& lengths, bool training, const py::object& dropout_masks) {
   const auto weights = checked_weights<S>(c, weight_arrays);
   ForwardCall<S> call(c, x, h0, c0, lengths);
+  const S* masks = checked_optional<S>(
+      dropout_masks, "dropout_masks", {c.num_layers - 1, call.T, call.N, c.directions() * c.hidden_size});
   std::shared_ptr<rnncore::TrainingCache<S>> cache;
   if (training) cache = std::make_shared<rnncore::TrainingCache<S>>();
   S* y_data = call.y.mutable_data();
@@ -206,7 +208,7 @@ py::tuple forward_impl(const ModelConfig& c, const std::vector<py::array>& weigh
   {
     py::gil_scoped_release release;
     rnncore::sequence_forward<S>(c, weights, call.T, call.N, call.x, call.h0, call.c0,
-                                 call.lengths, y_data, h_n_data, call.c_n_data, cache.get());
+                                 call.lengths, y_data, h_n_data, call.c_n_data, cache.get(), masks);
   }
   py::object cache_obj = cache ? py::cast(cache) : py::none();
   return py::make_tuple(call.y, call.h_n, call.c_n, cache_obj);
@@ -253,9 +255,20 @@ void bind_prepared(py::module_& m, const char* name) {
 template <typename S>
 py::tuple backward_impl(const rnncore::TrainingCache<S>& cache,
                         const std::vector<py::array>& weight_arrays, const py::object& grad_y,
-                        const py::object& grad_h_n, const py::object& grad_c_n) {
+                        const py::object& grad_h_n, const py::object& grad_c_n,
+                        bool need_grad_input, const py::object& need_weight_grads) {
   const ModelConfig& c = cache.config();
   const auto weights = checked_weights<S>(c, weight_arrays);
+  // Per weight array, whether its gradient is wanted (None: all); an unwanted one is None.
+  std::vector<bool> wanted(weight_arrays.size(), true);
+  if (!need_weight_grads.is_none()) {
+    const auto flags = py::cast<std::vector<bool>>(need_weight_grads);
+    if (flags.size() != weight_arrays.size()) {
+      throw py::value_error("need_weight_grads: expected " + std::to_string(weight_arrays.size()) +
+                            " flags, one per weight array, got " + std::to_string(flags.size()));
+    }
+    wanted = flags;
+  }
   const int64_t T = cache.steps(), N = cache.batch(), H = c.hidden_size;
   const int64_t states = c.num_layers * c.directions(), gh = c.gates() * H;
   const bool lstm = c.cell == CellKind::Lstm;
@@ -263,7 +276,14 @@ py::tuple backward_impl(const rnncore::TrainingCache<S>& cache,
   const S* ghn = checked_optional<S>(grad_h_n, "grad_h_n", {states, N, H});
   const S* gcn = lstm ? checked_optional<S>(grad_c_n, "grad_c_n", {states, N, H}) : nullptr;
 
-  auto grad_x = empty<S>({T, N, c.input_size});
+  // Not wanted: None, and the first layer's input-gradient product is skipped.
+  py::object grad_x = py::none();
+  S* grad_x_data = nullptr;
+  if (need_grad_input) {
+    auto arr = empty<S>({T, N, c.input_size});
+    grad_x_data = arr.mutable_data();
+    grad_x = arr;
+  }
   auto grad_h0 = empty<S>({states, N, H});
   py::object grad_c0 = py::none();
   S* grad_c0_data = nullptr;
@@ -274,23 +294,24 @@ py::tuple backward_impl(const rnncore::TrainingCache<S>& cache,
   }
   py::list grad_weights;
   std::vector<rnncore::DirectionGrads<S>> grads(static_cast<std::size_t>(states));
+  const int64_t per = c.bias ? 4 : 2;
+  const auto gradient = [&](int64_t index, std::vector<int64_t> shape) -> S* {
+    if (!wanted[static_cast<std::size_t>(index)]) {
+      grad_weights.append(py::none());
+      return nullptr;
+    }
+    auto arr = empty<S>(shape);
+    grad_weights.append(arr);
+    return arr.mutable_data();
+  };
   for (int64_t slot = 0; slot < states; ++slot) {
-    auto w_ih = empty<S>({gh, c.layer_input_size(slot / c.directions())});
-    auto w_hh = empty<S>({gh, H});
-    grads[slot].w_ih = w_ih.mutable_data();
-    grads[slot].w_hh = w_hh.mutable_data();
-    grad_weights.append(w_ih);
-    grad_weights.append(w_hh);
+    grads[slot].w_ih = gradient(slot * per, {gh, c.layer_input_size(slot / c.directions())});
+    grads[slot].w_hh = gradient(slot * per + 1, {gh, H});
     if (c.bias) {
-      auto b_ih = empty<S>({gh});
-      auto b_hh = empty<S>({gh});
-      grads[slot].b_ih = b_ih.mutable_data();
-      grads[slot].b_hh = b_hh.mutable_data();
-      grad_weights.append(b_ih);
-      grad_weights.append(b_hh);
+      grads[slot].b_ih = gradient(slot * per + 2, {gh});
+      grads[slot].b_hh = gradient(slot * per + 3, {gh});
     }
   }
-  S* grad_x_data = grad_x.mutable_data();
   S* grad_h0_data = grad_h0.mutable_data();
   {
     py::gil_scoped_release release;
@@ -646,37 +667,43 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "forward",
       [](const ModelConfig& c, const std::vector<py::array>& weights, const py::array& x,
-         const py::object& h0, const py::object& c0, const py::object& lengths, bool training) {
+         const py::object& h0, const py::object& c0, const py::object& lengths, bool training,
+         const py::object& dropout_masks) {
         if (x.dtype().is(py::dtype::of<float>())) {
-          return forward_impl<float>(c, weights, x, h0, c0, lengths, training);
+          return forward_impl<float>(c, weights, x, h0, c0, lengths, training, dropout_masks);
         }
         if (x.dtype().is(py::dtype::of<double>())) {
-          return forward_impl<double>(c, weights, x, h0, c0, lengths, training);
+          return forward_impl<double>(c, weights, x, h0, c0, lengths, training, dropout_masks);
         }
         throw py::type_error("x: expected float32 or float64, got " + std::string(py::str(x.dtype())));
       },
       py::arg("config"), py::arg("weights"), py::arg("x"), py::arg("h0").none(true),
       py::arg("c0").none(true), py::arg("lengths").none(true), py::arg("training"),
-      "Whole-sequence forward. Returns (y, h_n, c_n or None, cache or None).");
+      py::arg("dropout_masks") = py::none(),
+      "Whole-sequence forward. Returns (y, h_n, c_n or None, cache or None). dropout_masks: "
+      "None or [L-1, T, N, D*H], multiplied into each lower layer's output (sequence.h).");
 
   m.def(
       "backward",
       [](const py::object& cache, const std::vector<py::array>& weights, const py::object& grad_y,
-         const py::object& grad_h_n, const py::object& grad_c_n) {
+         const py::object& grad_h_n, const py::object& grad_c_n, bool need_grad_input,
+         const py::object& need_weight_grads) {
         if (py::isinstance<rnncore::TrainingCache<float>>(cache)) {
           return backward_impl<float>(cache.cast<const rnncore::TrainingCache<float>&>(), weights,
-                                      grad_y, grad_h_n, grad_c_n);
+                                      grad_y, grad_h_n, grad_c_n, need_grad_input, need_weight_grads);
         }
         if (py::isinstance<rnncore::TrainingCache<double>>(cache)) {
           return backward_impl<double>(cache.cast<const rnncore::TrainingCache<double>&>(), weights,
-                                       grad_y, grad_h_n, grad_c_n);
+                                       grad_y, grad_h_n, grad_c_n, need_grad_input, need_weight_grads);
         }
         throw py::type_error("cache: expected a training cache from rnncore._core.forward");
       },
       py::arg("cache"), py::arg("weights"), py::arg("grad_y").none(true),
       py::arg("grad_h_n").none(true), py::arg("grad_c_n").none(true),
-      "BPTT over the cache's configuration. Returns (grad_x, grad_h0, grad_c0 or None, [weight "
-      "grads in the order of weights]).");
+      py::arg("need_grad_input") = true, py::arg("need_weight_grads") = py::none(),
+      "BPTT over the cache's configuration. Returns (grad_x or None (need_grad_input=False), "
+      "grad_h0, grad_c0 or None, [weight grads in the order of weights; None where "
+      "need_weight_grads says False]).");
 
   m.def(
       "prepare",

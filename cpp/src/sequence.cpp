@@ -66,6 +66,7 @@ template <typename S>
 std::size_t TrainingCache<S>::nbytes() const noexcept {
   std::size_t n = 0;
   for (const auto& v : layer_inputs_) n += v.size();
+  for (const auto& v : dropout_masks_) n += v.size();
   for (const auto& d : directions_) {
     n += d.gates.size() + d.h_prev.size() + d.c_prev.size() + d.tanh_c.size() + d.hn.size();
   }
@@ -80,6 +81,13 @@ using RowVec = Eigen::Matrix<S, 1, Eigen::Dynamic>;
 template <typename S>
 void copy_rows(const S* src, S* dst, int64_t count) {
   std::memcpy(dst, src, static_cast<std::size_t>(count) * sizeof(S));
+}
+
+// Dropout between layers: a[i] *= mask[i] for `count` values (forward on a layer's output,
+// backward on the gradient reaching it).
+template <typename S>
+void apply_mask(S* a, const S* mask, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) a[i] *= mask[i];
 }
 
 }  // namespace
@@ -1025,10 +1033,14 @@ class BackwardPass : public RecurrentPass<S> {
   // pass's input `in` [rows, input_size] (BatchLayout).
   void weight_gradients(const S* in, const DirectionGrads<S>& grads) const {
     const int64_t rows = run_.rows(), gh = run_.gate_rows();
-    weight_gradient(rows, gh, run_.input_size, static_cast<const S*>(grad_in_gates_), in,
-                    grads.w_ih);
-    weight_gradient(rows, gh, run_.hidden_size, static_cast<const S*>(grad_hidden_gates_),
-                    cache_.h_prev.data(), grads.w_hh);
+    if (grads.w_ih != nullptr) {
+      weight_gradient(rows, gh, run_.input_size, static_cast<const S*>(grad_in_gates_), in,
+                      grads.w_ih);
+    }
+    if (grads.w_hh != nullptr) {
+      weight_gradient(rows, gh, run_.hidden_size, static_cast<const S*>(grad_hidden_gates_),
+                      cache_.h_prev.data(), grads.w_hh);
+    }
     // Bias gradients as row sums added row by row (contiguous, vectorised), not colwise().sum(),
     // which walks the row-major array column by column.
     const auto sum_rows = [&](const S* data, S* sum) {
@@ -1279,7 +1291,9 @@ void run_wavefront(const WavefrontPlan& plan, int64_t layers, int64_t steps, boo
 template <typename S>
 void wavefront_forward(const WavefrontPlan& plan, std::vector<std::unique_ptr<ForwardPass<S>>>& passes,
                        const std::vector<const S*>& inputs, const std::vector<S*>& outputs,
-                       int64_t out_width, int64_t steps) {
+                       int64_t out_width, const BatchLayout& layout,
+                       const std::vector<const S*>& masks) {
+  const int64_t steps = layout.steps();
   const int64_t L = static_cast<int64_t>(passes.size());
   std::vector<Buffer<S>> scratch(static_cast<std::size_t>(L));
   for (int64_t k = 0; k < L; ++k) scratch[k].resize(passes[k]->scratch_size());
@@ -1288,6 +1302,10 @@ void wavefront_forward(const WavefrontPlan& plan, std::vector<std::unique_ptr<Fo
       [&](int64_t k, int64_t s0, int64_t s1, StepBarrier& alone) {
         passes[k]->project(inputs[k], s0, s1);
         passes[k]->run_steps(s0, s1, outputs[k], out_width, 0, 1, alone, scratch[k].data());
+        if (static_cast<std::size_t>(k) < masks.size()) {
+          const int64_t r0 = layout.row0(s0), r1 = layout.row0(s1);
+          apply_mask(outputs[k] + r0 * out_width, masks[k] + r0 * out_width, (r1 - r0) * out_width);
+        }
       },
       [](int64_t) {});
 }
@@ -1296,13 +1314,15 @@ namespace {
 
 // The layers of forward_layers over the rows of `layout` (inputs, outputs and the cache's
 // arrays packed as it says; states in its sequence order). Training: the cache's layer inputs
-// (the first one filled) and directions, else nullptr.
+// (the first one filled) and directions, else nullptr. masks: none, or one per layer below the
+// top, in the layout's rows.
 template <typename S>
 void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                    const typename PreparedWeights<S>::Impl* prepared, const BatchLayout& layout,
                    const S* first_input, const S* h0, const S* c0, S* y, S* h_n, S* c_n,
                    std::vector<Buffer<S>>* layer_inputs,
-                   std::vector<typename TrainingCache<S>::Direction>* directions) {
+                   std::vector<typename TrainingCache<S>::Direction>* directions,
+                   const std::vector<const S*>& masks) {
   const int64_t steps = layout.steps(), batch = layout.batch();
   const auto prepared_at = [&](int64_t slot) {
     return prepared != nullptr ? &prepared->directions[static_cast<std::size_t>(slot)] : nullptr;
@@ -1334,7 +1354,7 @@ void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights
           run, h0 != nullptr ? h0 + k * NH : nullptr, lstm && c0 != nullptr ? c0 + k * NH : nullptr,
           directions != nullptr ? &(*directions)[k] : nullptr, false);
     }
-    wavefront_forward(plan, passes, inputs, outputs, out_width, steps);
+    wavefront_forward(plan, passes, inputs, outputs, out_width, layout, masks);
     for (int64_t k = 0; k < L; ++k) {
       passes[k]->finish(h_n != nullptr ? h_n + k * NH : nullptr,
                         lstm && c_n != nullptr ? c_n + k * NH : nullptr);
@@ -1363,8 +1383,32 @@ void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights
                         lstm && c_n != nullptr ? c_n + slot * NH : nullptr,
                         directions != nullptr ? &(*directions)[slot] : nullptr);
     });
+    if (static_cast<std::size_t>(k) < masks.size()) apply_mask(out, masks[k], layout.rows() * out_width);
     in = out;
   }
+}
+
+// The dropout masks of a call ([L-1, T, N, width] from the caller, or nullptr) as one pointer
+// per layer in the layout's rows: copied into `keep` (the training cache's, for BPTT, or the
+// call's own), gathered where the layout is packed.
+template <typename S>
+std::vector<const S*> layer_masks(const BatchLayout& layout, const S* masks, int64_t count,
+                                  int64_t width, std::vector<Buffer<S>>& keep) {
+  std::vector<const S*> out;
+  if (masks == nullptr) return out;
+  const int64_t dense = layout.steps() * layout.batch() * width;
+  keep.assign(static_cast<std::size_t>(count), {});
+  for (int64_t k = 0; k < count; ++k) {
+    Buffer<S>& to = keep[static_cast<std::size_t>(k)];
+    to.resize(static_cast<std::size_t>(layout.rows() * width));
+    if (layout.packed()) {
+      layout.gather(masks + k * dense, width, to.data());
+    } else {
+      copy_rows(masks + k * dense, to.data(), dense);
+    }
+    out.push_back(to.data());
+  }
+  return out;
 }
 
 }  // namespace
@@ -1375,7 +1419,7 @@ template <typename S>
 void forward_layers(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                     const typename PreparedWeights<S>::Impl* prepared, int64_t steps,
                     int64_t batch, const S* x, const S* h0, const S* c0, const int64_t* lengths,
-                    S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
+                    S* y, S* h_n, S* c_n, TrainingCache<S>* cache, const S* dropout_masks) {
   check_weights(config, weights.size());
   check_lengths(lengths, steps, batch);
   check_call_sizes<S>(config, steps, batch);
@@ -1428,10 +1472,14 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
     input_rows(x_packed);
     first_input = x_packed.data();
   }
+  if (cache != nullptr) cache->dropout_masks_.clear();
+  std::vector<Buffer<S>> own_masks;
+  const std::vector<const S*> masks = layer_masks(layout, dropout_masks, config.num_layers - 1,
+                                                  out_width, cache != nullptr ? cache->dropout_masks_ : own_masks);
 
   forward_stack(config, weights, prepared, layout, first_input, h0, c0, y_run, h_n_run, c_n_run,
                 cache != nullptr ? &cache->layer_inputs_ : nullptr,
-                cache != nullptr ? &cache->directions_ : nullptr);
+                cache != nullptr ? &cache->directions_ : nullptr, masks);
 
   if (layout.packed()) {
     layout.scatter(static_cast<const S*>(y_run), out_width, y);
@@ -1445,9 +1493,10 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
 template <typename S>
 void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                       int64_t steps, int64_t batch, const S* x, const S* h0, const S* c0,
-                      const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache) {
+                      const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache,
+                      const S* dropout_masks) {
   detail::forward_layers<S>(config, weights, nullptr, steps, batch, x, h0, c0, lengths, y, h_n, c_n,
-                    cache);
+                    cache, dropout_masks);
 }
 
 template <typename S>
@@ -1499,7 +1548,7 @@ void sequence_forward(const PreparedWeights<S>& prepared, int64_t steps, int64_t
     if (!d.b_hh.empty()) biases[slot].b_hh = d.b_hh.data();
   }
   detail::forward_layers<S>(prepared.config(), biases, &impl, steps, batch, x, h0, c0, lengths, y, h_n,
-                    c_n, nullptr);
+                    c_n, nullptr, nullptr);
 }
 
 // BPTT as a wavefront (see plan_wavefront): layer k on thread k % team, chunks of steps from
@@ -1511,6 +1560,7 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
                         const std::vector<DirectionWeights<S>>& weights, const BatchLayout& layout,
                         const std::vector<Buffer<S>>& layer_inputs,
                         const std::vector<typename TrainingCache<S>::Direction>& directions,
+                        const std::vector<Buffer<S>>& masks,
                         const S* grad_y, const S* grad_h_n, const S* grad_c_n, S* grad_x,
                         S* grad_h0, S* grad_c0, const std::vector<DirectionGrads<S>>& grads) {
   const int64_t L = config.num_layers, T = layout.steps(), N = layout.batch(), H = config.hidden_size;
@@ -1547,10 +1597,15 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
         passes[at(k)]->run_steps(s0, s1, grad_out, H, 0, 1, alone, scratch[at(k)].data());
         const int64_t in_width = config.layer_input_size(k);
         S* grad_in = k > 0 ? grad_between[at(k - 1)].data() : grad_x;
+        if (grad_in == nullptr) return;  // dL/dx not wanted
         const int64_t r0 = layout.row0(s0), r1 = layout.row0(s1);
         packed_product(w_ih_packed[at(k)], in_width,
                        static_cast<const S*>(grad_in_gates[at(k)].data()) + r0 * gh, gh, r1 - r0,
                        grad_in + r0 * in_width, in_width, false, static_cast<const S*>(nullptr));
+        if (k > 0 && !masks.empty()) {
+          apply_mask(grad_in + r0 * in_width, masks[at(k - 1)].data() + r0 * in_width,
+                     (r1 - r0) * in_width);
+        }
       },
       [&](int64_t k) {
         passes[at(k)]->finish(grad_h0 != nullptr ? grad_h0 + k * NH : nullptr,
@@ -1566,6 +1621,7 @@ template <typename S>
 void backward_stack(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                     const BatchLayout& layout, const std::vector<Buffer<S>>& layer_inputs,
                     const std::vector<typename TrainingCache<S>::Direction>& directions,
+                    const std::vector<Buffer<S>>& masks,
                     const S* grad_y, const S* grad_h_n, const S* grad_c_n, S* grad_x, S* grad_h0,
                     S* grad_c0, const std::vector<DirectionGrads<S>>& grads) {
   const int D = config.directions();
@@ -1574,8 +1630,8 @@ void backward_stack(const ModelConfig& config, const std::vector<DirectionWeight
   const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
   const WavefrontPlan plan = plan_wavefront<S>(config, T, N);
   if (plan.threads > 1) {
-    wavefront_backward(plan, config, weights, layout, layer_inputs, directions, grad_y, grad_h_n,
-                       grad_c_n, grad_x, grad_h0, grad_c0, grads);
+    wavefront_backward(plan, config, weights, layout, layer_inputs, directions, masks, grad_y,
+                       grad_h_n, grad_c_n, grad_x, grad_h0, grad_c0, grads);
     return;
   }
 
@@ -1609,6 +1665,7 @@ void backward_stack(const ModelConfig& config, const std::vector<DirectionWeight
       buf.resize(static_cast<std::size_t>(rows * in_width));
       grad_in = buf.data();
     }
+    if (grad_in == nullptr) break;  // dL/dx not wanted
     for (int d = 0; d < D; ++d) {
       const S* w_ih = weights[k * D + d].w_ih;
       detail::PackedPanels<S> w_ih_packed;
@@ -1616,6 +1673,7 @@ void backward_stack(const ModelConfig& config, const std::vector<DirectionWeight
       packed_product(w_ih_packed, in_width, static_cast<const S*>(grad_in_gates[d].data()), gh,
                      rows, grad_in, in_width, d > 0, static_cast<const S*>(nullptr));
     }
+    if (k > 0 && !masks.empty()) apply_mask(grad_in, masks[k - 1].data(), rows * in_width);
     grad_out = grad_in;
   }
 }
@@ -1646,8 +1704,9 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
 
   const BatchLayout layout(T, N, lengths);
   if (!layout.packed()) {
-    backward_stack(config, weights, layout, cache.layer_inputs_, cache.directions_, grad_y, grad_h_n,
-                   lstm ? grad_c_n : nullptr, grad_x, grad_h0, lstm ? grad_c0 : nullptr, grads);
+    backward_stack(config, weights, layout, cache.layer_inputs_, cache.directions_,
+                   cache.dropout_masks_, grad_y, grad_h_n, lstm ? grad_c_n : nullptr, grad_x,
+                   grad_h0, lstm ? grad_c0 : nullptr, grads);
     return;
   }
   // Variable lengths: as forward_layers, on packed rows in length order.
@@ -1656,16 +1715,17 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
     grad_y_packed.resize(static_cast<std::size_t>(layout.rows() * out_width));
     layout.gather(grad_y, out_width, grad_y_packed.data());
   }
-  grad_x_packed.resize(static_cast<std::size_t>(layout.rows() * I));
+  if (grad_x != nullptr) grad_x_packed.resize(static_cast<std::size_t>(layout.rows() * I));
   if (grad_h0 != nullptr) grad_h0_sorted.resize(static_cast<std::size_t>(states * N * H));
   if (lstm && grad_c0 != nullptr) grad_c0_sorted.resize(static_cast<std::size_t>(states * N * H));
   backward_stack(config, weights, layout, cache.layer_inputs_, cache.directions_,
-                 grad_y != nullptr ? grad_y_packed.data() : nullptr,
+                 cache.dropout_masks_, grad_y != nullptr ? grad_y_packed.data() : nullptr,
                  layout.reorder_states(grad_h_n, states, H, true, grad_h_n_sorted),
                  lstm ? layout.reorder_states(grad_c_n, states, H, true, grad_c_n_sorted) : nullptr,
-                 grad_x_packed.data(), grad_h0 != nullptr ? grad_h0_sorted.data() : nullptr,
+                 grad_x != nullptr ? grad_x_packed.data() : nullptr,
+                 grad_h0 != nullptr ? grad_h0_sorted.data() : nullptr,
                  lstm && grad_c0 != nullptr ? grad_c0_sorted.data() : nullptr, grads);
-  layout.scatter(static_cast<const S*>(grad_x_packed.data()), I, grad_x);
+  if (grad_x != nullptr) layout.scatter(static_cast<const S*>(grad_x_packed.data()), I, grad_x);
   if (grad_h0 != nullptr) {
     layout.reorder_states_into(static_cast<const S*>(grad_h0_sorted.data()), states, H, false, grad_h0);
   }
@@ -1699,7 +1759,7 @@ template class PreparedWeights<double>;
 #define RNNCORE_INSTANTIATE(S)                                                                   \
   template void sequence_forward<S>(const ModelConfig&, const std::vector<DirectionWeights<S>>&, \
                                     int64_t, int64_t, const S*, const S*, const S*,              \
-                                    const int64_t*, S*, S*, S*, TrainingCache<S>*);              \
+                                    const int64_t*, S*, S*, S*, TrainingCache<S>*, const S*);    \
   template void sequence_forward<S>(const PreparedWeights<S>&, int64_t, int64_t, const S*,       \
                                     const S*, const S*, const int64_t*, S*, S*, S*);             \
   template void sequence_backward<S>(const ModelConfig&,                                         \

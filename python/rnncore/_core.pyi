@@ -75,6 +75,7 @@ def forward(
     c0: Optional[np.ndarray],
     lengths: Optional[np.ndarray],
     training: bool,
+    dropout_masks: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[_TrainingCache]]: ...
 def backward(
     cache: _TrainingCache,
@@ -82,7 +83,9 @@ def backward(
     grad_y: Optional[np.ndarray],
     grad_h_n: Optional[np.ndarray],
     grad_c_n: Optional[np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray], list[np.ndarray]]: ...
+    need_grad_input: bool = True,
+    need_weight_grads: Optional[Sequence[bool]] = None,
+) -> tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray], list[Optional[np.ndarray]]]: ...
 def forward_flops(
     cell: int, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, steps: int, batch: int
 ) -> float: ...

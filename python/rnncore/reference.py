@@ -236,6 +236,7 @@ class ForwardCache:
     has_bias: bool
     dtype: np.dtype
     layers: list  # [layer][direction] -> _DirectionCache
+    dropout_masks: Optional[np.ndarray] = None  # (L-1, T, N, D*H) or None
 
 
 def _forward_direction(cell, x, h, c, weights, active, reverse):
@@ -260,13 +261,15 @@ def _forward_direction(cell, x, h, c, weights, active, reverse):
     return y, h, c, _DirectionCache(x, h_prev, active, gates_per_step)
 
 
-def forward(cell, params, x, h0, c0, lengths, *, num_layers, bidirectional):
+def forward(cell, params, x, h0, c0, lengths, *, num_layers, bidirectional, dropout_masks=None):
     """Forward pass of a (stacked, optionally bidirectional) RNN / LSTM / GRU.
 
     cell: one of CELLS. params: PyTorch-named weights (module docstring); absent bias keys mean
     no bias. x: (T, N, I). h0: (D*L, N, H). c0: (D*L, N, H) for "lstm", None otherwise.
     lengths: int array (N,) with values in 1..T, in any order (None means all T).
     Computes in x.dtype; params and states must be in the same dtype.
+    dropout_masks: None or (L-1, T, N, D*H): the output of every layer below the top is
+    multiplied by its mask (values 0 or 1/(1-p): dropout between layers) before the next reads it.
 
     Returns (y, h_n, c_n, cache): y (T, N, D*H), zero at t >= lengths[b]; h_n (D*L, N, H);
     c_n (D*L, N, H) or None; cache for :func:`backward`.
@@ -287,6 +290,7 @@ def forward(cell, params, x, h0, c0, lengths, *, num_layers, bidirectional):
         has_bias="bias_ih_l0" in params,
         dtype=x.dtype,
         layers=[],
+        dropout_masks=dropout_masks,
     )
     layer_input = x
     for layer in range(num_layers):
@@ -308,6 +312,8 @@ def forward(cell, params, x, h0, c0, lengths, *, num_layers, bidirectional):
             layer_cache.append(dir_cache)
         cache.layers.append(layer_cache)
         layer_input = np.concatenate(outputs, axis=-1)
+        if dropout_masks is not None and layer + 1 < num_layers:
+            layer_input = layer_input * dropout_masks[layer]
     return layer_input, h_n, c_n, cache
 
 
@@ -396,6 +402,8 @@ def backward(cell, params, cache: ForwardCache, grad_y, grad_h_n, grad_c_n):
             if cache.has_bias:
                 grad_params[f"bias_ih{s}"] = grad_weights.b_ih
                 grad_params[f"bias_hh{s}"] = grad_weights.b_hh
+        if cache.dropout_masks is not None and layer > 0:
+            grad_input = grad_input * cache.dropout_masks[layer - 1]
         grad_output = grad_input
     grad_params = {name: grad_params[name] for name in params}
     return grad_output, grad_h0, grad_c0, grad_params

@@ -59,6 +59,8 @@ struct DirectionWeights {
 };
 
 // Gradient outputs for one (layer, direction); every array is overwritten (not accumulated).
+// A nullptr array is not computed (a frozen weight: for w_ih and w_hh, a GEMM over all steps
+// saved).
 template <typename S>
 struct DirectionGrads {
   S* w_ih = nullptr;
@@ -100,7 +102,7 @@ template <typename S>
 void forward_layers(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                     const typename PreparedWeights<S>::Impl* prepared, int64_t steps,
                     int64_t batch, const S* x, const S* h0, const S* c0, const int64_t* lengths,
-                    S* y, S* h_n, S* c_n, TrainingCache<S>* cache);
+                    S* y, S* h_n, S* c_n, TrainingCache<S>* cache, const S* dropout_masks);
 }  // namespace detail
 
 // What BPTT needs from a forward pass, owned here so that the caller's arrays may change after
@@ -130,7 +132,7 @@ class TrainingCache {
   friend void detail::forward_layers(const ModelConfig&, const std::vector<DirectionWeights<T>>&,
                                      const typename PreparedWeights<T>::Impl*, int64_t, int64_t,
                                      const T*, const T*, const T*, const int64_t*, T*, T*, T*,
-                                     TrainingCache<T>*);
+                                     TrainingCache<T>*, const T*);
   template <typename T>
   friend void sequence_backward(const ModelConfig&, const std::vector<DirectionWeights<T>>&,
                                 const TrainingCache<T>&, const T*, const T*, const T*, T*, T*,
@@ -141,10 +143,16 @@ class TrainingCache {
   std::vector<int64_t> lengths_;
   std::vector<Buffer<S>> layer_inputs_;  // [L] each [T, N, I_k]
   std::vector<Direction> directions_;         // [L*D]
+  std::vector<Buffer<S>> dropout_masks_;      // [L-1] each [T, N, D*H] (rows as layer_inputs_), or none
 };
 
 // Runs the whole stack. h0/c0 may be nullptr (zeros); c0/c_n are used only by the LSTM (c_n may
 // be nullptr for other cells). When `cache` is non-null it is filled for sequence_backward.
+// dropout_masks, when given, is [L-1, T, N, D*H]: the output of layer k < L-1 is multiplied
+// element-wise by mask k before layer k+1 reads it (dropout between layers, the masks already
+// scaled by 1/(1-p)); drawing them is the caller's (rnncore.torch uses torch's generator). The
+// cache keeps a copy, and sequence_backward multiplies the gradient by the same masks. Entries
+// at steps past a sequence's length are not read.
 // Throws std::invalid_argument on inconsistent sizes or lengths outside 1..T.
 // Threads: up to OpenMP's; with two or more, this and sequence_backward follow the measured
 // thread plan (thread_plan.h) unless it is set to Fixed: a kind of call timed faster on one
@@ -152,7 +160,8 @@ class TrainingCache {
 template <typename S>
 void sequence_forward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                       int64_t steps, int64_t batch, const S* x, const S* h0, const S* c0,
-                      const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache);
+                      const int64_t* lengths, S* y, S* h_n, S* c_n, TrainingCache<S>* cache,
+                      const S* dropout_masks = nullptr);
 
 // sequence_forward over prepared weights (inference: no cache). The same results bit for bit as
 // sequence_forward on the weights they were made from, except for a single step of at most 4
@@ -165,6 +174,8 @@ void sequence_forward(const PreparedWeights<S>& weights, int64_t steps, int64_t 
 // Backpropagation through time. grad_y [T, N, D*H] may be nullptr (zero); grad_h_n, grad_c_n
 // [L*D, N, H] may be nullptr (zero). Writes grad_x [T, N, I], grad_h0 and (LSTM) grad_c0
 // [L*D, N, H] and every DirectionGrads. The weights must be those of the forward call.
+// grad_x, grad_h0 and grad_c0 may be nullptr: not wanted (for grad_x, the first layer's
+// input-gradient product is then skipped).
 template <typename S>
 void sequence_backward(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                        const TrainingCache<S>& cache, const S* grad_y, const S* grad_h_n,

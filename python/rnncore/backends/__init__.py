@@ -6,9 +6,10 @@ no layer code. Registered: "cpp" (the compiled CPU kernels, rnncore._core) and "
 The contract, for every backend (the names are positional-or-keyword as written):
 
     backend.name                                         the name users pass as backend=
-    backend.forward(config, params, x, h0, c0, lengths, *, training)
+    backend.forward(config, params, x, h0, c0, lengths, *, training, dropout_masks=None)
         -> (y, h_n, c_n, cache)                          cache is None when training is False
-    backend.backward(cache, params, grad_y, grad_h_n, grad_c_n)
+    backend.backward(cache, params, grad_y, grad_h_n, grad_c_n, *, need_grad_input=True,
+                     need_weight_grads=None)
         -> (grad_x, grad_h0, grad_c0, grads)
     backend.prepare(config, params) -> prepared          prepared(x, h0, c0, lengths) -> (y, h_n, c_n)
                                                          and prepared.nbytes
@@ -31,6 +32,12 @@ does):
     h0, c0    (D*L, N, H) or None (zeros); c0 is None for every cell but the LSTM.
     lengths   int64 (N,) with values in 1..T in any order, or None (every sequence runs T steps).
     grad_y    (T, N, D*H) or None (zeros); grad_h_n, grad_c_n like h0, c0, or None (zeros).
+    dropout_masks  (L-1, T, N, D*H) or None: the output of every layer below the top is
+              multiplied by its mask (0 or 1/(1-p): dropout between layers) before the next layer
+              reads it, and its gradient by the same mask in backward (the cache keeps it).
+    need_grad_input  False: grad_x is not wanted (None is returned; a backend may skip it).
+    need_weight_grads  None (all) or {name: bool}: grads[name] is None where False (a backend
+              may skip those products).
 Results are new arrays in the params' dtype: y (T, N, D*H), zero at t >= lengths[b]; h_n and c_n
 (D*L, N, H), c_n None for every cell but the LSTM; grad_x like x, grad_h0 and grad_c0 like h_n,
 c_n; grads {name: array} with params' names and shapes. The cache is opaque to the caller, holds
@@ -63,10 +70,11 @@ class Backend(Protocol):
     name: str
 
     def forward(self, config: Any, params: dict, x: Any, h0: Any, c0: Any, lengths: Any, *,
-                training: bool) -> tuple[Any, Any, Any, Any]: ...
+                training: bool, dropout_masks: Any = None) -> tuple[Any, Any, Any, Any]: ...
 
-    def backward(self, cache: Any, params: dict, grad_y: Any, grad_h_n: Any,
-                 grad_c_n: Any) -> tuple[Any, Any, Any, dict]: ...
+    def backward(self, cache: Any, params: dict, grad_y: Any, grad_h_n: Any, grad_c_n: Any, *,
+                 need_grad_input: bool = True,
+                 need_weight_grads: Any = None) -> tuple[Any, Any, Any, dict]: ...
 
     def prepare(self, config: Any, params: dict) -> Prepared: ...
 

@@ -26,16 +26,18 @@ class CppBackend:
 
     name = "cpp"
 
-    def forward(self, config, params, x, h0, c0, lengths, *, training):
+    def forward(self, config, params, x, h0, c0, lengths, *, training, dropout_masks=None):
         if lengths is not None and (lengths == x.shape[0]).all():
             lengths = None  # every sequence full: the kernels' unmasked path
-        return _core.forward(config, _weights(config, params), x, h0, c0, lengths, training)
+        return _core.forward(config, _weights(config, params), x, h0, c0, lengths, training, dropout_masks)
 
-    def backward(self, cache, params, grad_y, grad_h_n, grad_c_n):
+    def backward(self, cache, params, grad_y, grad_h_n, grad_c_n, *, need_grad_input=True,
+                 need_weight_grads=None):
         config = cache.config
-        grad_x, grad_h0, grad_c0, grads = _core.backward(cache, _weights(config, params), grad_y, grad_h_n,
-                                                         grad_c_n)
         names = param_names(config.num_layers, config.bidirectional, config.bias)
+        flags = None if need_weight_grads is None else [bool(need_weight_grads[n]) for n in names]
+        grad_x, grad_h0, grad_c0, grads = _core.backward(cache, _weights(config, params), grad_y, grad_h_n,
+                                                         grad_c_n, need_grad_input, flags)
         return grad_x, grad_h0, grad_c0, dict(zip(names, grads))
 
     def prepare(self, config, params):
