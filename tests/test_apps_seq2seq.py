@@ -4,41 +4,19 @@ from __future__ import annotations
 
 import csv
 import importlib.util
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-import rnncore as rc
-from rnncore.__main__ import main
+from _apps_testing import assert_gradients_match_directional_differences, assert_one_line_error
+from _apps_testing import interrupt_after_header, keep_threads, run  # noqa: F401 - a fixture
 from rnncore.apps import seq2seq
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 TINY = ["seq2seq", "--vocab", "6", "--min-length", "3", "--max-length", "8", "--hidden", "24",
         "--embedding", "8", "--steps", "150", "--batch", "16", "--lr", "0.01", "--test-size", "20",
         "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def keep_threads():
-    previous = rc.get_num_threads()
-    yield
-    rc.set_num_threads(previous)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, prog="rnncore seq2seq"):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
 
 
 # ---------------------------------------------------------------- the task
@@ -80,19 +58,9 @@ def test_model_gradients_match_finite_differences_float64(score):
     model = seq2seq.Seq2Seq(task, embedding=3, hidden=4, score=score, seed=1, dtype=np.float64)
     source, decoder_input, decoder_target = seq2seq.TrainingBatches(task, 4, 4, 3, {}, seed=2).next()
     _, grads = model.loss_and_grads(source, decoder_input, decoder_target)
-    rng = np.random.default_rng(3)
-    for layer, params in model.parameters().items():
-        for name, param in params.items():
-            direction = rng.standard_normal(param.shape)
-            saved = param.copy()
-            param += 1e-6 * direction
-            plus = model.loss_and_grads(source, decoder_input, decoder_target)[0]
-            param[...] = saved - 1e-6 * direction
-            minus = model.loss_and_grads(source, decoder_input, decoder_target)[0]
-            param[...] = saved
-            numeric = (plus - minus) / 2e-6
-            assert np.sum(grads[layer][name] * direction) == pytest.approx(numeric, rel=1e-5, abs=1e-8), \
-                (layer, name)
+    assert set(grads) == set(model.parameters())
+    assert_gradients_match_directional_differences(
+        model.parameters(), grads, lambda: model.loss_and_grads(source, decoder_input, decoder_target)[0])
 
 
 def test_beam_of_one_finds_at_least_the_greedy_probability():
@@ -191,32 +159,13 @@ def test_seq2seq_help(capsys):
 ])
 def test_seq2seq_bad_arguments_are_one_line_errors(capsys, argv):
     code, _, err = run(capsys, "seq2seq", *argv)
-    assert_one_line_error(code, err)
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # see tests/test_cli.py
+    assert_one_line_error(code, err, "rnncore seq2seq")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_stops_seq2seq_with_the_partial_result(tmp_path):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "rnncore", *TINY, "--steps", "100000", "--out", str(tmp_path), "--no-plot"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
-    try:
-        lines = []
-        for line in process.stdout:  # the header ends with the test line; training follows
-            lines.append(line)
-            if line.lstrip().startswith("test:"):
-                break
-        time.sleep(1.0)
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, err
+    code, out, err = interrupt_after_header(
+        [*TINY, "--steps", "100000", "--out", str(tmp_path), "--no-plot"], "test:")
+    assert code == 130, err
     assert "Traceback" not in err
-    out = "".join(lines) + out
     assert "interrupted: results so far" in out and "L=3" in out

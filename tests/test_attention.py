@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from rnncore import Attention
+from test_toolkit import numeric_grad
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
@@ -19,19 +20,6 @@ SHAPES = {"sequence": (3, 2), "one step": (2,)}  # query's leading shape; keys (
 @pytest.fixture(scope="module")
 def torch():
     return pytest.importorskip("torch")
-
-
-def numeric_grad(loss, array, eps=1e-6):
-    grad = np.zeros_like(array, dtype=np.float64)
-    for index in np.ndindex(array.shape):
-        saved = array[index]
-        array[index] = saved + eps
-        plus = loss()
-        array[index] = saved - eps
-        minus = loss()
-        array[index] = saved
-        grad[index] = (plus - minus) / (2 * eps)
-    return grad
 
 
 def make_layer(score, dtype=np.float64, seed=0):

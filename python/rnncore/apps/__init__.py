@@ -12,7 +12,7 @@ import argparse
 import importlib
 
 # Module names under rnncore.apps, in the order `rnncore --help` lists their commands.
-COMMANDS: tuple[str, ...] = ("seq2seq",)
+COMMANDS: tuple[str, ...] = ("seq2seq", "tag")
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:

@@ -36,12 +36,10 @@ import numpy as np
 
 from .. import _cli
 from .._plotting import pyplot, save_plain_figure
-from .._progress import progress_bar
-from ..grads import clip_grad_norm
 from ..layers import LSTM
 from ..losses import log_softmax, softmax_cross_entropy
 from ..nn import Attention, Embedding, Linear
-from ..optim import Adam
+from ._training import TrainingRecord, add_training_options, train
 
 TASKS = ("lexicon", "reorder", "reverse")
 SCORES = ("dot", "additive")
@@ -334,40 +332,9 @@ class LengthScore:
 class ModelResult:
     name: str
     parameters: int
-    steps_done: int = 0
-    seconds: float = 0.0
-    first_loss: float = float("nan")  # mean training loss of the first 10 steps
-    final_loss: float = float("nan")  # running mean at the end
-    interrupted: bool = False
+    training: TrainingRecord = field(default_factory=TrainingRecord)
     scores: list = field(default_factory=list)  # [LengthScore]
     heat_map: tuple | None = None  # (source, output, weights) of one test sentence
-
-
-def train(model: Seq2Seq, batches: TrainingBatches, config: Seq2SeqConfig, result: ModelResult) -> None:
-    """Adam with clipping on ``config.steps`` batches; Ctrl-C stops and keeps what was reached."""
-    optimizer = Adam(model.parameters(), lr=config.lr)
-    first, running = [], None
-    bar = progress_bar(config.steps, desc=f"{result.name:>12}", disable=not config.progress)
-    try:
-        for step in range(1, config.steps + 1):
-            start = time.perf_counter()
-            loss, grads = model.loss_and_grads(*batches.next())
-            clip_grad_norm(grads, config.clip)
-            optimizer.step(grads)
-            result.seconds += time.perf_counter() - start
-            result.steps_done = step
-            if len(first) < 10:
-                first.append(loss)
-                result.first_loss = float(np.mean(first))
-            running = loss if running is None else 0.97 * running + 0.03 * loss
-            result.final_loss = running
-            if step % 10 == 0:
-                bar.set_postfix_str(f"loss {running:.3f}", refresh=False)
-            bar.update(1)
-    except KeyboardInterrupt:
-        result.interrupted = True
-    finally:
-        bar.close()
 
 
 def score_outputs(outputs: list, references: np.ndarray) -> tuple[float, float]:
@@ -412,17 +379,18 @@ def run(config: Seq2SeqConfig) -> list[ModelResult]:
     results = []
     for name, score in zip(MODELS, (None, config.score)):
         model = Seq2Seq(task, config.embedding, config.hidden, score, config.seed)
-        result = ModelResult(name, model.num_parameters())
         batches = TrainingBatches(task, config.min_length, config.max_length, config.batch,
                                   test_set, config.seed)
-        train(model, batches, config, result)
-        if result.steps_done:
+        training = train(model.parameters(), lambda: model.loss_and_grads(*batches.next()),
+                         config.steps, config.lr, config.clip, f"{name:>12}", config.progress)
+        result = ModelResult(name, model.num_parameters(), training)
+        if training.steps_done:
             result.scores = evaluate(model, test_set, config.beam)
             if score is not None:
                 middle = lengths[len(lengths) // 2]
                 result.heat_map = heat_map(model, test_set[middle][:, 0])
         results.append(result)
-        if result.interrupted:
+        if training.interrupted:
             break
     return results
 
@@ -518,18 +486,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"embedding size (default {d.embedding})")
     parser.add_argument("--score", choices=SCORES, default=d.score,
                         help=f"attention score: dot (Luong) or additive (Bahdanau) (default {d.score})")
-    parser.add_argument("--steps", type=_cli.int_at_least(1), default=d.steps,
-                        help=f"training steps per model (default {d.steps})")
-    parser.add_argument("--batch", type=_cli.int_at_least(1), default=d.batch,
-                        help=f"sentences per step (default {d.batch})")
-    parser.add_argument("--lr", type=_cli.float_range(0.0), default=d.lr,
-                        help=f"Adam learning rate (default {d.lr:g})")
+    add_training_options(parser, d, "sentences")
     parser.add_argument("--test-size", type=_cli.int_at_least(1), default=d.test_size,
                         help=f"held-out sentences per tested length (default {d.test_size})")
     parser.add_argument("--beam", type=_cli.int_at_least(1), default=d.beam,
                         help="beam width for decoding (default 1: greedy)")
-    parser.add_argument("--out", default=_cli.DEFAULT_OUT, help=f"output folder (default {_cli.DEFAULT_OUT})")
-    parser.add_argument("--no-plot", dest="plot", action="store_false", help="do not write the PNGs")
     _cli.add_common(parser)
     parser.set_defaults(func=command)
 
@@ -549,7 +510,7 @@ def command(args: argparse.Namespace) -> int:
     with _cli.threads(args.threads):
         results = run(config)
     report(results, config, args, time.perf_counter() - start)
-    return _cli.INTERRUPTED if any(r.interrupted for r in results) else 0
+    return _cli.INTERRUPTED if any(r.training.interrupted for r in results) else 0
 
 
 def describe(config: Seq2SeqConfig, threads: int) -> None:
@@ -579,10 +540,11 @@ def describe(config: Seq2SeqConfig, threads: int) -> None:
 def report(results: list[ModelResult], config: Seq2SeqConfig, args: argparse.Namespace, seconds: float) -> None:
     print()
     for r in results:
-        state = f" (interrupted at step {r.steps_done} of {config.steps})" if r.interrupted else ""
-        print(f"{r.name}: {r.parameters} parameters, training loss {r.first_loss:.3f} -> "
-              f"{r.final_loss:.3f} nats/symbol in {r.seconds:.1f} s{state}")
-    if any(r.interrupted for r in results):
+        t = r.training
+        state = f" (interrupted at step {t.steps_done} of {config.steps})" if t.interrupted else ""
+        print(f"{r.name}: {r.parameters} parameters, training loss {t.first_loss:.3f} -> "
+              f"{t.final_loss:.3f} nats/symbol in {t.seconds:.1f} s{state}")
+    if any(r.training.interrupted for r in results):
         print("interrupted: results so far")
     print(format_table(results))
     csv_path = os.path.join(args.out, "seq2seq_accuracy.csv")
@@ -599,7 +561,7 @@ def report(results: list[ModelResult], config: Seq2SeqConfig, args: argparse.Nam
         print(f"accuracy by source length: {csv_path} (install matplotlib (pip install "
               f"'rnncore[plot]') for the PNGs)")
     print(f"total time {seconds:.0f} s")
-    complete = [r for r in results if r.scores and not r.interrupted]
+    complete = [r for r in results if r.scores and not r.training.interrupted]
     if len(complete) == 2:
         print(summary(*complete))
 
