@@ -304,7 +304,7 @@ class Translator:
 @dataclass
 class Seq2SeqConfig:
     task: str = "lexicon"
-    vocab: int = 32
+    vocab: int = 64
     min_length: int = 5
     max_length: int = 60
     embedding: int = 32
