@@ -36,7 +36,7 @@ def test_translations_map_through_the_lexicon_and_reorder():
 def test_training_batches_never_hold_a_test_sentence():
     task = seq2seq.make_task("reorder", 2, seed=0)  # 2^3 = 8 sentences of length 3
     test = seq2seq.make_test_set(task, [3], size=6, seed=0)
-    assert test[3].shape == (3, 6) and len({s.tobytes() for s in test[3].T}) == 6
+    assert test[3].shape == (3, 4) and len({s.tobytes() for s in test[3].T}) == 4  # half of them
     batches = seq2seq.TrainingBatches(task, 3, 3, 50, test, seed=0)
     held = {s.tobytes() for s in test[3].T}
     for _ in range(5):
@@ -44,6 +44,15 @@ def test_training_batches_never_hold_a_test_sentence():
         assert not any(s.tobytes() in held for s in source.T)
         assert (decoder_input[0] == task.bos).all() and (decoder_target[-1] == task.eos).all()
         np.testing.assert_array_equal(decoder_input[1:], decoder_target[:-1])
+
+
+def test_the_shortest_sentences_are_split_between_test_and_training(capsys, tmp_path):
+    code, out, _ = run(capsys, "seq2seq", "--vocab", "2", "--min-length", "1", "--max-length", "2",
+                       "--hidden", "4", "--embedding", "2", "--steps", "5", "--no-progress", "--no-plot",
+                       "--out", str(tmp_path))
+    assert code == 0 and "L=1" in out and "L=2" in out
+    rows = (tmp_path / "seq2seq_accuracy.csv").read_text().splitlines()
+    assert "no attention,1,1," in rows[1]  # of the 2 sentences of one symbol, 1 is held out
 
 
 def test_test_lengths_span_the_range():
@@ -84,6 +93,21 @@ def test_beam_of_one_finds_at_least_the_greedy_probability():
             assert log_probability(n, b) >= log_probability(n, g) - 1e-9
 
 
+@pytest.mark.parametrize("score", [None, "dot"])
+def test_teacher_forced_predictions_are_the_training_forward_pass(score):
+    task = seq2seq.make_task("lexicon", 5, seed=0)
+    model = seq2seq.Seq2Seq(task, embedding=4, hidden=8, score=score, seed=1, dtype=np.float64)
+    source, decoder_input, decoder_target = seq2seq.TrainingBatches(task, 6, 6, 4, {}, seed=2).next()
+    predicted = model.teacher_forced(source, decoder_input)
+    assert predicted.shape == decoder_target.shape
+    # The loss of the argmax targets is below that of any other targets, e.g. the reference.
+    best = model.loss_and_grads(source, decoder_input, predicted)[0]
+    assert best <= model.loss_and_grads(source, decoder_input, decoder_target)[0]
+    # The first step agrees with the first step of greedy decoding through the stream.
+    outputs, _ = model.translator().greedy(source, 1)
+    np.testing.assert_array_equal([o[0] for o, _ in outputs], predicted[0])
+
+
 def test_scoring_counts_exact_sentences_and_tokens():
     references = np.array([[1, 2], [3, 4], [5, 6]])  # (L=3, N=2)
     outputs = [(np.array([1, 3, 5]), True), (np.array([2, 0]), True)]
@@ -110,7 +134,9 @@ def test_seq2seq_tiny_learns_and_writes_the_table_csv_and_plots(capsys, tmp_path
     assert [int(r["source_length"]) for r in rows if r["model"] == "attention"] == [3, 4, 5, 6, 7, 8]
     shortest = [float(r["token_accuracy"]) for r in rows if r["source_length"] == "3"]
     assert min(shortest) > 2 / 6  # well above chance, 1/6
-    assert "L=3" in out and "L=8" in out and "token accuracy from L=3 to L=8" in out
+    forced = [float(r["teacher_forced_token_accuracy"]) for r in rows if r["source_length"] == "3"]
+    assert min(forced) > 2 / 6
+    assert "L=3" in out and "L=8" in out and "token accuracy from L=3 to L=8" in out and "teacher-forced" in out
     if HAS_MATPLOTLIB:
         assert (tmp_path / "seq2seq_accuracy.png").stat().st_size > 1000
         assert (tmp_path / "seq2seq_attention.png").stat().st_size > 1000

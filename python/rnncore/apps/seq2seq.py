@@ -7,6 +7,11 @@ the default: a diagonal alignment). ``--task reorder`` also swaps each pair of n
 ``--task reverse`` reverses the source. The target ends with an end-of-sentence symbol (EOS);
 decoding stops there.
 
+Besides the decoded outputs, the teacher-forced token accuracy (the most likely symbol at each
+step with the reference prefix fed, as in training) separates what a model knows of the
+translation from the mistakes of decoding: a wrong symbol or a misplaced EOS that the decoder,
+trained only on correct prefixes, does not recover from.
+
 Both models are Embedding -> LSTM encoder -> LSTM decoder (its initial state the encoder's
 final state) -> ``tanh(W_c [context_t; h_t])`` -> Linear -> softmax, trained with teacher
 forcing on the same batches, steps and seed. They differ only in the context:
@@ -90,16 +95,16 @@ def test_lengths(min_length: int, max_length: int, points: int = 12) -> list[int
 
 
 def make_test_set(task: Task, lengths: list[int], size: int, seed: int) -> dict[int, np.ndarray]:
-    """``size`` distinct sources (L, size) per length, drawn from their own generator."""
+    """``size`` distinct sources (L, size) per length, drawn from their own generator; at most
+    half of all the sentences of a length, so that training always has the other half."""
     rng = np.random.default_rng([seed, 1])
     sets = {}
     for length in lengths:
+        wanted = min(size, task.vocab ** length // 2)
         rows = {}
-        while len(rows) < size:
+        while len(rows) < wanted:
             row = rng.integers(0, task.vocab, length, dtype=np.int64)
             rows.setdefault(row.tobytes(), row)
-            if len(rows) >= task.vocab ** length:
-                break  # every sentence of this length is already in
         sets[length] = np.stack(list(rows.values()), axis=1)
     return sets
 
@@ -199,6 +204,24 @@ class Seq2Seq:
         grads["source_embedding"] = self.source_embedding.backward(source_cache, encoder_grads.input)
         return float(loss), grads
 
+    def logits(self, hidden: np.ndarray, encoded: np.ndarray, final: np.ndarray):
+        """Inference: the output scores (..., V+1) and the attention weights (or None) for decoder
+        states ``hidden`` (one step (N, H) or several (T, N, H)), the encoder's states and its
+        final hidden state (N, H)."""
+        if self.attention is None:
+            context, weights = np.broadcast_to(final, hidden.shape), None
+        else:
+            context, weights = self.attention(hidden, encoded)
+        attentional = np.tanh(self.combine(np.concatenate([context, hidden], axis=-1)))
+        return self.head(attentional), weights
+
+    def teacher_forced(self, source: np.ndarray, decoder_input: np.ndarray) -> np.ndarray:
+        """The most likely symbol at each step given the reference prefix, (L+1, N): what the
+        model knows of the translation, with no earlier decoding mistake to recover from."""
+        encoded, (h_n, c_n) = self.encoder(self.source_embedding(source))
+        decoded, _ = self.decoder(self.target_embedding(decoder_input), hx=(h_n, c_n))
+        return self.logits(decoded, encoded, h_n[-1])[0].argmax(axis=-1)
+
     def translator(self) -> "Translator":
         return Translator(self)
 
@@ -216,13 +239,8 @@ class Translator:
 
     def _log_probs(self, hidden: np.ndarray, encoded: np.ndarray, final: np.ndarray):
         """log p(next symbol) (N, V+1) and the attention weights (N, L) or None, for one step."""
-        model = self.model
-        if model.attention is None:
-            context, weights = final, None
-        else:
-            context, weights = model.attention(hidden, encoded)
-        attentional = np.tanh(model.combine(np.concatenate([context, hidden], axis=-1)))
-        return log_softmax(model.head(attentional)), weights
+        logits, weights = self.model.logits(hidden, encoded, final)
+        return log_softmax(logits), weights
 
     def greedy(self, source: np.ndarray, max_steps: int):
         """The most likely symbol at each step, for a (L, N) batch of sources.
@@ -326,6 +344,7 @@ class LengthScore:
     examples: int
     exact_match: float
     token_accuracy: float
+    teacher_forced: float  # token accuracy with the reference prefix fed, no decoding
 
 
 @dataclass
@@ -359,7 +378,10 @@ def evaluate(model: Seq2Seq, test_set: dict[int, np.ndarray], beam: int) -> list
         else:
             outputs, _ = translator.greedy(sources, max_steps)
         exact, tokens = score_outputs(outputs, references)
-        scores.append(LengthScore(length, sources.shape[1], exact, tokens))
+        bos = np.full((1, sources.shape[1]), model.task.bos, np.int64)
+        forced = model.teacher_forced(sources, np.concatenate([bos, references]))[:length]
+        scores.append(LengthScore(length, sources.shape[1], exact, tokens,
+                                  float((forced == references).mean())))
     return scores
 
 
@@ -396,26 +418,32 @@ def run(config: Seq2SeqConfig) -> list[ModelResult]:
 
 
 # ---------------------------------------------------------------- output
+TABLE_GROUPS = (("exact match", "exact_match"), ("token accuracy", "token_accuracy"),
+                ("teacher-forced tokens", "teacher_forced"))
+
+
 def format_table(results: list[ModelResult]) -> str:
-    """Exact match and token accuracy per source length, the models side by side."""
+    """Exact match, token accuracy and teacher-forced token accuracy per source length, the
+    models side by side in each group."""
     done = [r for r in results if r.scores]
     width = 14 * len(done)
-    lines = [f"{'':<8} {'exact match':^{width}}   {'token accuracy':^{width}}",
-             f"{'source':<8} " + "".join(f"{r.name:>14}" for r in done) + "   "
-             + "".join(f"{r.name:>14}" for r in done)]
+    lines = [f"{'':<7}" + "".join(f"  {title:^{width}}" for title, _ in TABLE_GROUPS),
+             f"{'source':<7}" + "".join("  " + "".join(f"{r.name:>14}" for r in done) for _ in TABLE_GROUPS)]
     for i, row in enumerate(done[0].scores if done else []):
-        lines.append(f"L={row.length:<6} " + "".join(f"{r.scores[i].exact_match:>14.3f}" for r in done)
-                     + "   " + "".join(f"{r.scores[i].token_accuracy:>14.3f}" for r in done))
+        cells = ["  " + "".join(f"{getattr(r.scores[i], key):>14.3f}" for r in done) for _, key in TABLE_GROUPS]
+        lines.append(f"L={row.length:<5}" + "".join(cells))
     return "\n".join(lines)
 
 
 def write_csv(results: list[ModelResult], path: str) -> None:
     with open(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["model", "source_length", "examples", "exact_match", "token_accuracy"])
+        writer.writerow(["model", "source_length", "examples", "exact_match", "token_accuracy",
+                         "teacher_forced_token_accuracy"])
         for r in results:
             for s in r.scores:
-                writer.writerow([r.name, s.length, s.examples, f"{s.exact_match:.4f}", f"{s.token_accuracy:.4f}"])
+                writer.writerow([r.name, s.length, s.examples, f"{s.exact_match:.4f}", f"{s.token_accuracy:.4f}",
+                                 f"{s.teacher_forced:.4f}"])
 
 
 def plot_accuracy(results: list[ModelResult], config: Seq2SeqConfig, path: str) -> bool:
@@ -428,7 +456,9 @@ def plot_accuracy(results: list[ModelResult], config: Seq2SeqConfig, path: str) 
             continue
         lengths = [s.length for s in r.scores]
         left.plot(lengths, [s.exact_match for s in r.scores], marker="o", label=r.name)
-        right.plot(lengths, [s.token_accuracy for s in r.scores], marker="o", label=r.name)
+        line, = right.plot(lengths, [s.token_accuracy for s in r.scores], marker="o", label=f"{r.name}, decoded")
+        right.plot(lengths, [s.teacher_forced for s in r.scores], linestyle="--", color=line.get_color(),
+                   label=f"{r.name}, teacher-forced")
     chance = 1.0 / config.vocab
     right.axhline(chance, color="gray", linestyle=":", label=f"chance (1/{config.vocab})")
     for axes, what in ((left, "exact match"), (right, "token accuracy")):
@@ -571,5 +601,7 @@ def summary(plain: ModelResult, attended: ModelResult) -> str:
     short, long = plain.scores[0], plain.scores[-1]
     a_short, a_long = attended.scores[0], attended.scores[-1]
     return (f"token accuracy from L={short.length} to L={long.length}: without attention "
-            f"{short.token_accuracy:.2f} -> {long.token_accuracy:.2f}, with attention "
-            f"{a_short.token_accuracy:.2f} -> {a_long.token_accuracy:.2f}")
+            f"{short.token_accuracy:.2f} -> {long.token_accuracy:.2f} (teacher-forced "
+            f"{short.teacher_forced:.2f} -> {long.teacher_forced:.2f}), with attention "
+            f"{a_short.token_accuracy:.2f} -> {a_long.token_accuracy:.2f} (teacher-forced "
+            f"{a_short.teacher_forced:.2f} -> {a_long.teacher_forced:.2f})")
