@@ -148,7 +148,7 @@ def test_seq2seq_beam_and_additive_score_run(capsys, tmp_path):
     code, out, _ = run(capsys, *TINY, "--steps", "20", "--beam", "3", "--score", "additive",
                        "--task", "reverse", "--no-plot", "--out", str(tmp_path))
     assert code == 0
-    assert "beam search, width 3" in out and "additive attention" in out
+    assert "beam-search (width 3) decoding" in out and "additive attention" in out
     assert (tmp_path / "seq2seq_accuracy.csv").exists() and not (tmp_path / "seq2seq_accuracy.png").exists()
 
 

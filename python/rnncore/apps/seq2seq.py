@@ -559,7 +559,7 @@ def describe(config: Seq2SeqConfig, threads: int) -> None:
           f"decoder -> tanh(Linear([context; h])) -> Linear; context = the encoder's final state "
           f"({sizes['no attention']} parameters) or {config.score} attention over all its states "
           f"({sizes['attention']})")
-    decoding = f"beam search, width {config.beam}" if config.beam > 1 else "greedy"
+    decoding = f"beam-search (width {config.beam})" if config.beam > 1 else "greedy"
     print(f"  training: teacher forcing, {config.steps} steps of {config.batch} sentences (one length "
           f"per batch), Adam lr {config.lr:g}, clip {config.clip:g}, seed {config.seed}, "
           f"{threads} thread(s); the same batches for both")
