@@ -275,9 +275,9 @@ class Translator:
 
     def beam(self, source: np.ndarray, max_steps: int, width: int):
         """Beam search of ``width`` hypotheses per sentence; the finished one of the highest
-        total log-probability (no length normalisation: source and target lengths are equal
-        here); where none finished within max_steps, the best live one. Returns outputs as
-        ``greedy`` does (no weights)."""
+        total log-probability, where none finished within max_steps the best live one. Without
+        length normalisation, so a short output can win over the right, longer one (a weak
+        model's outputs end early). Returns outputs as ``greedy`` does (no weights)."""
         task, batch = self.model.task, source.shape[1]
         encoded, (h_n, c_n) = self._encode(source)
         rows = np.repeat(np.arange(batch), width)  # beam row -> its sentence
