@@ -16,7 +16,7 @@ from .layers import GRU, LSTM, RNN, ForwardCache, Gradients, PreparedModel, load
 from .streaming import Stream
 from .threads import get_thread_plan, reset_thread_plan, set_thread_plan, thread_plan_report
 from .losses import log_softmax, mse, one_hot, softmax, softmax_cross_entropy
-from .nn import Embedding, Linear, ParameterRow, parameter_count, parameter_table
+from .nn import Attention, Embedding, Linear, ParameterRow, parameter_count, parameter_table
 from .optim import SGD, Adam, AdamW
 
 __version__ = "0.1.0"
@@ -34,6 +34,7 @@ __all__ = [
     "ModelFileError",
     "Linear",
     "Embedding",
+    "Attention",
     "parameter_count",
     "parameter_table",
     "ParameterRow",

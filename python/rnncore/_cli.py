@@ -129,3 +129,10 @@ def restart_with_one_blas_thread() -> None:
         os.execve(sys.executable, [sys.executable, *command[1:]], env)
     except OSError:
         pass  # run on with the BLAS's own threads rather than not at all
+
+
+def usage_error(prog: str, message: str) -> int:
+    """A usage error found after parsing (two arguments that contradict each other): one line on
+    stderr, as OneLineParser.error writes it, and the status 2 for the command to return."""
+    print(f"{prog}: error: {message} (see {prog} --help)", file=sys.stderr)
+    return 2

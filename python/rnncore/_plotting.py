@@ -28,3 +28,28 @@ def save_figure(plt: Any, figure: Any, axes: Any, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def pyplot() -> Any | None:
+    """matplotlib.pyplot drawing to files only, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_plain_figure(plt: Any, figure: Any, axes_list: Any, path: str, legend: bool = True) -> None:
+    """A figure of several linear axes: legends and grids (or neither: an image), the PNG at
+    `path` (its folder created), and the figure closed."""
+    for axes in axes_list:
+        if legend:
+            axes.legend(fontsize=8)
+            axes.grid(True, alpha=0.3)
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -399,3 +399,221 @@ def parameter_table(
             count = parameter_count(kind, input_size or hidden_size, hidden_size)
             rows.append(ParameterRow(kind, hidden_size, count))
     return rows
+
+
+# --------------------------------------------------------------------------- Attention
+from ._checks import to_numpy  # noqa: E402 - this section's own import, kept with it
+
+__all__ += ["Attention"]
+
+ATTENTION_SCORES = ("dot", "additive")
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionCache:
+    """What ``Attention.backward`` needs from ``Attention.forward`` (batch-major arrays)."""
+
+    layer: "Attention"
+    version: int
+    unbatched: bool
+    query: np.ndarray  # (N, Tq, Q)
+    keys: np.ndarray  # (N, Ts, K)
+    weights: np.ndarray  # (N, Tq, Ts), the softmax
+    energies: np.ndarray | None  # (N, Tq, Ts, A): tanh(...) of the additive score
+
+
+class Attention(_ParameterLayer):
+    """Attention of queries over a sequence of keys: ``context = sum_s softmax_s(score) * key_s``.
+
+    The keys are also the values (an RNN encoder's outputs, as in Bahdanau et al. 2015 and
+    Luong et al. 2015). For each query q and key k_s the score is
+
+    * ``"dot"`` (Luong's dot score): ``q . k_s``; no parameters, query_size must equal key_size;
+    * ``"additive"`` (Bahdanau's): ``v . tanh(W_query q + W_key k_s)``, parameters
+      ``query_weight`` (A, Q), ``key_weight`` (A, K) and ``score_weight`` (A,), each drawn
+      from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as ``Linear`` does (fan_in of v is A).
+
+    Layouts are time-major as in the recurrent layers: keys (Ts, N, K); queries either one per
+    sequence, (N, Q) (a decoder step), or a sequence of them, (Tq, N, Q) (a decoder run with
+    teacher forcing). ``lengths`` (N,) masks the keys of sequence n from lengths[n] on: they
+    get weight exactly 0.
+
+    Args:
+        query_size: Q (int >= 1).
+        key_size: K (int >= 1).
+        score: "dot" or "additive".
+        attention_size: A, the width of the additive score (default: key_size); only for
+            "additive".
+        dtype: float32 or float64.
+        seed: None (fresh entropy) or an int >= 0, for the initialisation.
+    """
+
+    def __init__(
+        self,
+        query_size: int,
+        key_size: int,
+        score: str = "dot",
+        attention_size: int | None = None,
+        dtype: DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        self.query_size = positive_int("query_size", query_size)
+        self.key_size = positive_int("key_size", key_size)
+        if not isinstance(score, str) or score not in ATTENTION_SCORES:
+            raise ValueError(f"score: expected one of {ATTENTION_SCORES}, got {score!r}")
+        self.score = score
+        self.dtype = float_dtype("dtype", dtype)
+        if score == "dot":
+            if attention_size is not None:
+                raise ValueError(f"attention_size: the dot score has none, got {attention_size!r}")
+            if self.query_size != self.key_size:
+                raise ValueError(
+                    f"query_size: the dot score needs query_size == key_size ({self.key_size}), "
+                    f"got {self.query_size}")
+            self.attention_size = None
+            self._params = {}
+            return
+        self.attention_size = positive_int(
+            "attention_size", self.key_size if attention_size is None else attention_size)
+        rng = np.random.default_rng(optional_seed("seed", seed))
+        shapes = {"query_weight": (self.attention_size, self.query_size),
+                  "key_weight": (self.attention_size, self.key_size),
+                  "score_weight": (self.attention_size,)}
+        self._params = {}
+        for name, shape in shapes.items():
+            bound = 1.0 / math.sqrt(shape[-1])
+            self._params[name] = rng.uniform(-bound, bound, shape).astype(self.dtype)
+
+    def __repr__(self) -> str:
+        size = "" if self.score == "dot" else f", attention_size={self.attention_size}"
+        return (f"Attention(query_size={self.query_size}, key_size={self.key_size}, "
+                f"score={self.score!r}{size}, dtype={self.dtype.name})")
+
+    # ------------------------------------------------------------------ inputs
+    def _inputs(self, query: ArrayLike, keys: ArrayLike, lengths: Any):
+        query = real_array("query", query, self.dtype)
+        keys = real_array("keys", keys, self.dtype)
+        if keys.ndim != 3 or keys.shape[2] != self.key_size or 0 in keys.shape:
+            raise ValueError(
+                f"keys: expected shape (Ts, N, {self.key_size}) with Ts, N >= 1, got {keys.shape}")
+        steps, batch = keys.shape[:2]
+        unbatched = query.ndim == 2
+        if query.ndim not in (2, 3) or query.shape[-1] != self.query_size or query.shape[-2] != batch \
+                or query.shape[0] == 0:
+            raise ValueError(
+                f"query: expected shape ({batch}, {self.query_size}) or (Tq, {batch}, "
+                f"{self.query_size}) (N = {batch} from keys), got {query.shape}")
+        query_b = query[:, None, :] if unbatched else query.transpose(1, 0, 2)
+        return query_b, keys.transpose(1, 0, 2), self._lengths(lengths, steps, batch), unbatched
+
+    @staticmethod
+    def _lengths(lengths: Any, steps: int, batch: int) -> np.ndarray | None:
+        if lengths is None:
+            return None
+        array = to_numpy("lengths", lengths)
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"lengths: expected integers, got dtype {array.dtype}")
+        if array.shape != (batch,):
+            raise ValueError(f"lengths: expected shape ({batch},), one per sequence, got {array.shape}")
+        if array.min() < 1 or array.max() > steps:
+            raise ValueError(f"lengths: expected every length in 1..{steps} (the keys' steps), "
+                             f"got {array.min() if array.min() < 1 else array.max()}")
+        return array.astype(np.intp)
+
+    # ------------------------------------------------------------------ forward
+    def _scores(self, query_b: np.ndarray, keys_b: np.ndarray):
+        if self.score == "dot":
+            return query_b @ keys_b.transpose(0, 2, 1), None
+        projected_query = query_b @ self._params["query_weight"].T  # (N, Tq, A)
+        projected_keys = keys_b @ self._params["key_weight"].T  # (N, Ts, A)
+        energies = np.tanh(projected_query[:, :, None, :] + projected_keys[:, None, :, :])
+        return energies @ self._params["score_weight"], energies
+
+    def _run(self, query: ArrayLike, keys: ArrayLike, lengths: Any):
+        query_b, keys_b, lengths, unbatched = self._inputs(query, keys, lengths)
+        scores, energies = self._scores(query_b, keys_b)
+        if lengths is not None:
+            beyond = np.arange(keys_b.shape[1])[None, :] >= lengths[:, None]  # (N, Ts)
+            scores[np.broadcast_to(beyond[:, None, :], scores.shape)] = -np.inf
+        scores -= scores.max(axis=-1, keepdims=True)
+        weights = np.exp(scores)
+        weights /= weights.sum(axis=-1, keepdims=True)
+        context_b = weights @ keys_b  # (N, Tq, K)
+        if unbatched:
+            context, user_weights = context_b[:, 0], weights[:, 0]
+        else:
+            context, user_weights = context_b.transpose(1, 0, 2), weights.transpose(1, 0, 2)
+        cache = AttentionCache(self, self._version, unbatched, query_b, keys_b, weights, energies)
+        return context, user_weights, cache
+
+    def forward(self, query: ArrayLike, keys: ArrayLike, lengths: Any = None):
+        """Attend and keep what ``backward`` needs.
+
+        Args:
+            query: (N, Q) or (Tq, N, Q).
+            keys: (Ts, N, K), the values too.
+            lengths: None, or (N,) integers in 1..Ts: the keys of sequence n from lengths[n]
+                on are masked out.
+        Returns:
+            ``(context, weights, cache)``: context (N, K) or (Tq, N, K); weights, the
+            attention distribution over the keys, (N, Ts) or (Tq, N, Ts), each row summing
+            to 1. The cache holds the inputs by reference: do not change them before
+            ``backward``.
+        """
+        return self._run(query, keys, lengths)
+
+    def __call__(self, query: ArrayLike, keys: ArrayLike, lengths: Any = None):
+        """Inference: ``(context, weights)`` as ``forward`` returns them."""
+        context, weights, _ = self._run(query, keys, lengths)
+        return context, weights
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, cache: AttentionCache, grad_context: ArrayLike):
+        """Gradients of a loss L given ``grad_context = dL/dcontext`` (the context's shape).
+
+        The weights are returned for inspection; a loss that depends on them other than
+        through the context is not supported.
+
+        Returns:
+            ``(grad_query, grad_keys, grads)``: dL/dquery and dL/dkeys in the inputs' shapes,
+            and ``{name: dL/dparam}`` with the keys of ``parameters()`` (empty for "dot").
+        """
+        self._check_cache(cache, AttentionCache)
+        query_b, keys_b, weights = cache.query, cache.keys, cache.weights
+        batch, queries = query_b.shape[:2]
+        grad = real_array("grad_context", grad_context, self.dtype)
+        expected = (batch, self.key_size) if cache.unbatched else (queries, batch, self.key_size)
+        exact_shape("grad_context", grad, expected, "(the shape of the context)")
+        grad_b = grad[:, None, :] if cache.unbatched else grad.transpose(1, 0, 2)
+        grad_keys_b = weights.transpose(0, 2, 1) @ grad_b  # through the values
+        grad_weights = grad_b @ keys_b.transpose(0, 2, 1)  # (N, Tq, Ts)
+        # Softmax backward; masked keys have weight 0, so their score gradient is 0 too.
+        grad_scores = weights * (grad_weights - (grad_weights * weights).sum(axis=-1, keepdims=True))
+        grads: dict[str, np.ndarray] = {}
+        if self.score == "dot":
+            grad_query_b = grad_scores @ keys_b
+            grad_keys_b += grad_scores.transpose(0, 2, 1) @ query_b
+        else:
+            grad_query_b, grad_keys_more, grads = self._additive_backward(cache, grad_scores)
+            grad_keys_b += grad_keys_more
+        if cache.unbatched:
+            grad_query = grad_query_b[:, 0]
+        else:
+            grad_query = np.ascontiguousarray(grad_query_b.transpose(1, 0, 2))
+        return grad_query, np.ascontiguousarray(grad_keys_b.transpose(1, 0, 2)), grads
+
+    def _additive_backward(self, cache: AttentionCache, grad_scores: np.ndarray):
+        energies = cache.energies
+        # d score / d (pre-tanh) = v * (1 - tanh^2), for every (query, key) pair.
+        grad_pre = grad_scores[..., None] * self._params["score_weight"] * (1 - energies * energies)
+        grad_projected_query = grad_pre.sum(axis=2)  # (N, Tq, A)
+        grad_projected_keys = grad_pre.sum(axis=1)  # (N, Ts, A)
+        size = self.attention_size
+        grads = {
+            "query_weight": grad_projected_query.reshape(-1, size).T @ cache.query.reshape(-1, self.query_size),
+            "key_weight": grad_projected_keys.reshape(-1, size).T @ cache.keys.reshape(-1, self.key_size),
+            "score_weight": np.einsum("nts,ntsa->a", grad_scores, energies).astype(self.dtype, copy=False),
+        }
+        grad_query_b = grad_projected_query @ self._params["query_weight"]
+        grad_keys_b = grad_projected_keys @ self._params["key_weight"]
+        return grad_query_b, grad_keys_b, grads

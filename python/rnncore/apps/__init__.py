@@ -14,7 +14,7 @@ import argparse
 import importlib
 
 # Module names under rnncore.apps, in the order `rnncore --help` lists their commands.
-COMMANDS: tuple[str, ...] = ("demo", "gradflow", "charlm")
+COMMANDS: tuple[str, ...] = ("demo", "gradflow", "charlm", "seq2seq", "tag")
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:
