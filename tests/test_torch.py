@@ -322,8 +322,8 @@ def test_unsupported_features_raise():
     m = rt.LSTM(3, 5, dtype=torch.float64)
     x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
     out, _ = m(x)
-    (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     with pytest.raises(NotImplementedError, match="double backward"):
+        (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
         g.sum().backward()
 
 
@@ -392,3 +392,39 @@ def test_one_openmp_runtime_whatever_imports_first(first):
             "print(len(paths), a)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
+
+
+def test_the_custom_ops_pass_opcheck():
+    """Schema, fake implementation and autograd registration of rnncore::rnn_forward (what
+    torch.compile relies on), by torch.library.opcheck."""
+    from rnncore.torch import _ops
+
+    torch.manual_seed(0)
+    m = rt.GRU(3, 4, num_layers=2, dtype=torch.float64)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    weights = [w.detach().clone().requires_grad_() for w in m._flat_weights]
+    args = (x, None, None, None, None, weights, "gru", 2, False, True, True)
+    torch.library.opcheck(_ops.rnn_forward, args,
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_training_caches_are_freed_after_backward_and_with_the_graph():
+    import gc
+
+    from rnncore.torch import _ops
+
+    gc.collect()
+    before = len(_ops._CACHES)
+    m = rt.LSTM(3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    out, _ = m(x)
+    assert len(_ops._CACHES) == before + 1
+    out.sum().backward()
+    assert len(_ops._CACHES) == before  # freed with the saved tensors, though `out` lives on
+    out, state = m(x)
+    del out, state
+    gc.collect()
+    assert len(_ops._CACHES) == before  # graph dropped without backward
+    with torch.no_grad():
+        m(x)
+    assert len(_ops._CACHES) == before

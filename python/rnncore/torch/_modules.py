@@ -153,8 +153,14 @@ class _RnncoreMixin:
         keep = torch.is_grad_enabled() and (
             x.requires_grad or any(w.requires_grad for w in weights)
             or any(h is not None and h.requires_grad for h in (h0, c0)))
-        y, h_n, c_n, _ = _ops.rnn_forward(x.contiguous(), h0, c0, lengths, masks, weights, self._cell(),
-                                          self.num_layers, self.bidirectional, self.bias, keep)
+        x = x.contiguous()
+        call = (self._cell(), self.num_layers, self.bidirectional, self.bias)
+        if torch.compiler.is_compiling():
+            y, h_n, c_n, _ = _ops.rnn_forward(x, h0, c0, lengths, masks, weights, *call, keep)
+        elif keep:  # eager: autograd.Function, far cheaper per call than a custom op's dispatch
+            y, h_n, c_n = _ops.RnnFunction.apply(x, h0, c0, lengths, masks, *call, *weights)
+        else:
+            y, h_n, c_n = _ops.forward_no_grad(x, h0, c0, lengths, masks, weights, *call)
         return y, self._result_state(h_n, c_n)
 
     def _dropout_masks(self, x: Tensor, dtype) -> Optional[Tensor]:
