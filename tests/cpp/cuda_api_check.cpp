@@ -24,80 +24,18 @@
 #include "rnncore/io.h"
 #include "rnncore/model.h"
 #include "rnncore/sequence.h"
+#include "api_check_case.h"
+#include "device_vector.h"
 
 namespace {
 
-struct Setting {
-  std::string name, plan, time_loop, wavefront;
-  int threads = 1;
-};
+using api_check::Case;
+using api_check::read_array;
+using api_check::read_case;
+using api_check::Setting;
+using api_check::write_array;
 
-struct Case {
-  std::string dir, dtype;
-  int64_t steps = 0, batch = 0;
-  bool has_state = false, has_lengths = false;
-  std::vector<Setting> settings;
-};
-
-Case read_case(const std::string& dir) {
-  std::ifstream in(dir + "/case.txt");
-  if (!in) throw std::runtime_error("cannot read " + dir + "/case.txt");
-  Case c;
-  c.dir = dir;
-  int has_state = 0, has_lengths = 0;
-  in >> c.dtype >> c.steps >> c.batch >> has_state >> has_lengths;
-  c.has_state = has_state != 0;
-  c.has_lengths = has_lengths != 0;
-  Setting s;
-  while (in >> s.name >> s.threads >> s.plan >> s.time_loop >> s.wavefront) c.settings.push_back(s);
-  if (!in.eof() || c.settings.empty()) throw std::runtime_error("bad case.txt in " + dir);
-  return c;
-}
-
-template <typename T>
-std::vector<T> read_array(const std::string& path, std::size_t count) {
-  std::vector<T> v(count);
-  std::ifstream in(path, std::ios::binary);
-  if (!in.read(reinterpret_cast<char*>(v.data()), static_cast<std::streamsize>(count * sizeof(T)))) {
-    throw std::runtime_error("cannot read " + std::to_string(count) + " values from " + path);
-  }
-  return v;
-}
-
-template <typename T>
-void write_array(const std::string& path, const std::vector<T>& v) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(v.data()), static_cast<std::streamsize>(v.size() * sizeof(T)));
-  if (!out) throw std::runtime_error("cannot write " + path);
-}
-
-void ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(e));
-}
-
-// A device copy of a host vector (or of n zeros), copied back by host().
-template <typename S>
-class DeviceVector {
- public:
-  explicit DeviceVector(const std::vector<S>& v) : n_(v.size()) {
-    ok(cudaMalloc(reinterpret_cast<void**>(&p_), (n_ > 0 ? n_ : 1) * sizeof(S)), "cudaMalloc");
-    if (n_ > 0) ok(cudaMemcpy(p_, v.data(), n_ * sizeof(S), cudaMemcpyHostToDevice), "cudaMemcpy");
-  }
-  explicit DeviceVector(std::size_t n) : DeviceVector(std::vector<S>(n)) {}
-  ~DeviceVector() { cudaFree(p_); }
-  DeviceVector(const DeviceVector&) = delete;
-  DeviceVector& operator=(const DeviceVector&) = delete;
-  S* get() const { return p_; }
-  std::vector<S> host() const {
-    std::vector<S> v(n_);
-    if (n_ > 0) ok(cudaMemcpy(v.data(), p_, n_ * sizeof(S), cudaMemcpyDeviceToHost), "cudaMemcpy");
-    return v;
-  }
-
- private:
-  S* p_ = nullptr;
-  std::size_t n_;
-};
+using rnncore_test::DeviceVector;
 
 template <typename S>
 void run(const Case& c, const rnncore::Model<S>& model) {

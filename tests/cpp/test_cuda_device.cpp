@@ -17,6 +17,7 @@
 #include "rnncore/model.h"
 #include "rnncore/sequence.h"
 #include "rnncore/stream.h"
+#include "device_vector.h"
 
 namespace {
 
@@ -30,30 +31,15 @@ namespace cuda = rnncore::cuda;
     if (!cuda::device(&why)) GTEST_SKIP() << "no CUDA device: " << why; \
   } while (0)
 
-void ok(cudaError_t e) { ASSERT_EQ(e, cudaSuccess) << cudaGetErrorString(e); }
+using rnncore_test::DeviceVector;
+constexpr double kPoison = -7;  // what every output holds before a kernel writes it
 
-template <typename S>
-class DeviceVector {
- public:
-  explicit DeviceVector(const std::vector<S>& host) : n_(host.size()) {
-    cudaMalloc(reinterpret_cast<void**>(&p_), std::max<std::size_t>(n_, 1) * sizeof(S));
-    if (n_ > 0) cudaMemcpy(p_, host.data(), n_ * sizeof(S), cudaMemcpyHostToDevice);
-  }
-  explicit DeviceVector(std::size_t n) : DeviceVector(std::vector<S>(n, S(-7))) {}
-  ~DeviceVector() { cudaFree(p_); }
-  DeviceVector(const DeviceVector&) = delete;
-  DeviceVector& operator=(const DeviceVector&) = delete;
-  S* get() const { return p_; }
-  std::vector<S> host() const {
-    std::vector<S> v(n_);
-    if (n_ > 0) cudaMemcpy(v.data(), p_, n_ * sizeof(S), cudaMemcpyDeviceToHost);
-    return v;
-  }
-
- private:
-  S* p_ = nullptr;
-  std::size_t n_;
-};
+// One context for every test (a cuBLAS handle per direction is costly to make per case),
+// never destroyed: at exit the CUDA runtime may be torn down before a static's destructor runs.
+cuda::Context& context() {
+  static cuda::Context* ctx = new cuda::Context;
+  return *ctx;
+}
 
 template <typename S>
 double tolerance() {
@@ -137,7 +123,7 @@ void check_case(const Case& c) {
                                c_n.data(), training ? &cache : nullptr);
 
   // The same on the GPU.
-  cuda::Context ctx;
+  cuda::Context& ctx = context();
   std::vector<std::unique_ptr<DeviceVector<S>>> dparams;
   for (const auto& p : params) dparams.push_back(std::make_unique<DeviceVector<S>>(p));
   std::vector<rnncore::DirectionWeights<S>> gpu_w;
@@ -145,7 +131,8 @@ void check_case(const Case& c) {
     const auto at = [&](int k) { return dparams[std::size_t(4 * s + k)]->get(); };
     gpu_w.push_back({at(0), at(1), c.bias ? at(2) : nullptr, c.bias ? at(3) : nullptr});
   }
-  DeviceVector<S> dx(x), dh0(h0), dc0(c0), dy(y.size()), dhn(h_n.size()), dcn(c_n.size());
+  DeviceVector<S> dx(x), dh0(h0), dc0(c0), dy(y.size(), S(kPoison)), dhn(h_n.size(), S(kPoison)),
+      dcn(c_n.size(), S(kPoison));
   cuda::DeviceCache<S> dcache;
   cuda::forward<S>(ctx, config, gpu_w, T, N, dx.get(), c.state ? dh0.get() : nullptr,
                    c.state ? dc0.get() : nullptr, lens, dy.get(), dhn.get(), dcn.get(),
@@ -170,10 +157,10 @@ void check_case(const Case& c) {
                                 lstm ? grad_c.data() : nullptr, grad_x.data(), grad_h0.data(),
                                 lstm ? grad_c0.data() : nullptr, cg);
 
-  DeviceVector<S> dgy(grad_y), dgh(grad_h), dgc(grad_c), dgx(grad_x.size()), dgh0(grad_h0.size()),
-      dgc0(grad_c0.size());
+  DeviceVector<S> dgy(grad_y), dgh(grad_h), dgc(grad_c), dgx(grad_x.size(), S(kPoison)),
+      dgh0(grad_h0.size(), S(kPoison)), dgc0(grad_c0.size(), S(kPoison));
   std::vector<std::unique_ptr<DeviceVector<S>>> gpu_g;
-  for (const auto& g : cpu_g) gpu_g.push_back(std::make_unique<DeviceVector<S>>(g.size()));
+  for (const auto& g : cpu_g) gpu_g.push_back(std::make_unique<DeviceVector<S>>(g.size(), S(kPoison)));
   std::vector<rnncore::DirectionGrads<S>> gg;
   for (int64_t s = 0; s < slots; ++s) {
     const auto at = [&](int k) { return gpu_g[std::size_t(4 * s + k)]->get(); };
@@ -248,7 +235,7 @@ TEST(CudaDevice, StreamMatchesTheCpuStream) {
       gpu_w.push_back({put(weights[l].w_ih, G * H * I), put(weights[l].w_hh, G * H * H),
                        put(weights[l].b_ih, G * H), put(weights[l].b_hh, G * H)});
     }
-    cuda::Context ctx;
+    cuda::Context& ctx = context();
     cuda::DeviceStream<float> gpu(ctx, config, gpu_w, N);
     rnncore::Stream<float> cpu(model, N);
     std::mt19937 gen(1);
@@ -256,7 +243,7 @@ TEST(CudaDevice, StreamMatchesTheCpuStream) {
     for (int64_t t = 0; t < T; ++t) {
       std::vector<float> x(N * 5), y(N * H);
       for (auto& e : x) e = normal(gen);
-      DeviceVector<float> dx(x), dy(y.size());
+      DeviceVector<float> dx(x), dy(y.size(), float(kPoison));
       gpu.step(dx.get(), dy.get());
       cpu.step(x.data(), y.data());
       ctx.synchronize();
