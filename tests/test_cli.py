@@ -77,6 +77,28 @@ def test_info_prints_version_and_build(capsys):
     assert "simd: AVX SSE" not in out  # Eigen's string, which hid AVX2 and FMA
 
 
+def test_info_says_whether_cuda_was_built_and_which_device():
+    info = rc.build_info()
+    assert isinstance(info["cuda"], bool)
+    if info["cuda"]:
+        assert info["cuda_version"].count(".") == 1
+    else:
+        assert info["cuda_version"] == ""
+        assert info["cuda_device"] == "none (rnncore was built without CUDA)"
+    assert isinstance(info["cuda_device"], str) and info["cuda_device"]
+
+
+def test_info_prints_the_cuda_line(capsys):
+    code, out, _ = run(capsys, "info")
+    assert code == 0
+    info = rc.build_info()
+    line = next(line for line in out.splitlines() if line.strip().startswith("cuda:"))
+    if info["cuda"]:
+        assert f"CUDA {info['cuda_version']}; device: {info['cuda_device']}" in line
+    else:
+        assert line.strip() == "cuda: False (built without RNNCORE_CUDA)"
+
+
 # The names /proc/cpuinfo gives the extensions that rnncore names.
 PROC_CPUINFO_FLAGS = {"SSE2": "sse2", "SSE3": "pni", "SSSE3": "ssse3", "SSE4.1": "sse4_1",
                       "SSE4.2": "sse4_2", "POPCNT": "popcnt", "AVX": "avx", "AVX2": "avx2", "FMA": "fma",

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "rnncore/checked.h"
+#include "rnncore/cuda.h"
 #include "rnncore/io.h"
 #include "rnncore/memory.h"
 #include "rnncore/model.h"
@@ -643,11 +644,14 @@ py::dict build_info() {
   d["openmp"] = false;
 #endif
   d["max_threads"] = rnncore::max_threads();
-#ifdef RNNCORE_WITH_CUDA
-  d["cuda"] = true;
-#else
-  d["cuda"] = false;
-#endif
+  // CUDA (rnncore/cuda.h): whether it was built, the toolkit it was built with, the device found.
+  d["cuda"] = rnncore::cuda::built();
+  d["cuda_version"] = rnncore::cuda::compiled_version();
+  std::string no_device;
+  const auto device = rnncore::cuda::device(&no_device);
+  d["cuda_device"] = device ? device->name + " (compute capability " + std::to_string(device->major) +
+                                  "." + std::to_string(device->minor) + ")"
+                            : "none (" + no_device + ")";
   return d;
 }
 

@@ -73,7 +73,9 @@ def save(model, path) -> None:
 def build_info() -> dict:
     """How the compiled core was built: compiler, the kernels' instruction set ("isa" in words,
     "arch", "isa_features"), "vector_bytes" (one SIMD register), "panel_floats" (floats per
-    packed weight panel), Eigen version, OpenMP, CUDA; and the version."""
+    packed weight panel), Eigen version, OpenMP; "cuda" (whether the CUDA kernels were built,
+    RNNCORE_CUDA), "cuda_version" (the toolkit they were built with, "" without) and
+    "cuda_device" (the device found, or "none (why)"); and the version."""
     from ._core import build_info as _info
     from ._isa import describe
 

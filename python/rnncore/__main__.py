@@ -58,7 +58,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("cpu_isa", cpu_isa),
         ("openmp", info["openmp"]),
         ("max_threads", info["max_threads"]),
-        ("cuda", info["cuda"]),
+        ("cuda", f"{info['cuda']}" + (f" (CUDA {info['cuda_version']}; device: {info['cuda_device']})"
+                                     if info["cuda"] else " (built without RNNCORE_CUDA)")),
         ("thread_plan", get_thread_plan()),
         ("l2_per_core", f"{_core.l2_cache_bytes() / 1024:.0f} KiB (weighed by the time-loop split)"),
     ]

@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "rnncore/cell_unit.h"
+
 namespace rnncore {
 
 enum class CellKind : int { RnnTanh = 0, RnnRelu = 1, Lstm = 2, Gru = 3 };
@@ -45,6 +47,19 @@ template <typename S>
 inline auto sigmoid(const Eigen::ArrayBase<S>& a) {
   return a.unaryExpr(ScalarLogistic());
 }
+
+// The activations that the scalar paths hand to cell_unit.h's formulas: the scalar functions of
+// Eigen's array expressions (numext::tanh is the same fast tanh as the float packets use).
+struct ScalarActivation {
+  template <typename T>
+  static T tanh(T a) {
+    return Eigen::numext::tanh(a);
+  }
+  template <typename T>
+  static T logistic(T a) {
+    return ScalarLogistic()(a);
+  }
+};
 
 // Fused forward pointwise passes: whole SIMD packets of units go through every gate in registers
 // (one pass instead of one Eigen expression per gate, which matters at H = 32..256 where each
@@ -95,13 +110,10 @@ inline void rnn_forward_part(int64_t count, bool relu, S* gates, S* h_new) noexc
     h_new += j;
     count -= j;
   }
-  Vec<S> a(gates, count);
-  if (relu) {
-    a = a.max(S(0));
-  } else {
-    a = a.tanh();
+  for (int64_t j = 0; j < count; ++j) {
+    gates[j] = unit::rnn_forward<ScalarActivation>(gates[j], relu);
+    h_new[j] = gates[j];
   }
-  Vec<S>(h_new, count) = a;
 }
 
 template <typename S>
@@ -113,12 +125,8 @@ inline void rnn_forward_row(int64_t H, bool relu, S* gates, S* h_new) noexcept {
 template <typename S>
 inline void rnn_backward_part(int64_t count, bool relu, const S* gates, const S* grad_h,
                               S* grad_gates) noexcept {
-  CVec<S> h(gates, count), dh(grad_h, count);
-  Vec<S> da(grad_gates, count);
-  if (relu) {
-    da = (h > S(0)).select(dh, S(0));
-  } else {
-    da = dh * (S(1) - h.square());
+  for (int64_t j = 0; j < count; ++j) {
+    grad_gates[j] = unit::rnn_backward(gates[j], grad_h[j], relu);
   }
 }
 
@@ -162,16 +170,11 @@ inline void lstm_forward_part(int64_t count, int64_t gate_stride, S* gates, cons
     h_new += j;
     count -= j;
   }
-  Vec<S> i(gates, count), f(gates + gate_stride, count), g(gates + 2 * gate_stride, count),
-      o(gates + 3 * gate_stride, count);
-  i = sigmoid(i);
-  f = sigmoid(f);
-  g = g.tanh();
-  o = sigmoid(o);
-  Vec<S> c(c_new, count), tc(tanh_c, count);
-  c = f * CVec<S>(c_prev, count) + i * g;
-  tc = c.tanh();
-  Vec<S>(h_new, count) = o * tc;
+  for (int64_t j = 0; j < count; ++j) {
+    unit::lstm_forward<ScalarActivation>(gates[j], gates[j + gate_stride],
+                                         gates[j + 2 * gate_stride], gates[j + 3 * gate_stride],
+                                         c_prev[j], c_new[j], tanh_c[j], h_new[j]);
+  }
 }
 
 template <typename S>
@@ -186,20 +189,14 @@ template <typename S>
 inline void lstm_backward_part(int64_t count, int64_t gate_stride, const S* gates,
                                const S* c_prev, const S* tanh_c, const S* grad_h,
                                const S* grad_c, S* grad_gates, S* grad_c_prev) noexcept {
-  CVec<S> i(gates, count), f(gates + gate_stride, count), g(gates + 2 * gate_stride, count),
-      o(gates + 3 * gate_stride, count);
-  CVec<S> tc(tanh_c, count), dh(grad_h, count), cp(c_prev, count);
-  Vec<S> di(grad_gates, count), df(grad_gates + gate_stride, count),
-      dg(grad_gates + 2 * gate_stride, count), dout(grad_gates + 3 * gate_stride, count);
-  // dc = dL/dc' is built in grad_c_prev itself (element by element, so aliasing grad_c is
-  // fine) and scaled by f last: no temporary, so no allocation in the time loop.
-  Vec<S> dc(grad_c_prev, count);
-  dout = dh * tc * o * (S(1) - o);
-  dc = CVec<S>(grad_c, count) + dh * o * (S(1) - tc.square());
-  di = dc * g * i * (S(1) - i);
-  df = dc * cp * f * (S(1) - f);
-  dg = dc * i * (S(1) - g.square());
-  dc *= f;
+  // Element by element, so grad_c_prev may alias grad_c.
+  for (int64_t j = 0; j < count; ++j) {
+    unit::lstm_backward(gates[j], gates[j + gate_stride], gates[j + 2 * gate_stride],
+                        gates[j + 3 * gate_stride], c_prev[j], tanh_c[j], grad_h[j], grad_c[j],
+                        grad_gates[j], grad_gates[j + gate_stride],
+                        grad_gates[j + 2 * gate_stride], grad_gates[j + 3 * gate_stride],
+                        grad_c_prev[j]);
+  }
 }
 
 template <typename S>
@@ -243,20 +240,14 @@ inline void gru_forward_part(int64_t count, int64_t gate_stride, S* gates, const
     h_new += j;
     count -= j;
   }
-  Vec<S> r(gates, count), z(gates + gate_stride, count), n(gates + 2 * gate_stride, count);
-  CVec<S> hr(hidden_proj, count), hz(hidden_proj + gate_stride, count),
-      hn_raw(hidden_proj + 2 * gate_stride, count);
-  Vec<S> hn(hn_out, count);
-  if (b_hn != nullptr) {
-    hn = hn_raw + CVec<S>(b_hn, count);
-  } else {
-    hn = hn_raw;
+  for (int64_t j = 0; j < count; ++j) {
+    const S hn_raw = hidden_proj[j + 2 * gate_stride];
+    hn_out[j] = b_hn != nullptr ? hn_raw + b_hn[j] : hn_raw;
+    h_new[j] = unit::gru_forward<ScalarActivation>(gates[j], gates[j + gate_stride],
+                                                   gates[j + 2 * gate_stride], hidden_proj[j],
+                                                   hidden_proj[j + gate_stride], hn_out[j],
+                                                   h_prev[j]);
   }
-  r = sigmoid(r + hr);
-  z = sigmoid(z + hz);
-  n = (n + r * hn).tanh();
-  CVec<S> hp(h_prev, count);
-  Vec<S>(h_new, count) = n + z * (hp - n);
 }
 
 template <typename S>
@@ -272,17 +263,15 @@ template <typename S>
 inline void gru_backward_part(int64_t count, int64_t gate_stride, const S* gates, const S* hn_in,
                               const S* h_prev, const S* grad_h, S* grad_input_gates,
                               S* grad_hidden_gates, S* grad_h_prev_direct) noexcept {
-  CVec<S> r(gates, count), z(gates + gate_stride, count), n(gates + 2 * gate_stride, count),
-      hn(hn_in, count), hp(h_prev, count), dh(grad_h, count);
-  Vec<S> dxr(grad_input_gates, count), dxz(grad_input_gates + gate_stride, count),
-      dxn(grad_input_gates + 2 * gate_stride, count);
-  dxn = dh * (S(1) - z) * (S(1) - n.square());  // dL/d(n's pre-activation)
-  dxz = dh * (hp - n) * z * (S(1) - z);
-  dxr = dxn * hn * r * (S(1) - r);
-  Vec<S>(grad_hidden_gates, count) = dxr;
-  Vec<S>(grad_hidden_gates + gate_stride, count) = dxz;
-  Vec<S>(grad_hidden_gates + 2 * gate_stride, count) = dxn * r;
-  Vec<S>(grad_h_prev_direct, count) = dh * z;
+  for (int64_t j = 0; j < count; ++j) {
+    S& dxr = grad_input_gates[j];
+    S& dxz = grad_input_gates[j + gate_stride];
+    unit::gru_backward(gates[j], gates[j + gate_stride], gates[j + 2 * gate_stride], hn_in[j],
+                       h_prev[j], grad_h[j], dxr, dxz, grad_input_gates[j + 2 * gate_stride],
+                       grad_hidden_gates[j + 2 * gate_stride], grad_h_prev_direct[j]);
+    grad_hidden_gates[j] = dxr;
+    grad_hidden_gates[j + gate_stride] = dxz;
+  }
 }
 
 template <typename S>
