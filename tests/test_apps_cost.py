@@ -3,6 +3,7 @@
 import importlib.util
 import sys
 
+import numpy as np
 import pytest
 
 import rnncore as rc
@@ -65,6 +66,36 @@ def test_flop_factor_and_the_verdict():
     fast = [cost.Timing(16, 0.3, 0.1), cost.Timing(1024, 0.9, 0.1)]
     text = cost.verdict(fast, "torch", 8)
     assert "at T=1024 (DISAGREES with" in text and "ratio runs 3.0-9.0x" in text
+
+
+def test_median_pair_interleaves_and_repeats_short_calls():
+    order = []
+    first, second = (lambda: order.append("a")), (lambda: order.append("b"))
+    cost.median_pair(first, second, repeats=3, min_seconds=0)
+    assert order == ["a", "b"] * 4  # a warm-up round, then the three timed ones
+    order.clear()
+    cost.median_pair(first, second, repeats=3, min_seconds=1e9)
+    assert len(order) == 2 * (1 + cost.MAX_ROUNDS)
+
+
+def test_on_one_thread_all_the_work_runs_in_the_calling_thread():
+    """The premise of timing one-thread runs by the calling thread's CPU time."""
+    import time
+
+    from rnncore._cli import threads
+
+    clock, _ = cost.clock_for(1)
+    assert clock is time.thread_time
+    make_calls = cost.rnncore_pair(64, 64, seed=0)
+    x = np.zeros((64, 8, 64), np.float32)
+    with threads(1, blas=1):
+        for call in make_calls(x):
+            call()
+            process, thread = time.process_time(), time.thread_time()
+            for _ in range(5):
+                call()
+            process, thread = time.process_time() - process, time.thread_time() - thread
+            assert process <= 1.2 * thread + 0.005, (process, thread)
 
 
 def test_interrupted_timing_prints_the_rows_done(capsys, tmp_path, monkeypatch):
