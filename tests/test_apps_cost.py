@@ -46,6 +46,13 @@ def test_no_torch_times_rnncore_only(capsys, tmp_path):
     assert "torch:" not in out
 
 
+def test_two_threads_without_threadpoolctl_says_the_blas_keeps_its_threads(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(cost, "_threadpool_limits", lambda: None)
+    code, out, _ = run(capsys, *TINY, "--threads", "2", "--no-torch", "--no-plot", "--out", str(tmp_path))
+    assert code == 0
+    assert "without threadpoolctl NumPy's BLAS" in out and "times: wall time" in out
+
+
 @pytest.mark.parametrize("input_size", [None, 3, 100])
 @pytest.mark.parametrize("hidden", [1, 7, 256])
 def test_closed_form_matches_the_counted_parameters(input_size, hidden):

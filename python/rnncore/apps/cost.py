@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .._cli import DEFAULT_OUT, INTERRUPTED, add_common, int_at_least, int_list
-from .._cli import threads as kernel_threads
+from .._cli import _threadpool_limits, threads as kernel_threads
 from .._plotting import files_line, new_axes, save_figure
 from .._progress import progress_bar
 
@@ -284,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
           f"{MIN_SECONDS:g} s); {args.threads} thread(s) for every library; the LSTM does {factor:g}x "
           "the Linear's multiply-adds per position")
     print(f"  times: {clock_words}")
+    if args.threads > 1 and _threadpool_limits() is None:
+        print(f"  note: without threadpoolctl NumPy's BLAS (the rnncore Linear) keeps the threads it "
+              f"started with (one, when run as the rnncore program), not {args.threads}")
     if not args.torch:
         print("  torch.nn: skipped (--no-torch)")
     elif not use_torch:
