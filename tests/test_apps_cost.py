@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import rnncore as rc
-from interrupt import interrupt_command, interrupt_on_call
 from rnncore.apps import cost
-from test_cli import assert_one_line_error, run
+from _apps_testing import assert_one_line_error, interrupt_after_header, interrupt_on_call, run
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -124,14 +123,14 @@ def test_interrupted_timing_prints_the_rows_done(capsys, tmp_path, monkeypatch):
 ])
 def test_bad_arguments_are_one_line_usage_errors(capsys, argv):
     code, _, err = run(capsys, "cost", *argv)
-    assert_one_line_error(code, err, 2, "rnncore cost")
+    assert_one_line_error(code, err, "rnncore cost", 2)
 
 
 def test_out_that_is_a_file_is_a_one_line_error(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, _, err = run(capsys, *TINY, "--out", str(blocker))
-    assert_one_line_error(code, err, 1, "rnncore cost")
+    assert_one_line_error(code, err, "rnncore cost", 1)
 
 
 def test_help(capsys):
@@ -141,9 +140,9 @@ def test_help(capsys):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_prints_the_lengths_done_and_exits_130(tmp_path):
-    code, out, err = interrupt_command(
+    code, out, err = interrupt_after_header(
         ["cost", "--lengths", "2,4,8,16,32,64,128,256,512,1024,2048,4096,8192", "--repeats", "200",
-         "--no-torch", "--no-progress", "--no-plot", "--out", str(tmp_path)], ready="median of", wait=1.5)
+         "--no-torch", "--no-progress", "--no-plot", "--out", str(tmp_path)], "median of")
     assert code == 130, err
     assert "Traceback" not in err
     assert "interrupted" in out

@@ -7,9 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from interrupt import interrupt_command, interrupt_on_call
 from rnncore.apps import forecast
-from test_cli import assert_one_line_error, run
+from _apps_testing import assert_one_line_error, interrupt_after_header, interrupt_on_call, run
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 HAS_STATSMODELS = importlib.util.find_spec("statsmodels") is not None
@@ -73,7 +72,7 @@ def test_auto_says_which_series_it_used(capsys, tmp_path, monkeypatch):
 def test_a_real_series_without_statsmodels_is_a_usage_error(capsys, monkeypatch):
     monkeypatch.setattr(forecast, "statsmodels_available", lambda: False)
     code, _, err = run(capsys, "forecast", "--series", "sunspots")
-    assert_one_line_error(code, err, 2, "rnncore forecast")
+    assert_one_line_error(code, err, "rnncore forecast", 2)
     assert "pip install 'rnncore[forecast]'" in err
 
 
@@ -135,12 +134,12 @@ def test_verdict_says_plainly_who_wins():
 ])
 def test_bad_arguments_are_one_line_usage_errors(capsys, argv):
     code, _, err = run(capsys, "forecast", *argv)
-    assert_one_line_error(code, err, 2, "rnncore forecast")
+    assert_one_line_error(code, err, "rnncore forecast", 2)
 
 
 def test_a_window_too_long_for_the_series_is_a_one_line_error(capsys, tmp_path):
     code, _, err = run(capsys, "forecast", "--series", "synthetic", "--window", "3000", "--out", str(tmp_path))
-    assert_one_line_error(code, err, 1, "rnncore forecast")
+    assert_one_line_error(code, err, "rnncore forecast", 1)
     assert "series too short" in err
 
 
@@ -160,8 +159,8 @@ def test_interrupted_training_still_scores_the_model(capsys, tmp_path, monkeypat
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_prints_the_table_and_exits_130(tmp_path):
-    code, out, err = interrupt_command([*TINY, "--steps", "1000000", "--out", str(tmp_path), "--no-plot"],
-                                       ready="baselines:")
+    code, out, err = interrupt_after_header([*TINY, "--steps", "1000000", "--out", str(tmp_path), "--no-plot"],
+                                            "baselines:")
     assert code == 130, err
     assert "Traceback" not in err
     assert "interrupted at step" in out

@@ -7,10 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from interrupt import interrupt_command, interrupt_on_call
 from rnncore import charlm
 from rnncore.apps import nextword
-from test_cli import assert_one_line_error, run
+from _apps_testing import assert_one_line_error, interrupt_after_header, interrupt_on_call, run
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
@@ -122,16 +121,16 @@ def test_prompt_through_the_stream_equals_the_whole_sequence():
 ])
 def test_bad_arguments_are_one_line_usage_errors(capsys, argv):
     code, _, err = run(capsys, "nextword", *argv)
-    assert_one_line_error(code, err, 2, "rnncore nextword")
+    assert_one_line_error(code, err, "rnncore nextword", 2)
 
 
 def test_missing_and_short_files_are_one_line_errors(capsys, tmp_path):
     code, _, err = run(capsys, "nextword", "--text", str(tmp_path / "nope.txt"), "--out", str(tmp_path))
-    assert_one_line_error(code, err, 1, "rnncore nextword")
+    assert_one_line_error(code, err, "rnncore nextword", 1)
     short = tmp_path / "short.txt"
     short.write_text("a few words only.", encoding="utf-8")
     code, _, err = run(capsys, "nextword", "--text", str(short), "--out", str(tmp_path))
-    assert_one_line_error(code, err, 1, "rnncore nextword")
+    assert_one_line_error(code, err, "rnncore nextword", 1)
     assert "text too short" in err
 
 
@@ -150,8 +149,8 @@ def test_interrupted_training_still_reports(capsys, tmp_path, monkeypatch):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process")
 def test_ctrl_c_prints_the_perplexities_and_exits_130(tmp_path):
-    code, out, err = interrupt_command([*TINY, "--steps", "1000000", "--text", prose(tmp_path),
-                                        "--out", str(tmp_path), "--no-plot"], ready="baselines on")
+    code, out, err = interrupt_after_header([*TINY, "--steps", "1000000", "--text", prose(tmp_path),
+                                             "--out", str(tmp_path), "--no-plot"], "baselines on")
     assert code == 130, err
     assert "Traceback" not in err
     assert "interrupted at step" in out and "bigram (Kneser-Ney)" in out
