@@ -78,3 +78,19 @@ def interrupt_after_header(argv, last_header_line):
             process.kill()
             process.communicate()
     return process.returncode, "".join(lines) + out, err
+
+
+def interrupt_on_call(monkeypatch, owner, name: str, call: int) -> None:
+    """Make ``owner.name`` (a function of a module or a method of a class) raise
+    KeyboardInterrupt on its ``call``-th call, as a Ctrl-C there would; the calls before run as
+    they did."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)

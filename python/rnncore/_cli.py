@@ -55,6 +55,23 @@ def float_range(low: float, high: float = math.inf, low_inclusive: bool = False)
     return parse
 
 
+def int_list(low: int):
+    """A comma-separated list of integers >= low, e.g. "16,32,64" (duplicates dropped)."""
+    def parse(text: str) -> tuple[int, ...]:
+        values = []
+        for part in (p.strip() for p in text.split(",")):
+            try:
+                values.append(int(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected comma-separated integers >= {low}, got {text!r}") from None
+        if any(v < low for v in values):
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers >= {low}, got {text!r}")
+        return tuple(dict.fromkeys(values))
+
+    return parse
+
+
 def cell_list(text: str) -> tuple[str, ...]:
     names = [part.strip().lower() for part in text.split(",") if part.strip()]
     unknown = [n for n in names if n not in ("rnn", "lstm", "gru")]
@@ -92,12 +109,14 @@ def _threadpool_limits():
 
 
 @contextlib.contextmanager
-def threads(count: int):
-    """Run with ``count`` kernel threads and one BLAS thread (see restart_with_one_blas_thread).
+def threads(count: int, blas: int = 1):
+    """Run with ``count`` kernel threads and ``blas`` BLAS threads (see restart_with_one_blas_thread).
 
     The Linear heads and the embedding call NumPy's BLAS between the kernels; its own threads
     would run beside the kernels' (a "1 thread" charlm used two cores) and two thread pools
-    spinning on two cores slow each other down, so BLAS gets one thread.
+    spinning on two cores slow each other down, so BLAS gets one thread. (`rnncore cost`, which
+    times a Linear against an LSTM on the same cores, gives it ``count``.) Without threadpoolctl
+    the BLAS keeps the threads it started with.
     """
     from . import get_num_threads, set_num_threads
 
@@ -105,7 +124,7 @@ def threads(count: int):
     set_num_threads(count)
     try:
         limits = _threadpool_limits()
-        with limits(1, user_api="blas") if limits else contextlib.nullcontext():
+        with limits(blas, user_api="blas") if limits else contextlib.nullcontext():
             yield
     finally:
         set_num_threads(previous)

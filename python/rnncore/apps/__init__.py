@@ -14,7 +14,7 @@ import argparse
 import importlib
 
 # Module names under rnncore.apps, in the order `rnncore --help` lists their commands.
-COMMANDS: tuple[str, ...] = ("demo", "gradflow", "charlm", "seq2seq", "tag")
+COMMANDS: tuple[str, ...] = ("demo", "gradflow", "charlm", "seq2seq", "tag", "forecast", "nextword", "cost")
 
 
 def register_all(subparsers: argparse._SubParsersAction) -> None:

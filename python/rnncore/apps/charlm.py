@@ -97,7 +97,8 @@ class Vocabulary:
 
 
 class CharLM:
-    """Embedding -> LSTM -> Linear over a character vocabulary."""
+    """Embedding -> LSTM -> Linear over a token vocabulary: characters here, words in
+    `rnncore nextword` (rnncore.apps.nextword), which trains it with ``train`` too."""
 
     def __init__(self, vocab_size: int, embedding_dim: int, hidden_size: int, num_layers: int = 1,
                  seed: int | None = None) -> None:
@@ -125,7 +126,7 @@ class CharLM:
         grads = {"embedding": embedding_grads, "lstm": lstm_grads.params, "head": head_grads}
         return float(loss), grads, final_state
 
-    def bits_per_character(self, ids: np.ndarray, chunk: int = 2048) -> float:
+    def bits_per_token(self, ids: np.ndarray, chunk: int = 2048) -> float:
         """Mean cross-entropy in bits of predicting ids[1:] from what precedes, one stream."""
         state, total = None, 0.0
         for start in range(0, len(ids) - 1, chunk):
@@ -136,6 +137,8 @@ class CharLM:
             loss, _ = softmax_cross_entropy(self.head(hidden), targets[:, None], reduction="sum")
             total += float(loss)
         return total / (len(ids) - 1) / math.log(2)
+
+    bits_per_character = bits_per_token
 
 
 @dataclass
@@ -152,6 +155,8 @@ class CharLMConfig:
     held_out: float = 0.1  # fraction of the text kept for scoring…
     max_held_out: int = 20_000  # …at most this many characters
     progress: bool = True
+    name: str = "charlm"  # the progress bar's label…
+    unit: str = "bpc"  # …and the unit of its losses (bits per token)
 
 
 @dataclass
@@ -159,8 +164,9 @@ class TrainResult:
     steps_done: int = 0
     seconds: float = 0.0
     interrupted: bool = False
-    train_loss: float = float("nan")  # running mean, bits per character
-    curve: list = field(default_factory=list)  # [(step, held-out bits per character)]
+    train_loss: float = float("nan")  # running mean, bits per token
+    first_loss: float = float("nan")  # the first step's, bits per token
+    curve: list = field(default_factory=list)  # [(step, held-out bits per token)]
 
 
 def split_text(ids: np.ndarray, config: CharLMConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -179,7 +185,7 @@ def train(model: CharLM, train_ids: np.ndarray, held_ids: np.ndarray, config: Ch
     optimizer = Adam(model.parameters(), lr=config.lr)
     result = TrainResult()
     state, position, running = None, 0, None
-    bar = progress_bar(config.steps, desc="charlm", disable=not config.progress)
+    bar = progress_bar(config.steps, desc=config.name, disable=not config.progress)
     try:
         for step in range(1, config.steps + 1):
             start = time.perf_counter()
@@ -194,20 +200,22 @@ def train(model: CharLM, train_ids: np.ndarray, held_ids: np.ndarray, config: Ch
             result.seconds += time.perf_counter() - start
             result.steps_done = step
             bits = loss / math.log(2)
+            if step == 1:
+                result.first_loss = bits
             running = bits if running is None else 0.95 * running + 0.05 * bits
             result.train_loss = running
             if len(held_ids) > 1 and (step % config.eval_every == 0 or step == config.steps):
-                result.curve.append((step, model.bits_per_character(held_ids)))
+                result.curve.append((step, model.bits_per_token(held_ids)))
             if step % 10 == 0 or step == config.steps:
                 held = f", held-out {result.curve[-1][1]:.3f}" if result.curve else ""
-                bar.set_postfix_str(f"train {running:.3f}{held} bpc", refresh=False)
+                bar.set_postfix_str(f"train {running:.3f}{held} {config.unit}", refresh=False)
             bar.update(1)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
         bar.close()
     if len(held_ids) > 1 and (not result.curve or result.curve[-1][0] != result.steps_done):
-        result.curve.append((result.steps_done, model.bits_per_character(held_ids)))
+        result.curve.append((result.steps_done, model.bits_per_token(held_ids)))
     return result
 
 
