@@ -3,6 +3,11 @@
     rnncore demo       the adding problem: vanilla RNN vs LSTM vs GRU (the main demo)
     rnncore gradflow   ||dL/dx_t|| from the last step back to t=0, per cell
     rnncore charlm     a character-level LSTM language model (bits per character, samples)
+    rnncore seq2seq    encoder-decoder with and without attention, accuracy against source length
+    rnncore tag        bidirectional vs one-way LSTM tagging
+    rnncore forecast   LSTM/GRU forecasts vs last value, seasonal naive and linear AR
+    rnncore nextword   word-level LSTM language model vs unigram/bigram, next-word top 5
+    rnncore cost       the sequential-computation cost: LSTM over T steps vs Linear, parameter counts
     rnncore bench      the benchmark harness (rnncore.apps.benchmark)
     rnncore check      compiled kernels vs the NumPy reference
     rnncore info       version, compiler, the kernels' instruction set and this CPU's, threads, CUDA
