@@ -15,26 +15,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import platform
 import time
 import tracemalloc
 
 import numpy as np
 
 import rnncore as rc
+from lengths import cpu_name  # (bench/ is on sys.path when this script runs)
 
-DEFAULT_CASES = "lstm:1:16,lstm:1:64,lstm:128:128,gru:1:16,gru:1:64,gru:128:128"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+DEFAULT_CASES = "lstm:1:16,lstm:1:64,lstm:1:128,lstm:128:128,gru:1:16,gru:1:64,gru:1:128,gru:128:128"
 
 
 def python_block(stream, x: np.ndarray, y: np.ndarray, n: int) -> float:
