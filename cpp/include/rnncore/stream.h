@@ -22,7 +22,10 @@
 // multiplied. With several batch rows, each weight packet is loaded once for a block of up to 6
 // rows (2 below AVX-512), every row keeping the accumulation order a single row gets, so a row's
 // result does not depend on the batch size. The pointwise part is cell.h's, the same code the
-// sequence kernels run.
+// sequence kernels run. With one thread, a step is one function compiled for the cell and, for
+// hidden sizes 16, 32, 64, 128 and 256, for the size (picked at construction), with all it calls
+// inlined: no dispatch per step, cell.h's loops with known trip counts. Every other step walks
+// the panels back to front, so what the previous step read last is read first, still cached.
 //
 // Subnormals. While flush_denormals() is on (parallel.h), a stream flushes subnormal values to
 // zero like the other kernels, but without touching the thread's floating-point control state
