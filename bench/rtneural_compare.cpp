@@ -13,7 +13,9 @@
 // over 200 frames (max |difference| printed; the run fails above 1e-4). Then they are timed
 // interleaved: each round times a block of consecutive steps of each library in turn (a block
 // lasts ~20 us; a clock read costs ~20 ns, as much as a small step), and the medians over the
-// rounds are reported. ratio = rnncore's median / ModelT's median (< 1: rnncore faster).
+// rounds are reported. ratio = rnncore's median / ModelT's median (< 1: rnncore faster). A fourth
+// contender, `read`, only reads as many bytes as the stream holds (ReadFloor): how close a step
+// is to the bandwidth of the cache its weights come from.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -112,7 +114,36 @@ double median(std::vector<double> v) {
 }
 
 struct Row {
-  double rnncore_us, modelt_us, model_us, max_diff;
+  double rnncore_us, modelt_us, model_us, read_us, max_diff, kib;
+};
+
+// The floor a step cannot beat: reading every byte the stream holds (its packed weights, state
+// and scratch: Stream::bytes_needed) once, as a step does, into 8 running sums (no multiply, no
+// cell math), walked front to back and back to front in turn as the stream walks its panels.
+// Where a step takes little more than this, it is bound by the cache the weights come from.
+class ReadFloor {
+ public:
+  explicit ReadFloor(int64_t bytes) : data_(static_cast<std::size_t>((bytes + 255) / 256 * 64), 1.0f) {}
+  const float* pass() {
+    using Packet = Eigen::internal::packet_traits<float>::type;
+    constexpr int64_t L = Eigen::internal::unpacket_traits<Packet>::size;
+    const int64_t n = static_cast<int64_t>(data_.size()), blocks = n / (8 * L);
+    Packet acc[8];
+    for (Packet& a : acc) a = Eigen::internal::pset1<Packet>(0.0f);
+    for (int64_t i = 0; i < blocks; ++i) {
+      const float* p = data_.data() + (backwards_ ? blocks - 1 - i : i) * 8 * L;
+      for (int j = 0; j < 8; ++j) acc[j] = Eigen::internal::padd(acc[j], Eigen::internal::pload<Packet>(p + j * L));
+    }
+    backwards_ = !backwards_;
+    for (int j = 1; j < 8; ++j) acc[0] = Eigen::internal::padd(acc[0], acc[j]);
+    Eigen::internal::pstore(sum_, acc[0]);
+    return sum_;
+  }
+
+ private:
+  std::vector<float, rnncore::detail::AlignedAllocator<float>> data_;
+  bool backwards_ = false;
+  alignas(64) float sum_[16] = {};
 };
 
 template <int I, int H, bool Lstm>
@@ -138,6 +169,8 @@ Row compare(int rounds) {
     dynamic.addLayer(layer.release());
   }
 
+  const int64_t stream_bytes = rnncore::Stream<float>::bytes_needed(model.config(), 1);
+  ReadFloor floor(stream_bytes);
   const Contender contenders[] = {
       {"rnncore", [&](const float* x) { stream.step(x, y); return static_cast<const float*>(y); },
        [&] { stream.reset(); }},
@@ -145,6 +178,7 @@ Row compare(int rounds) {
        [&] { modelt->reset(); }},
       {"Model", [&](const float* x) { dynamic.forward(x); return dynamic.getOutputs(); },
        [&] { dynamic.reset(); }},
+      {"read", [&](const float*) { return floor.pass(); }, [] {}},
   };
 
   // 64 frames, each padded to a multiple of 16 floats so every frame is 64-byte aligned.
@@ -177,21 +211,24 @@ Row compare(int rounds) {
   }
   const double per_step = std::chrono::duration<double>(Clock::now() - t0).count() / warm;
   const int block = std::max(1, static_cast<int>(20e-6 / per_step));
-  std::vector<std::vector<double>> samples(3);
+  std::vector<std::vector<double>> samples(4);
   for (int r = 0; r < rounds; ++r) {
-    for (int k = 0; k < 3; ++k) samples[k].push_back(time_block(contenders[k], frames.data(), stride, block));
+    for (int k = 0; k < 4; ++k) samples[k].push_back(time_block(contenders[k], frames.data(), stride, block));
   }
   row.rnncore_us = median(samples[0]);
   row.modelt_us = median(samples[1]);
   row.model_us = median(samples[2]);
+  row.read_us = median(samples[3]);
+  row.kib = static_cast<double>(stream_bytes) / 1024;
   return row;
 }
 
 template <int I, int H, bool Lstm>
 bool report(int rounds) {
   const Row r = compare<I, H, Lstm>(rounds);
-  std::printf("%-5s %5d %5d %11.3f %11.3f %11.3f %7.2f %9.2e\n", Lstm ? "lstm" : "gru", I, H,
-              r.rnncore_us, r.modelt_us, r.model_us, r.rnncore_us / r.modelt_us, r.max_diff);
+  std::printf("%-5s %5d %5d %11.3f %11.3f %11.3f %7.2f %9.2e %9.3f %6.0f\n", Lstm ? "lstm" : "gru", I, H,
+              r.rnncore_us, r.modelt_us, r.model_us, r.rnncore_us / r.modelt_us, r.max_diff, r.read_us,
+              r.kib);
   return r.max_diff <= 1e-4;
 }
 
@@ -212,8 +249,8 @@ int main(int argc, char** argv) {
   }
   std::printf("rnncore Stream::step vs RTNeural (Eigen backend), float32, batch 1, one thread\n");
   std::printf("CPU: %s; medians of %d interleaved rounds, microseconds per step\n", cpu_name().c_str(), rounds);
-  std::printf("%-5s %5s %5s %11s %11s %11s %7s %9s\n", "cell", "in", "H", "rnncore", "ModelT",
-              "Model", "ratio", "max|diff|");
+  std::printf("%-5s %5s %5s %11s %11s %11s %7s %9s %9s %6s\n", "cell", "in", "H", "rnncore", "ModelT",
+              "Model", "ratio", "max|diff|", "read", "KiB");
   bool same = true;
   same &= report<1, 16, true>(rounds);
   same &= report<1, 32, true>(rounds);
@@ -227,7 +264,8 @@ int main(int argc, char** argv) {
   same &= report<1, 128, false>(rounds);
   same &= report<128, 128, false>(rounds);
   same &= report<256, 256, false>(rounds);
-  std::printf("ratio = rnncore / ModelT (< 1: rnncore faster)\n");
+  std::printf("ratio = rnncore / ModelT (< 1: rnncore faster); read = reading the stream's KiB once\n"
+              "(its packed weights, state and scratch; no arithmetic): the floor a step cannot beat\n");
   if (!same) {
     std::fprintf(stderr, "rtneural_compare: the libraries' outputs differ by more than 1e-4\n");
     return 1;

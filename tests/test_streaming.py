@@ -137,6 +137,87 @@ def test_out_is_written_and_returned():
     assert stream.step_many(frames((3, 2, 5)), out=chunk_out) is chunk_out
 
 
+# step(x, out=) takes a C fast path (Stream.step's fast_step) for frames that need nothing done:
+# a C-contiguous, aligned, native-order array of the stream's dtype and exact shape, and such an
+# out; everything else goes the general way. Both give the same bits, for 1-D and 2-D frames,
+# batch 1 and 3, hidden sizes with steps of their own (16, 64) and without (24), state carried.
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("hidden_size", [16, 24, 64])
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fast_step_gives_what_the_general_step_gives(cell, hidden_size, batch_size, dtype):
+    model = make(cell, hidden_size=hidden_size, num_layers=2, dtype=dtype)
+    fast, general = model.stream(batch_size), model.stream(batch_size)
+    shape = (5,) if batch_size == 1 else (batch_size, 5)
+    x = frames((12, *shape), dtype=dtype)
+    out = np.empty((*shape[:-1], hidden_size), dtype)
+    for t in range(12):
+        if t == 6:
+            fast.reset()
+            general.reset()
+        # each frame twice: through the C function itself, then through step
+        assert fast._fast_step(x[t], out) is out
+        np.testing.assert_array_equal(out, general.step(x[t].tolist()))  # a list: the general way
+        assert fast.step(x[t], out=out) is out
+        np.testing.assert_array_equal(out, general.step(x[t].tolist()))
+    np.testing.assert_array_equal(np.stack(split_state(model, fast.state)),
+                                  np.stack(split_state(model, general.state)))
+
+
+def test_frames_the_fast_step_does_not_take_go_the_general_way():
+    model = make("lstm")
+    stream = model.stream(1)
+    x, out = frames(5), np.empty(24, np.float32)
+    big_endian = x.astype(">f4")
+    misaligned = np.frombuffer(np.zeros(4 * 5 + 1, np.uint8).data, np.uint8)[1:].view(np.float32)
+    misaligned[:] = x
+    read_only = np.empty(24, np.float32)
+    read_only.flags.writeable = False
+    declined = [(x.astype(np.float64), out), (big_endian, out), (misaligned, out), (x[None, None], out),
+                (x, np.empty(24)), (x, read_only), (x, np.empty((1, 1, 24), np.float32)),
+                (x.tolist(), out), (x, None), (np.empty((2, 5), np.float32)[:, 0], out)]
+    for args in declined:
+        assert stream._fast_step(*args) is None
+    reference = model.stream(1)
+    for frame in (big_endian, misaligned):
+        np.testing.assert_array_equal(stream.step(frame, out=out), reference.step(x))
+    with pytest.raises(ValueError, match="read-only"):
+        stream.step(x, out=read_only)
+    with pytest.raises(TypeError, match="step: expected"):
+        stream._fast_step(x)
+
+
+def test_the_fast_step_releases_the_gil_on_large_models():
+    # LSTM 1 -> 256: 4 * 256 * 257 multiply-adds, above the binding's 2e5 threshold.
+    model = make("lstm", input_size=1, hidden_size=256)
+    stream, reference = model.stream(1), model.stream(1)
+    x, out = frames(1), np.empty(256, np.float32)
+    assert stream.step(x, out=out) is out
+    np.testing.assert_array_equal(out, reference.step(x))
+
+
+def test_step_with_out_allocates_nothing():
+    tracemalloc = pytest.importorskip("tracemalloc")
+    import itertools
+
+    for cell in ("lstm", "gru"):
+        stream = make(cell, hidden_size=16).stream(1)
+        x, out = frames(5), np.empty(16, np.float32)
+        tracemalloc.start()
+        try:
+            for _ in itertools.repeat(None, 10):
+                stream.step(x, out=out)
+            steps = itertools.repeat(None, 500)  # (range would allocate its ints past 256)
+            tracemalloc.reset_peak()
+            held, _ = tracemalloc.get_traced_memory()
+            for _ in steps:
+                stream.step(x, out=out)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak == held, f"{cell}: step(x, out=) allocated {peak - held} bytes"
+
+
 def test_inputs_are_converted_like_the_layers_do():
     model = make("rnn_tanh")
     x = frames((4, 3, 5))

@@ -426,6 +426,104 @@ struct StreamBinding {
     return std::move(out);
   }
 
+  // The fast path of Stream.step(x, out=): a raw CPython function (METH_FASTCALL) bound to a
+  // capsule that holds the stream, so that a step from Python pays no pybind11 dispatch, no
+  // argument conversion and no allocation (pybind11's call path costs ~0.3-0.5 us, more than a
+  // small layer's step). It takes only frames that need nothing done to them: x and out
+  // NumPy arrays of the stream's dtype, native byte order, aligned and C-contiguous, out
+  // writeable, each of shape (N, I) / (N, H) or, for N = 1, (I,) / (H,). Anything else returns
+  // None, and rnncore.streaming then takes the general path (`step` above), which converts,
+  // allocates or raises the errors that name what was wrong.
+  struct FastTarget {
+    Stream* stream;
+    PyObject* owner;  // the pybind11 Stream object, kept alive while the function lives
+    double work;
+  };
+
+  static bool is_frame(PyObject* obj, int64_t rows, int64_t cols, bool writeable) noexcept {
+    const auto& api = py::detail::npy_api::get();
+    if (!api.PyArray_Check_(obj)) return false;
+    const auto* a = py::detail::array_proxy(obj);
+    const auto* d = py::detail::array_descriptor_proxy(a->descr);
+    if (d->type_num != py::detail::npy_format_descriptor<S>::value || d->byteorder == '>') return false;
+    int wanted = api.NPY_ARRAY_C_CONTIGUOUS_ | api.NPY_ARRAY_ALIGNED_;
+    if (writeable) wanted |= api.NPY_ARRAY_WRITEABLE_;
+    if ((a->flags & wanted) != wanted) return false;
+    if (a->nd == 2) return a->dimensions[0] == rows && a->dimensions[1] == cols;
+    return a->nd == 1 && rows == 1 && a->dimensions[0] == cols;
+  }
+
+  static PyObject* fast_step(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
+    if (nargs != 2) {
+      PyErr_SetString(PyExc_TypeError, "step: expected (x_t, out)");
+      return nullptr;
+    }
+    const auto* target = static_cast<const FastTarget*>(PyCapsule_GetPointer(self, nullptr));
+    if (target == nullptr) return nullptr;
+    Stream& s = *target->stream;
+    PyObject* x = args[0];
+    PyObject* out = args[1];
+    if (!is_frame(x, s.batch_size(), s.input_size(), false) ||
+        !is_frame(out, s.batch_size(), s.output_size(), true)) {
+      Py_RETURN_NONE;
+    }
+    const S* x_data = reinterpret_cast<const S*>(py::detail::array_proxy(x)->data);
+    S* y_data = reinterpret_cast<S*>(py::detail::array_proxy(out)->data);
+    try {
+      if (target->work >= kStreamGilWork) {
+        PyThreadState* state = PyEval_SaveThread();
+        try {
+          s.step(x_data, y_data);
+        } catch (...) {
+          PyEval_RestoreThread(state);
+          throw;
+        }
+        PyEval_RestoreThread(state);
+      } else {
+        s.step(x_data, y_data);
+      }
+    } catch (const std::exception& e) {  // StreamInUseError: what pybind11 raises for it
+      PyErr_SetString(PyExc_RuntimeError, e.what());
+      return nullptr;
+    }
+    Py_INCREF(out);
+    return out;
+  }
+
+  static py::object fast_step_function(const py::object& self) {
+    static PyMethodDef def = {"fast_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_step)),
+                              METH_FASTCALL, "Stream.step's fast path (private)."};
+    auto* target = new FastTarget{&self.cast<Stream&>(), self.ptr(), work(self.cast<const Stream&>())};
+    Py_INCREF(target->owner);
+    PyObject* capsule = PyCapsule_New(target, nullptr, [](PyObject* c) {
+      auto* t = static_cast<FastTarget*>(PyCapsule_GetPointer(c, nullptr));
+      Py_DECREF(t->owner);
+      delete t;
+    });
+    if (capsule == nullptr) {
+      Py_DECREF(target->owner);
+      delete target;
+      throw py::error_already_set();
+    }
+    PyObject* function = PyCFunction_New(&def, capsule);
+    Py_DECREF(capsule);  // the function holds it
+    if (function == nullptr) throw py::error_already_set();
+    return py::reinterpret_steal<py::object>(function);
+  }
+
+  // The C++ side of bench/python_step.py: `count` steps straight from C++, timed here.
+  static double time_steps(Stream& s, const py::handle& x, const py::handle& out, int64_t count) {
+    if (!is_frame(x.ptr(), s.batch_size(), s.input_size(), false) ||
+        !is_frame(out.ptr(), s.batch_size(), s.output_size(), true)) {
+      throw py::value_error("time_steps: x_t and out must be frames fast_step takes");
+    }
+    const S* x_data = reinterpret_cast<const S*>(py::detail::array_proxy(x.ptr())->data);
+    S* y_data = reinterpret_cast<S*>(py::detail::array_proxy(out.ptr())->data);
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < count; ++i) s.step(x_data, y_data);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
   static py::object step_many(Stream& s, const py::handle& x_obj, const py::handle& out_obj) {
     if (!py::array::check_(x_obj) || py::reinterpret_borrow<py::array>(x_obj).ndim() < 2) {
       throw py::value_error("chunk: expected an array (T, N, I) or, for one stream, (T, I)");
@@ -506,6 +604,8 @@ struct StreamBinding {
             py::arg("batch_size"),
             "Bytes a stream of this shape allocates (ValueError where that overflows 64 bits).")
         .def("step", &step, py::arg("x_t"), py::arg("out").none(true) = py::none())
+        .def("fast_step", &fast_step_function)
+        .def("time_steps", &time_steps, py::arg("x_t"), py::arg("out"), py::arg("count"))
         .def("step_many", &step_many, py::arg("chunk"), py::arg("out").none(true) = py::none())
         .def("get_state", &get_state)
         .def("set_state", &set_state, py::arg("h"), py::arg("c").none(true) = py::none())

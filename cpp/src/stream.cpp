@@ -3,41 +3,58 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
+#include <type_traits>
 #include <stdexcept>
 #include <string>
 
 #include "rnncore/cell.h"
 #include "rnncore/parallel.h"
+#include "address_sanitizer.h"
 #include "register_hint.h"
+
+// Inline every call made in the function, recursively (GCC and Clang; elsewhere a no-op). Not
+// under AddressSanitizer: flattening each cell and size variant there took minutes of compile
+// time (CI's sanitizer build) and inlining changes no memory access that ASan checks.
+#if defined(__GNUC__) && !defined(RNNCORE_ASAN)
+#define RNNCORE_FLATTEN __attribute__((flatten))
+#else
+#define RNNCORE_FLATTEN
+#endif
 
 namespace rnncore {
 
 namespace {
 
-// A panel is kPackets SIMD registers tall. The kernel keeps two sets of accumulators (even and
-// odd columns), so 2 * kPackets multiply-add chains run at once: enough to hide the FMA latency
-// (4 cycles, 2 per cycle on the machines we measured) without spilling registers.
+// A panel is up to kPackets SIMD registers tall: as many as its rows fill (a block's last panel
+// is cut to its rows rounded up to whole registers, so that a GRU's 16-row n blocks or a 16-unit
+// LSTM on AVX-512 do not multiply rows of zeros). The kernel keeps two sets of accumulators (even
+// and odd columns), so 2 * kPackets multiply-add chains run at once: enough to hide the FMA
+// latency (4 cycles, 2 per cycle on the machines we measured) without spilling registers.
 template <typename S>
 struct PanelShape {
   using Packet = typename Eigen::internal::packet_traits<S>::type;
   static constexpr int kLanes = Eigen::internal::unpacket_traits<Packet>::size;
   static constexpr int kPackets = 4;
   static constexpr int kHeight = kLanes * kPackets;
+  // SIMD registers a panel of `rows` rows (at most kHeight) takes.
+  static constexpr int64_t packets(int64_t rows) noexcept { return (rows + kLanes - 1) / kLanes; }
 };
 
-// out[0:rows] = bias + W_panel v, for one panel (see Stream::Panel for the storage).
-// The summation order depends only on the panel, never on the batch row or batch size.
-template <typename S>
-inline void panel_gemv(const S* __restrict panel, const S* __restrict v, int64_t cols,
-                       S* __restrict out, int64_t rows) noexcept {
+// out[0:rows] = bias + W_panel v, for one panel NP registers tall (see Stream::Panel for the
+// storage). The summation order depends only on the panel, never on the batch row or batch size.
+template <typename S, int NP>
+inline void panel_gemv_packets(const S* __restrict panel, const S* __restrict v, int64_t cols,
+                               S* __restrict out, int64_t rows) noexcept {
   using Shape = PanelShape<S>;
   using Packet = typename Shape::Packet;
   using Eigen::internal::padd;
   using Eigen::internal::pload;
   using Eigen::internal::pmadd;
   using Eigen::internal::pset1;
-  constexpr int L = Shape::kLanes, NP = Shape::kPackets, P = Shape::kHeight;
+  constexpr int L = Shape::kLanes, P = NP * L;
   Packet even[NP], odd[NP];
   for (int j = 0; j < NP; ++j) {
     even[j] = pload<Packet>(panel + j * L);
@@ -64,6 +81,18 @@ inline void panel_gemv(const S* __restrict panel, const S* __restrict v, int64_t
   }
 }
 
+template <typename S>
+inline void panel_gemv(const S* __restrict panel, const S* __restrict v, int64_t cols,
+                       S* __restrict out, int64_t rows) noexcept {
+  static_assert(PanelShape<S>::kPackets == 4, "one case per panel height");
+  switch (PanelShape<S>::packets(rows)) {
+    case 1: return panel_gemv_packets<S, 1>(panel, v, cols, out, rows);
+    case 2: return panel_gemv_packets<S, 2>(panel, v, cols, out, rows);
+    case 3: return panel_gemv_packets<S, 3>(panel, v, cols, out, rows);
+    default: return panel_gemv_packets<S, 4>(panel, v, cols, out, rows);
+  }
+}
+
 // Batch rows that panel_rows takes at once: 2 packets x (even, odd) accumulators per row plus
 // the 4 weight packets and a broadcast must fit the vector registers (32 with AVX-512, 16 below).
 #ifdef EIGEN_VECTORIZE_AVX512
@@ -72,68 +101,80 @@ constexpr int kStreamRows = 6;
 constexpr int kStreamRows = 2;
 #endif
 
-// panel_gemv for R batch rows at once (v: row r at v + r * v_stride, out likewise): each weight
-// packet is loaded once for all R rows instead of once per row, which is what bounds a batched
-// step (weights of a large layer come from L2 or L3 every step). The panel is walked in two
-// passes of two packets so that R rows' accumulators fit the registers. Each row keeps
-// panel_gemv's own chains (bias + even columns, odd columns, summed at the end), so its result is
-// the same bit for bit as panel_gemv's: a row's result never depends on the batch size.
-template <typename S, int R>
-inline void panel_rows(const S* __restrict panel, const S* __restrict v, int64_t v_stride,
-                       int64_t cols, S* __restrict out, int64_t out_stride,
-                       int64_t rows) noexcept {
+// One pass of panel_rows over the J (1 or 2) registers of the panel from register j0 on.
+template <typename S, int R, int J>
+inline void panel_rows_pass(const S* __restrict panel, int64_t height, int64_t j0,
+                            const S* __restrict v, int64_t v_stride, int64_t cols,
+                            S* __restrict out, int64_t out_stride, int64_t rows) noexcept {
   using Shape = PanelShape<S>;
   using Packet = typename Shape::Packet;
   using Eigen::internal::padd;
   using Eigen::internal::pload;
   using Eigen::internal::pmadd;
   using Eigen::internal::pset1;
-  constexpr int L = Shape::kLanes, P = Shape::kHeight, J = 2;
-  for (int j0 = 0; j0 < Shape::kPackets && j0 * L < rows; j0 += J) {
-    Packet even[R][J], odd[R][J];
-    for (int r = 0; r < R; ++r) {
-      for (int j = 0; j < J; ++j) {
-        even[r][j] = pload<Packet>(panel + (j0 + j) * L);
-        odd[r][j] = pset1<Packet>(S(0));
-      }
+  constexpr int L = Shape::kLanes;
+  const int64_t P = height;
+  Packet even[R][J], odd[R][J];
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < J; ++j) {
+      even[r][j] = pload<Packet>(panel + (j0 + j) * L);
+      odd[r][j] = pset1<Packet>(S(0));
     }
-    const S* w = panel + P + j0 * L;
-    int64_t k = 0;
-    for (; k + 2 <= cols; k += 2, w += 2 * P) {
-      Packet w0[J], w1[J];
-      for (int j = 0; j < J; ++j) {
-        w0[j] = pload<Packet>(w + j * L);
-        w1[j] = pload<Packet>(w + P + j * L);
-        detail::keep_in_register(w0[j]);  // one load for all R rows (register_hint.h)
-        detail::keep_in_register(w1[j]);
-      }
-      for (int r = 0; r < R; ++r) {
-        const Packet v0 = pset1<Packet>(v[r * v_stride + k]);
-        const Packet v1 = pset1<Packet>(v[r * v_stride + k + 1]);
-        for (int j = 0; j < J; ++j) even[r][j] = pmadd(w0[j], v0, even[r][j]);
-        for (int j = 0; j < J; ++j) odd[r][j] = pmadd(w1[j], v1, odd[r][j]);
-      }
-    }
-    if (k < cols) {
-      for (int r = 0; r < R; ++r) {
-        const Packet v0 = pset1<Packet>(v[r * v_stride + k]);
-        for (int j = 0; j < J; ++j) even[r][j] = pmadd(pload<Packet>(w + j * L), v0, even[r][j]);
-      }
+  }
+  const S* w = panel + P + j0 * L;
+  int64_t k = 0;
+  for (; k + 2 <= cols; k += 2, w += 2 * P) {
+    Packet w0[J], w1[J];
+    for (int j = 0; j < J; ++j) {
+      w0[j] = pload<Packet>(w + j * L);
+      w1[j] = pload<Packet>(w + P + j * L);
+      detail::keep_in_register(w0[j]);  // one load for all R rows (register_hint.h)
+      detail::keep_in_register(w1[j]);
     }
     for (int r = 0; r < R; ++r) {
-      for (int j = 0; j < J; ++j) {
-        const int64_t first = (j0 + j) * L;
-        S* o = out + r * out_stride + first;
-        if (first + L <= rows) {
-          Eigen::internal::pstoreu(o, padd(even[r][j], odd[r][j]));
-        } else if (first < rows) {
-          alignas(64) S tail[L];
-          Eigen::internal::pstore(tail, padd(even[r][j], odd[r][j]));
-          std::memcpy(o, tail, static_cast<std::size_t>(rows - first) * sizeof(S));
-        }
+      const Packet v0 = pset1<Packet>(v[r * v_stride + k]);
+      const Packet v1 = pset1<Packet>(v[r * v_stride + k + 1]);
+      for (int j = 0; j < J; ++j) even[r][j] = pmadd(w0[j], v0, even[r][j]);
+      for (int j = 0; j < J; ++j) odd[r][j] = pmadd(w1[j], v1, odd[r][j]);
+    }
+  }
+  if (k < cols) {
+    for (int r = 0; r < R; ++r) {
+      const Packet v0 = pset1<Packet>(v[r * v_stride + k]);
+      for (int j = 0; j < J; ++j) even[r][j] = pmadd(pload<Packet>(w + j * L), v0, even[r][j]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int j = 0; j < J; ++j) {
+      const int64_t first = (j0 + j) * L;
+      S* o = out + r * out_stride + first;
+      if (first + L <= rows) {
+        Eigen::internal::pstoreu(o, padd(even[r][j], odd[r][j]));
+      } else {
+        alignas(64) S tail[L];
+        Eigen::internal::pstore(tail, padd(even[r][j], odd[r][j]));
+        std::memcpy(o, tail, static_cast<std::size_t>(rows - first) * sizeof(S));
       }
     }
   }
+}
+
+// panel_gemv for R batch rows at once (v: row r at v + r * v_stride, out likewise): each weight
+// packet is loaded once for all R rows instead of once per row, which is what bounds a batched
+// step (weights of a large layer come from L2 or L3 every step). The panel is walked in passes
+// of two registers (one for an odd last) so that R rows' accumulators fit the registers. Each row
+// keeps panel_gemv's own chains (bias + even columns, odd columns, summed at the end), so its
+// result is the same bit for bit as panel_gemv's: a row's result never depends on the batch size.
+template <typename S, int R>
+inline void panel_rows(const S* __restrict panel, const S* __restrict v, int64_t v_stride,
+                       int64_t cols, S* __restrict out, int64_t out_stride,
+                       int64_t rows) noexcept {
+  const int64_t packets = PanelShape<S>::packets(rows), height = packets * PanelShape<S>::kLanes;
+  int64_t j0 = 0;
+  for (; j0 + 2 <= packets; j0 += 2) {
+    panel_rows_pass<S, R, 2>(panel, height, j0, v, v_stride, cols, out, out_stride, rows);
+  }
+  if (j0 < packets) panel_rows_pass<S, R, 1>(panel, height, j0, v, v_stride, cols, out, out_stride, rows);
 }
 
 // panel_rows<R> for a run-time count of 1..R rows.
@@ -148,6 +189,24 @@ inline void panel_some_rows(int count, const S* panel, const S* v, int64_t v_str
 }
 
 int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// Subnormal values of v[0..n) become zeros of their sign (stream.h, "Subnormals"); NaNs and
+// everything else are left alone.
+template <typename S>
+inline void flush_subnormals(S* v, int64_t n) noexcept {
+  using Packet = typename PanelShape<S>::Packet;
+  using namespace Eigen::internal;
+  constexpr int64_t W = PanelShape<S>::kLanes;
+  const Packet smallest = pset1<Packet>(std::numeric_limits<S>::min());
+  const int64_t whole = n / W * W;
+  for (int64_t j = 0; j < whole; j += W) {
+    const Packet a = ploadu<Packet>(v + j), magnitude = pabs(a);
+    pstoreu(v + j, pselect(pcmp_lt(magnitude, smallest), pxor(a, magnitude), a));
+  }
+  for (int64_t j = whole; j < n; ++j) {
+    if (std::abs(v[j]) < std::numeric_limits<S>::min()) v[j] = std::copysign(S(0), v[j]);
+  }
+}
 
 // Values per batch row of a step's scratch: the gate pre-activations and what the cell math
 // needs beside them, padded so that every row starts on a cache line.
@@ -174,10 +233,12 @@ std::vector<PanelBlock> panel_blocks(CellKind cell, int64_t I, int64_t H) {
   return {{0, gate_count(cell) * H, 0, I + H, 0}};
 }
 
-// Values a block's panels take when packed: per panel of P rows, a bias and `cols` weights each.
-int64_t packed_elements(const PanelBlock& block, int64_t P) {
-  return checked_product({(block.rows + P - 1) / P, checked_add(block.cols, 1, "packed columns"), P},
-                         "packed panels * (columns + 1) * panel height");
+// Values a block's panels take when packed: per panel, a bias and `cols` weights per row of its
+// height (P, the last panel its rows rounded up to whole registers of L).
+int64_t packed_elements(const PanelBlock& block, int64_t P, int64_t L) {
+  const int64_t columns = checked_add(block.cols, 1, "packed columns");
+  const int64_t height = block.rows / P * P + round_up(block.rows % P, L);
+  return checked_mul(columns, height, "packed panels * (columns + 1) * panel height");
 }
 
 void check_stream_arguments(const ModelConfig& config, int64_t batch_size, int threads) {
@@ -227,7 +288,7 @@ int64_t Stream<S>::bytes_needed(const ModelConfig& config, int64_t batch_size) {
   for (int64_t k = 0; k < config.num_layers; ++k) {
     const int64_t I = config.layer_input_size(k);
     for (const PanelBlock& block : panel_blocks(config.cell, I, H)) {
-      elements = checked_add(elements, packed_elements(block, PanelShape<S>::kHeight),
+      elements = checked_add(elements, packed_elements(block, PanelShape<S>::kHeight, PanelShape<S>::kLanes),
                              "the stream's packed weights");
     }
     const int64_t state_per_row = config.cell == CellKind::Lstm ? I + 2 * H : I + H;  // [x; h], c
@@ -269,6 +330,7 @@ Stream<S>::Stream(const ModelConfig& config, const std::vector<DirectionWeights<
                               std::to_string(config.num_layers) + ")",
                           bytes);
   }
+  if (threads_ == 1) serial_ = serial_frame_for(config.cell, config.hidden_size);
   // The calling thread's OpenMP team starts here rather than in the first step.
   if (threads_ > 1) parallel_team(threads_, [](int, int, StepBarrier&) {});
 }
@@ -322,7 +384,8 @@ void Stream<S>::add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* 
   for (int64_t r0 = 0; r0 < rows; r0 += P) {
     Panel panel{static_cast<int64_t>(layer.packed.size()), col_begin, cols, out_offset + r0,
                 std::min(P, rows - r0)};
-    layer.packed.resize(layer.packed.size() + static_cast<std::size_t>((cols + 1) * P), S(0));
+    const int64_t height = PanelShape<S>::packets(panel.rows) * PanelShape<S>::kLanes;
+    layer.packed.resize(layer.packed.size() + static_cast<std::size_t>((cols + 1) * height), S(0));
     S* dst = layer.packed.data() + panel.weights_offset;
     for (int64_t r = 0; r < panel.rows; ++r) {
       const int64_t row = first_row + r0 + r;
@@ -332,7 +395,7 @@ void Stream<S>::add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* 
       dst[r] = bias;
       for (int64_t c = 0; c < cols; ++c) {
         const int64_t col = col_begin + c;
-        dst[(c + 1) * P + r] = col < I ? w_ih[row * I + col] : w_hh[row * H + (col - I)];
+        dst[(c + 1) * height + r] = col < I ? w_ih[row * I + col] : w_hh[row * H + (col - I)];
       }
     }
     layer.panels.push_back(panel);
@@ -340,7 +403,8 @@ void Stream<S>::add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* 
 }
 
 template <typename S>
-void Stream<S>::products(Layer& layer, std::size_t panel_begin, std::size_t panel_end) noexcept {
+void Stream<S>::products(Layer& layer, std::size_t panel_begin, std::size_t panel_end,
+                         bool backwards) noexcept {
   const int64_t N = batch_, width = layer.width;
   const S* packed = layer.packed.data();
   const S* xh = layer.xh.data();
@@ -349,8 +413,9 @@ void Stream<S>::products(Layer& layer, std::size_t panel_begin, std::size_t pane
   // up to kStreamRows rows per load of each weight, cut as evenly as possible (8 rows: 4 + 4, not
   // 6 + 2); a single row gets panel_gemv's taller panel pass.
   const int64_t blocks = (N + kStreamRows - 1) / kStreamRows;
-  for (std::size_t i = panel_begin; i < panel_end; ++i) {
-    const Panel& p = layer.panels[i];
+  const std::size_t count = panel_end - panel_begin;
+  for (std::size_t n = 0; n < count; ++n) {
+    const Panel& p = layer.panels[backwards ? panel_end - 1 - n : panel_begin + n];
     const S* weights = packed + p.weights_offset;
     if (N == 1) {
       panel_gemv(weights, xh + p.col_begin, p.cols, scratch + p.out_offset, p.rows);
@@ -358,8 +423,8 @@ void Stream<S>::products(Layer& layer, std::size_t panel_begin, std::size_t pane
     }
     for (int64_t block = 0; block < blocks; ++block) {
       const int64_t b = N / blocks * block + std::min(block, N % blocks);
-      const int64_t count = N / blocks * (block + 1) + std::min(block + 1, N % blocks) - b;
-      panel_some_rows<S, kStreamRows>(static_cast<int>(count), weights,
+      const int64_t rows = N / blocks * (block + 1) + std::min(block + 1, N % blocks) - b;
+      panel_some_rows<S, kStreamRows>(static_cast<int>(rows), weights,
                                       xh + b * width + p.col_begin, width, p.cols,
                                       scratch + b * scratch_stride_ + p.out_offset,
                                       scratch_stride_, p.rows);
@@ -368,9 +433,10 @@ void Stream<S>::products(Layer& layer, std::size_t panel_begin, std::size_t pane
 }
 
 template <typename S>
+template <CellKind C, int HC>
 void Stream<S>::pointwise(Layer& layer, int64_t row_begin, int64_t row_end, S* out,
-                          int64_t out_stride) noexcept {
-  const int64_t H = config_.hidden_size, width = layer.width;
+                          int64_t out_stride, bool flush) noexcept {
+  const int64_t H = HC > 0 ? HC : config_.hidden_size, width = layer.width;
   S* xh = layer.xh.data();
   S* scratch = scratch_.data();
   // The new h overwrites the old one in place (cell.h's row functions are element-wise, so
@@ -378,23 +444,34 @@ void Stream<S>::pointwise(Layer& layer, int64_t row_begin, int64_t row_end, S* o
   for (int64_t b = row_begin; b < row_end; ++b) {
     S* gates = scratch + b * scratch_stride_;
     S* h = xh + b * width + layer.input_size;
-    switch (config_.cell) {
-      case CellKind::RnnTanh:
-      case CellKind::RnnRelu:
-        cell::rnn_forward_row(H, config_.cell == CellKind::RnnRelu, gates, h);
-        break;
-      case CellKind::Lstm: {
-        S* c = layer.cell.data() + b * H;
-        cell::lstm_forward_row(H, gates, c, c, gates + 4 * H, h);
-        break;
-      }
-      case CellKind::Gru:
-        // b_hn is already in the n_h panel's bias; the hidden r and z rows stay zero.
-        cell::gru_forward_row(H, gates, gates + 3 * H, static_cast<const S*>(nullptr), h,
-                              gates + 6 * H, h);
-        break;
+    if constexpr (C == CellKind::RnnTanh || C == CellKind::RnnRelu) {
+      cell::rnn_forward_row(H, C == CellKind::RnnRelu, gates, h);
+    } else if constexpr (C == CellKind::Lstm) {
+      S* c = layer.cell.data() + b * H;
+      cell::lstm_forward_row(H, gates, c, c, gates + 4 * H, h);
+      if (flush) flush_subnormals(c, H);
+    } else {
+      // b_hn is already in the n_h panel's bias; the hidden r and z rows stay zero.
+      cell::gru_forward_row(H, gates, gates + 3 * H, static_cast<const S*>(nullptr), h,
+                            gates + 6 * H, h);
     }
+    if (flush) flush_subnormals(h, H);
     std::memcpy(out + b * out_stride, h, static_cast<std::size_t>(H) * sizeof(S));
+  }
+}
+
+template <typename S>
+void Stream<S>::pointwise_any(Layer& layer, int64_t row_begin, int64_t row_end, S* out,
+                              int64_t out_stride, bool flush) noexcept {
+  switch (config_.cell) {
+    case CellKind::RnnTanh:
+      return pointwise<CellKind::RnnTanh, 0>(layer, row_begin, row_end, out, out_stride, flush);
+    case CellKind::RnnRelu:
+      return pointwise<CellKind::RnnRelu, 0>(layer, row_begin, row_end, out, out_stride, flush);
+    case CellKind::Lstm:
+      return pointwise<CellKind::Lstm, 0>(layer, row_begin, row_end, out, out_stride, flush);
+    case CellKind::Gru:
+      return pointwise<CellKind::Gru, 0>(layer, row_begin, row_end, out, out_stride, flush);
   }
 }
 
@@ -405,16 +482,74 @@ void Stream<S>::step(const S* x, S* y) {
 }
 
 template <typename S>
-void Stream<S>::step_frame(const S* x, S* y) noexcept {
-  FlushDenormals flush;  // (parallel.h; a team's threads do the same)
-  const int64_t N = batch_, H = config_.hidden_size, L = config_.num_layers;
-  {
-    Layer& first = layers_[0];
-    for (int64_t b = 0; b < N; ++b) {
-      std::memcpy(first.xh.data() + b * first.width, x + b * first.input_size,
-                  static_cast<std::size_t>(first.input_size) * sizeof(S));
-    }
+void Stream<S>::load_input(const S* x, bool flush) noexcept {
+  Layer& first = layers_[0];
+  const int64_t I = first.input_size;
+  for (int64_t b = 0; b < batch_; ++b) {
+    S* row = first.xh.data() + b * first.width;
+    std::memcpy(row, x + b * I, static_cast<std::size_t>(I) * sizeof(S));
+    if (flush) flush_subnormals(row, I);
   }
+}
+
+template <typename S>
+void Stream<S>::step_frame(const S* x, S* y) noexcept {
+  if (serial_ != nullptr) {
+    (this->*serial_)(x, y);
+  } else {
+    team_frame(x, y);
+  }
+  reverse_ = !reverse_;
+}
+
+// Everything a serial step calls is inlined into it (RNNCORE_FLATTEN), so that with HC known the
+// cell math of cell.h runs with its trip counts known to the compiler: its packet loop unrolled,
+// its tail for sizes that are not a multiple of the SIMD width removed, no call per function.
+template <typename S>
+template <CellKind C, int HC>
+RNNCORE_FLATTEN void Stream<S>::serial_frame(const S* x, S* y) noexcept {
+  const bool flush = flush_denormals();
+  load_input(x, flush);
+  const int64_t L = config_.num_layers, H = HC > 0 ? HC : config_.hidden_size;
+  for (int64_t k = 0; k < L; ++k) {
+    Layer& layer = layers_[static_cast<std::size_t>(k)];
+    products(layer, 0, layer.panels.size(), reverse_);
+    Layer* next = k + 1 == L ? nullptr : &layers_[static_cast<std::size_t>(k + 1)];
+    pointwise<C, HC>(layer, 0, batch_, next == nullptr ? y : next->xh.data(),
+                     next == nullptr ? H : next->width, flush);
+  }
+}
+
+// The hidden sizes that get a step of their own (a model of another size runs the generic one:
+// the same code with the size read at run time, the same results bit for bit).
+template <typename S>
+typename Stream<S>::FrameFn Stream<S>::serial_frame_for(CellKind cell, int64_t hidden_size) noexcept {
+  const auto sized = [&](auto cell_constant) -> FrameFn {
+    constexpr CellKind C = decltype(cell_constant)::value;
+    switch (hidden_size) {
+      case 16: return &Stream::serial_frame<C, 16>;
+      case 32: return &Stream::serial_frame<C, 32>;
+      case 64: return &Stream::serial_frame<C, 64>;
+      case 128: return &Stream::serial_frame<C, 128>;
+      case 256: return &Stream::serial_frame<C, 256>;
+      default: return &Stream::serial_frame<C, 0>;
+    }
+  };
+  switch (cell) {
+    case CellKind::Lstm: return sized(std::integral_constant<CellKind, CellKind::Lstm>());
+    case CellKind::Gru: return sized(std::integral_constant<CellKind, CellKind::Gru>());
+    case CellKind::RnnRelu: return &Stream::serial_frame<CellKind::RnnRelu, 0>;
+    case CellKind::RnnTanh: break;
+  }
+  return &Stream::serial_frame<CellKind::RnnTanh, 0>;
+}
+
+template <typename S>
+void Stream<S>::team_frame(const S* x, S* y) noexcept {
+  FlushDenormals flush_all;  // (parallel.h; a team's threads do the same)
+  const bool flush = flush_denormals();
+  const int64_t N = batch_, H = config_.hidden_size, L = config_.num_layers;
+  load_input(x, flush);
   // Each thread takes a share of every layer's panels, then of its batch rows for the cell
   // math; every panel and row is computed by one thread with the same code, so the results are
   // the same bit for bit whatever the thread count.
@@ -423,24 +558,19 @@ void Stream<S>::step_frame(const S* x, S* y) noexcept {
       Layer& layer = layers_[static_cast<std::size_t>(k)];
       if (team == threads_) {
         products(layer, layer.split[static_cast<std::size_t>(thread)],
-                 layer.split[static_cast<std::size_t>(thread) + 1]);
+                 layer.split[static_cast<std::size_t>(thread) + 1], reverse_);
       } else {  // fewer threads than asked for (a nested parallel region): one takes them all
-        if (thread == 0) products(layer, 0, layer.panels.size());
+        if (thread == 0) products(layer, 0, layer.panels.size(), reverse_);
       }
       barrier.wait();  // the cell math of a row reads gates from every panel
       const bool top = k + 1 == L;
       Layer* next = top ? nullptr : &layers_[static_cast<std::size_t>(k + 1)];
-      pointwise(layer, N * thread / team, N * (thread + 1) / team, top ? y : next->xh.data(),
-                top ? H : next->width);
+      pointwise_any(layer, N * thread / team, N * (thread + 1) / team, top ? y : next->xh.data(),
+                    top ? H : next->width, flush);
       barrier.wait();  // the next layer's products read every row's h
     }
   };
-  if (threads_ > 1) {
-    parallel_team(threads_, layers);
-  } else {
-    StepBarrier alone(1);
-    layers(0, 1, alone);
-  }
+  parallel_team(threads_, layers);
 }
 
 template <typename S>

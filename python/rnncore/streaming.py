@@ -51,7 +51,7 @@ class Stream:
     Setting it also takes (num_layers, hidden_size) when batch_size is 1.
     """
 
-    __slots__ = ("_impl", "_step", "_model", "_dtype", "_batch_size", "_lstm")
+    __slots__ = ("_impl", "_step", "_fast_step", "_model", "_dtype", "_batch_size", "_lstm")
 
     def __init__(self, model: Any, batch_size: int = 1, threads: int = 1) -> None:
         batch_size = _limits.size("batch_size", batch_size)
@@ -71,6 +71,7 @@ class Stream:
                              stream_type(self._dtype).bytes_needed(*sizes, batch_size))
         self._impl = backends.get("cpp").stream(config, model.parameters(), batch_size, threads)
         self._step = self._impl.step
+        self._fast_step = self._impl.fast_step()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -103,6 +104,11 @@ class Stream:
         and `out` is returned: no allocation at all when x_t is already a C-contiguous array of
         the model's dtype.
         """
+        # Frames that need no conversion (a C-contiguous array of the model's dtype and shape, and
+        # such an `out`) go straight to the C++ step; None sends the rest the general way.
+        y = self._fast_step(x_t, out)
+        if y is not None:
+            return y
         if type(x_t) is not np.ndarray or x_t.dtype is not self._dtype:
             x_t = _checks.real_array("x_t", x_t, self._dtype)
         return self._step(x_t, out)

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "rnncore/model.h"
+#include "rnncore/parallel.h"
 #include "rnncore/stream.h"
 
 // Counts every allocation in this test binary, to check the hot path makes none. Every form of
@@ -139,7 +140,10 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{CellKind::RnnTanh, 5, 7, 1, true}, Case{CellKind::RnnRelu, 3, 33, 2, true},
                       Case{CellKind::Lstm, 1, 16, 1, true}, Case{CellKind::Lstm, 9, 37, 3, true},
                       Case{CellKind::Lstm, 4, 8, 2, false}, Case{CellKind::Gru, 1, 16, 1, true},
-                      Case{CellKind::Gru, 6, 45, 2, true}, Case{CellKind::Gru, 2, 5, 1, false}),
+                      Case{CellKind::Gru, 6, 45, 2, true}, Case{CellKind::Gru, 2, 5, 1, false},
+                      // hidden sizes with steps of their own (stream.h), one layer and two
+                      Case{CellKind::Lstm, 3, 64, 2, true}, Case{CellKind::Lstm, 1, 128, 1, true},
+                      Case{CellKind::Gru, 1, 32, 1, true}, Case{CellKind::Gru, 5, 64, 2, false}),
     [](const ::testing::TestParamInfo<Case>& info) {
       const Case& k = info.param;
       return std::string(rnncore::cell_name(k.cell)) + "_I" + std::to_string(k.input_size) + "_H" +
@@ -228,6 +232,155 @@ TEST(Stream, ThreadedStepsMatchOneThreadBitwise) {
     }
   }
 }
+
+// One thread runs a step compiled for the cell and, for hidden sizes 16, 32, 64, 128 and 256,
+// for that size; two threads run the generic code with every size read at run time. Both must
+// give the same bits, on and off the list of sizes (15, 24, 40, 100), batch 1 and 3, with the
+// state carried over many steps and across reset_row, reset and set_state. (Their agreement
+// with the whole-sequence kernels is StreamMatchesSequence's.)
+template <typename S>
+void check_sized_step_matches_generic(CellKind cell, int64_t I, int64_t H, int64_t N) {
+  const auto model = random_model<S>(make_config(cell, I, H, 2), 21);
+  const int64_t T = 12;
+  const auto x = random_vector<S>(static_cast<std::size_t>(T * N * I), 22);
+  const auto h0 = random_vector<S>(static_cast<std::size_t>(2 * N * H), 23, 0.5);
+  Stream<S> sized(model, N), generic(model, N, 2);
+  std::vector<S> want(static_cast<std::size_t>(N * H)), got(want.size());
+  const std::string what = std::string(rnncore::cell_name(cell)) + " I=" + std::to_string(I) +
+                           " H=" + std::to_string(H) + " N=" + std::to_string(N);
+  for (int64_t t = 0; t < 3 * T; ++t) {
+    if (t == T) {  // part of the batch, then all of it, back to zeros
+      sized.reset_row(N - 1);
+      generic.reset_row(N - 1);
+    } else if (t == 2 * T - 3) {
+      sized.reset();
+      generic.reset();
+    } else if (t == 2 * T) {
+      sized.set_state(h0.data(), h0.data());
+      generic.set_state(h0.data(), h0.data());
+    }
+    const S* frame = x.data() + (t % T) * N * I;
+    sized.step(frame, got.data());
+    generic.step(frame, want.data());
+    ASSERT_EQ(got, want) << what << " step " << t;
+  }
+  std::vector<S> h1(static_cast<std::size_t>(sized.state_size())), h2(h1.size()), c1(h1.size()),
+      c2(h1.size());
+  sized.get_state(h1.data(), c1.data());
+  generic.get_state(h2.data(), c2.data());
+  EXPECT_EQ(h1, h2) << what;
+  EXPECT_EQ(c1, c2) << what;
+}
+
+TEST(Stream, SizedStepsMatchTheGenericStepBitwise) {
+  for (CellKind cell : {CellKind::RnnTanh, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru}) {
+    for (int64_t H : {15, 16, 24, 32, 40, 64, 100, 128, 256}) {
+      for (int64_t N : {1, 3}) {
+        check_sized_step_matches_generic<float>(cell, 1, H, N);
+        check_sized_step_matches_generic<float>(cell, 7, H, N);
+      }
+    }
+    for (int64_t H : {16, 40}) check_sized_step_matches_generic<double>(cell, 3, H, 2);
+  }
+}
+
+// Subnormals (stream.h): with flushing on, a subnormal result becomes zero and a subnormal
+// input reads as zero, and the caller's floating-point control state is never changed; with it
+// off they are kept. A relu RNN with W_ih = w, W_hh = 0 and no bias gives h = max(0, w x).
+template <typename S>
+std::vector<S> relu_steps(S w, S x_value, int64_t N) {
+  ModelConfig config = make_config(CellKind::RnnRelu, 1, 16, 1, false);
+  Model<S> model(config);
+  for (std::size_t i = 0; i < model.specs().size(); ++i) {
+    for (S& v : model.parameter(i)) v = S(0);
+  }
+  for (S& v : model.parameter("weight_ih_l0")) v = w;
+  Stream<S> stream(model, N);
+  std::vector<S> x(static_cast<std::size_t>(N), x_value), y(static_cast<std::size_t>(N * 16));
+  stream.step(x.data(), y.data());
+  return y;
+}
+
+template <typename S>
+void check_stream_flushes_subnormals() {
+  const S tiny = std::numeric_limits<S>::min();  // the smallest normal value
+  rnncore::set_flush_denormals(true);
+  for (int64_t N : {1, 2}) {
+    for (S v : relu_steps<S>(S(0.5), tiny, N)) EXPECT_EQ(v, S(0));  // result tiny / 2: flushed
+    for (S v : relu_steps<S>(S(4), tiny / 2, N)) EXPECT_EQ(v, S(0));  // input tiny / 2: read as 0
+    for (S v : relu_steps<S>(S(4), tiny, N)) EXPECT_EQ(v, 4 * tiny);   // normal: kept
+  }
+  rnncore::set_flush_denormals(false);
+  for (S v : relu_steps<S>(S(0.5), tiny, 1)) EXPECT_EQ(v, tiny / 2);
+  for (S v : relu_steps<S>(S(4), tiny / 2, 1)) EXPECT_EQ(v, 2 * tiny);
+  rnncore::set_flush_denormals(true);
+}
+
+TEST(Stream, FlushesSubnormalInputsAndResults) {
+  check_stream_flushes_subnormals<float>();
+  check_stream_flushes_subnormals<double>();
+}
+
+// The LSTM's c is carried too: c = f c_prev + i g with f = 1, i g = 0 keeps a subnormal c_prev
+// (set through set_state) only when flushing is off; on one thread its sign survives the flush.
+TEST(Stream, FlushesTheCarriedCellState) {
+  for (bool flush : {true, false}) {
+    rnncore::set_flush_denormals(flush);
+    ModelConfig config = make_config(CellKind::Lstm, 1, 16, 1);
+    Model<float> model(config);
+    for (std::size_t i = 0; i < model.specs().size(); ++i) {
+      for (float& v : model.parameter(i)) v = 0.0f;
+    }
+    std::vector<float>& bias = model.parameter("bias_ih_l0");
+    for (int64_t j = 0; j < 16; ++j) {
+      bias[static_cast<std::size_t>(j)] = -50.0f;      // i = 0
+      bias[static_cast<std::size_t>(16 + j)] = 50.0f;  // f = 1
+    }
+    for (int threads : {1, 2}) {
+      Stream<float> stream(model, 1, threads);
+      const float c_prev = -std::numeric_limits<float>::min() / 4;
+      std::vector<float> h(16, 0.0f), c(16, c_prev), y(16);
+      stream.set_state(h.data(), c.data());
+      const float x = 0.0f;
+      stream.step(&x, y.data());
+      stream.get_state(h.data(), c.data());
+      for (float v : c) {
+        if (flush) {
+          EXPECT_EQ(v, 0.0f);
+          // (a team's threads flush c_prev on reading it, in hardware, so their zero is f * 0)
+          if (threads == 1) EXPECT_TRUE(std::signbit(v));
+        } else {
+          EXPECT_EQ(v, c_prev) << "threads " << threads;
+        }
+      }
+    }
+  }
+  rnncore::set_flush_denormals(true);
+}
+
+#ifdef RNNCORE_HAS_MXCSR
+// The step leaves the caller's control state as it found it, flushing or not, one thread or two.
+TEST(Stream, LeavesTheCallersControlStateAlone) {
+  const auto model = random_model<float>(make_config(CellKind::Gru, 3, 32, 1), 30);
+  const auto x = random_vector<float>(3, 31);
+  std::vector<float> y(32);
+  const unsigned original = _mm_getcsr();
+  for (unsigned caller : {original & ~0x8040u, original | 0x8040u}) {
+    for (bool flush : {true, false}) {
+      rnncore::set_flush_denormals(flush);
+      for (int threads : {1, 2}) {
+        Stream<float> stream(model, 1, threads);
+        _mm_setcsr(caller);
+        stream.step(x.data(), y.data());
+        const unsigned after = _mm_getcsr();
+        _mm_setcsr(original);
+        EXPECT_EQ(after, caller) << "flush " << flush << " threads " << threads;
+      }
+    }
+  }
+  rnncore::set_flush_denormals(true);
+}
+#endif
 
 TEST(Stream, StepManyIsStepRepeated) {
   const auto model = random_model<float>(make_config(CellKind::Gru, 3, 20, 2), 4);

@@ -22,7 +22,22 @@
 // multiplied. With several batch rows, each weight packet is loaded once for a block of up to 6
 // rows (2 below AVX-512), every row keeping the accumulation order a single row gets, so a row's
 // result does not depend on the batch size. The pointwise part is cell.h's, the same code the
-// sequence kernels run.
+// sequence kernels run. With one thread, a step is one function compiled for the cell and, for
+// hidden sizes 16, 32, 64, 128 and 256, for the size (picked at construction), with all it calls
+// inlined: no dispatch per step, cell.h's loops with known trip counts. Every other step walks
+// the panels back to front, so what the previous step read last is read first, still cached.
+//
+// Subnormals. While flush_denormals() is on (parallel.h), a stream flushes subnormal values to
+// zero like the other kernels, but without touching the thread's floating-point control state
+// (MXCSR): reading, setting and restoring it costs ~40 ns a step on Zen 3, a fifth of a
+// 16-unit LSTM's step. Instead it flushes what it carries from step to step: the frame as it is
+// read (subnormal inputs read as zero) and the new h and c before they are kept and returned
+// (subnormal results become zeros of the same sign). So no subnormal lives on from one step to
+// the next (a decaying state is where they would cost ~100 cycles per operation, every step).
+// A subnormal intermediate inside one step (a product of two tiny values) is not flushed; it
+// changes a result by less than the smallest normal number (1.2e-38 in float32), and where
+// threads > 1 the team's threads, which flush in hardware (parallel.h), may differ from one
+// thread by that much. The caller's control state is never changed.
 //
 // The hot path (step, step_many, reset, reset_row(s), get_state, set_state) never allocates: all
 // memory is taken at construction, whose sizes are checked first (checked.h). A Stream holds its
@@ -160,8 +175,8 @@ class Stream {
 
  private:
   // A block of up to panel-height gate rows that read columns [col_begin, col_begin + cols) of
-  // [x; h]. Its storage (at weights_offset in the layer's packed buffer) is the bias (one
-  // panel-height column), then each column's panel-height weights, zero-padded past `rows`.
+  // [x; h]. Its storage (at weights_offset in the layer's packed buffer) is the bias, then each
+  // column's weights, each column `rows` rounded up to whole SIMD registers, zero-padded.
   struct Panel {
     int64_t weights_offset;
     int64_t col_begin;
@@ -181,15 +196,32 @@ class Stream {
 
   // step's work, with in_use_ already taken (step_many runs it once per frame).
   void step_frame(const S* x, S* y) noexcept;
+  // step_frame on one thread for cell C; HC > 0 is the hidden size known to the compiler (the
+  // common sizes get their own instantiation), 0 reads it from config_. Chosen once, at
+  // construction, so that a step does not dispatch on the cell or the sizes.
+  template <CellKind C, int HC>
+  void serial_frame(const S* x, S* y) noexcept;
+  using FrameFn = void (Stream::*)(const S*, S*) noexcept;
+  static FrameFn serial_frame_for(CellKind cell, int64_t hidden_size) noexcept;
+  // The team's step_frame (threads_ > 1).
+  void team_frame(const S* x, S* y) noexcept;
+  // x into the first layer's [x; h] rows, flushing subnormals when asked.
+  void load_input(const S* x, bool flush) noexcept;
   void pack_layer(int64_t layer, const DirectionWeights<S>& w);
   void add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* b_ih, const S* b_hh,
                   int64_t first_row, int64_t rows, int64_t col_begin, int64_t cols,
                   int64_t out_offset);
-  // The gates of every batch row from panels [panel_begin, panel_end) of the layer.
-  void products(Layer& layer, std::size_t panel_begin, std::size_t panel_end) noexcept;
+  // The gates of every batch row from panels [panel_begin, panel_end) of the layer, walked
+  // backwards when `backwards` (see reverse_).
+  void products(Layer& layer, std::size_t panel_begin, std::size_t panel_end,
+                bool backwards) noexcept;
   // The cell math of rows [row_begin, row_end); each row's new h also goes to out + b * out_stride.
-  void pointwise(Layer& layer, int64_t row_begin, int64_t row_end, S* out,
-                 int64_t out_stride) noexcept;
+  // flush: subnormal values of the new state become zeros (see "Subnormals" above).
+  template <CellKind C, int HC>
+  void pointwise(Layer& layer, int64_t row_begin, int64_t row_end, S* out, int64_t out_stride,
+                 bool flush) noexcept;
+  void pointwise_any(Layer& layer, int64_t row_begin, int64_t row_end, S* out,
+                     int64_t out_stride, bool flush) noexcept;
 
   ModelConfig config_;
   int64_t batch_ = 0;
@@ -198,6 +230,11 @@ class Stream {
   std::vector<Layer> layers_;
   detail::AlignedVector<S> scratch_;    // [N, scratch_stride_]
   mutable detail::InUseFlag in_use_;   // taken by every call of the hot path, get_state too
+  FrameFn serial_ = nullptr;            // threads_ == 1: serial_frame for this cell and size
+  // Every other step walks the panels back to front: what the last step read last is then read
+  // first, while still in cache. A layer a little larger than the L2 (LSTM 128->128: 528 KB
+  // against Zen 3's 512 KiB) then mostly stays there instead of being evicted in full every step.
+  bool reverse_ = false;
 };
 
 extern template class Stream<float>;
