@@ -10,14 +10,14 @@ from __future__ import annotations
 from . import reference
 from ._core import cache_info, empty_cache, get_num_threads, set_num_threads
 from .floating_point import get_flush_denormals, set_flush_denormals
-from .grads import clip_grad_norm, global_norm, per_step_grad_norms
+from .nn.grads import clip_grad_norm, global_norm, per_step_grad_norms
 from .io import ModelFileError
 from .layers import GRU, LSTM, RNN, ForwardCache, Gradients, PreparedModel, load
 from .streaming import Stream
 from .threads import get_thread_plan, reset_thread_plan, set_thread_plan, thread_plan_report
-from .losses import log_softmax, mse, one_hot, softmax, softmax_cross_entropy
+from .nn.losses import log_softmax, mse, one_hot, softmax, softmax_cross_entropy
 from .nn import Attention, Embedding, Linear, ParameterRow, parameter_count, parameter_table
-from .optim import SGD, Adam, AdamW
+from .nn.optim import SGD, Adam, AdamW
 
 __version__ = "0.1.0"
 

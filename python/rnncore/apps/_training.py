@@ -12,8 +12,8 @@ import numpy as np
 
 from .. import _cli
 from .._progress import progress_bar
-from ..grads import clip_grad_norm
-from ..optim import Adam
+from ..nn.grads import clip_grad_norm
+from ..nn.optim import Adam
 
 
 @dataclass

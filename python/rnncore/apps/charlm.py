@@ -24,11 +24,11 @@ import numpy as np
 
 from .._cli import INTERRUPTED, CommandError, add_common, float_range, int_at_least, threads
 from .._progress import progress_bar
-from ..grads import clip_grad_norm
+from ..nn.grads import clip_grad_norm
 from ..layers import LSTM
-from ..losses import softmax, softmax_cross_entropy
+from ..nn.losses import softmax, softmax_cross_entropy
 from ..nn import Embedding, Linear
-from ..optim import Adam
+from ..nn.optim import Adam
 
 __all__ = ["CharLMConfig", "CharLM", "TextError", "Vocabulary", "default_corpus", "read_text", "split_text",
            "train", "sample"]

@@ -27,11 +27,11 @@ import numpy as np
 from .._cli import DEFAULT_OUT, INTERRUPTED, add_common, cell_list, float_range, int_at_least, threads
 from .._plotting import log_scale_axes, save_figure
 from .._progress import progress_bar
-from ..grads import clip_grad_norm
+from ..nn.grads import clip_grad_norm
 from ..layers import GRU, LSTM, RNN
-from ..losses import mse
+from ..nn.losses import mse
 from ..nn import Linear, parameter_count
-from ..optim import Adam
+from ..nn.optim import Adam
 
 __all__ = [
     "BASELINE_MSE",

@@ -33,11 +33,11 @@ from .._cli import CommandError, DEFAULT_OUT, INTERRUPTED, add_common, float_ran
 from .._cli import threads as kernel_threads
 from .._plotting import files_line, new_axes, save_figure
 from .._progress import progress_bar
-from ..grads import clip_grad_norm
+from ..nn.grads import clip_grad_norm
 from ..layers import GRU, LSTM
-from ..losses import mse
+from ..nn.losses import mse
 from ..nn import Linear
-from ..optim import Adam
+from ..nn.optim import Adam
 
 SERIES = ("auto", "sunspots", "co2", "synthetic")
 METHODS = ("last value", "seasonal naive", "linear AR")

@@ -22,8 +22,8 @@ import numpy as np
 from .._cli import DEFAULT_OUT, add_common, cell_list, int_at_least, threads
 from .demo import CELL_NAMES, DemoConfig, LastStepRegressor, adding_batch, matched_hidden_sizes, train_cell
 from .._plotting import log_scale_axes, save_figure
-from ..grads import per_step_grad_norms
-from ..losses import mse
+from ..nn.grads import per_step_grad_norms
+from ..nn.losses import mse
 
 __all__ = ["GradFlow", "step_gradient_norms", "measure", "format_table", "plot_norms"]
 

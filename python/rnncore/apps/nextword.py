@@ -31,7 +31,7 @@ from .._cli import DEFAULT_OUT, INTERRUPTED, add_common, float_range, int_at_lea
 from .._cli import threads as kernel_threads
 from .._plotting import files_line, log_scale_axes, save_figure
 from .charlm import CharLM, CharLMConfig, TextError, read_text, split_text, train
-from ..losses import softmax
+from ..nn.losses import softmax
 
 UNK, EOS = "<unk>", "<eos>"
 TOKEN = re.compile(r"[a-z]+(?:'[a-z]+)?|[0-9]+|[.,;:]")

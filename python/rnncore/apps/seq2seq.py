@@ -42,7 +42,7 @@ import numpy as np
 from .. import _cli
 from .._plotting import pyplot, save_plain_figure
 from ..layers import LSTM
-from ..losses import log_softmax, softmax_cross_entropy
+from ..nn.losses import log_softmax, softmax_cross_entropy
 from ..nn import Attention, Embedding, Linear
 from ._training import TrainingRecord, add_training_options, train
 

@@ -32,7 +32,7 @@ import numpy as np
 from .. import _cli
 from .._plotting import pyplot, save_plain_figure
 from ..layers import LSTM
-from ..losses import softmax_cross_entropy
+from ..nn.losses import softmax_cross_entropy
 from ..nn import Embedding, Linear, parameter_count
 from ._training import TrainingRecord, add_training_options, train
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from ._checks import (
+from .._checks import (
     boolean,
     describe,
     exact_shape,
@@ -29,8 +29,8 @@ from ._checks import (
     positive_int,
     real_array,
 )
-from . import _spec
-from ._spec import FAMILY_GATES
+from .. import _spec
+from .._spec import FAMILY_GATES
 from .losses import _checked_indices
 
 __all__ = ["Linear", "Embedding", "parameter_count", "parameter_table", "ParameterRow"]
@@ -402,7 +402,7 @@ def parameter_table(
 
 
 # --------------------------------------------------------------------------- Attention
-from ._checks import to_numpy  # noqa: E402 - this section's own import, kept with it
+from .._checks import to_numpy  # noqa: E402 - this section's own import, kept with it
 
 __all__ += ["Attention"]
 
