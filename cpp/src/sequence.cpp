@@ -5,62 +5,23 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <exception>
 #include <string>
 
-#include <unistd.h>
-
+#include "rnncore/cell.h"
 #include "rnncore/checked.h"
-#include "rnncore/parallel.h"
+#include "parallel.h"
 #include "recurrent_gemm.h"
-#include "thread_plan_call.h"
+#include "thread_policy.h"
 
 namespace rnncore {
 
-void ModelConfig::validate() const {
-  if (input_size <= 0 || hidden_size <= 0 || num_layers <= 0) {
-    throw std::invalid_argument("rnncore: input_size, hidden_size and num_layers must be positive");
-  }
-  // The parameter count, D * G*H * ((I + H + 2) + (L - 1) * (D*H + H + 2)), must fit in 64 bits:
-  // every product of these sizes the library forms (a weight's elements, a layer's width, the
-  // number of weight arrays) is then no larger and cannot overflow.
-  try {
-    const char* count = "the parameter count";
-    const int64_t first_width = checked_add(input_size, checked_add(hidden_size, 2, count), count);
-    const int64_t upper_width =
-        checked_add(checked_mul(directions() + 1, hidden_size, count), 2, count);
-    const int64_t widths =
-        checked_add(first_width, checked_mul(num_layers - 1, upper_width, count), count);
-    checked_product({directions(), gates(), hidden_size, widths}, count);
-  } catch (const std::length_error&) {
-    throw std::length_error("rnncore: input_size = " + std::to_string(input_size) +
-                            ", hidden_size = " + std::to_string(hidden_size) +
-                            ", num_layers = " + std::to_string(num_layers) +
-                            (bidirectional ? " (bidirectional)" : "") +
-                            ": the parameter count does not fit in 64 bits");
-  }
-}
-
-namespace {
-// Multiply-add work of one direction of one layer's forward pass.
-double layer_flops(const ModelConfig& config, int64_t layer, int64_t steps, int64_t batch) {
-  return 2.0 * static_cast<double>(steps) * static_cast<double>(batch) * config.gates() *
-         static_cast<double>(config.hidden_size) *
-         static_cast<double>(config.layer_input_size(layer) + config.hidden_size);
-}
-
-}  // namespace
-
-double forward_flops(const ModelConfig& config, int64_t steps, int64_t batch) noexcept {
-  double flops = 0.0;
-  for (int64_t k = 0; k < config.num_layers; ++k) {
-    flops += config.directions() * layer_flops(config, k, steps, batch);
-  }
-  return flops;
-}
+using detail::layer_flops;
+using detail::product_threads;
+using detail::TimeLoopSplit;
+using detail::WavefrontPlan;
 
 template <typename S>
 std::size_t TrainingCache<S>::nbytes() const noexcept {
@@ -246,22 +207,6 @@ RowVec<S> folded_bias(const DirectionRun<S>& run) {
 // Measured ~10-20% above Eigen's GEMM at these shapes, which packs both operands on every call
 // and splits the columns, not the rows, across threads.
 constexpr int64_t kRowBlock = 96;
-// A thread per 16 MFLOP (~150 us on one core): a second thread must first pull the packed
-// operand from the other core's cache and leaves its share of the output in its own, and on a
-// shared 2-core VM it is sometimes late to start; at 4 MFLOP a GRU 128x1x100 forward ran 0.8x of
-// one thread with two.
-constexpr double kMinProductFlopsPerThread = 16.0e6;
-// Rows (steps * batch) of one wavefront chunk's input projection, at least.
-constexpr int64_t kWavefrontMinRows = 8;
-
-// Threads for a product of `flops` that splits into at most `parts` shares: one per
-// kMinProductFlopsPerThread, one inside a parallel region.
-int product_threads(double flops, double parts) {
-  if (in_parallel()) return 1;
-  return static_cast<int>(std::max(1.0, std::min({flops / kMinProductFlopsPerThread, parts,
-                                                  static_cast<double>(max_threads())})));
-}
-
 // Thread `thread` of `team`'s share of packed_product below: an even share of the rows, in whole
 // micro-kernel row blocks. `scratch` holds product_scratch_size(b, rows) elements.
 template <typename S>
@@ -356,51 +301,6 @@ UnitRange unit_range(const detail::PackedPanels<S>& packed, int64_t H, int threa
   return {s0, s1, std::min(H, detail::PackedPanels<S>::slot_begin(s0)),
           std::min(H, detail::PackedPanels<S>::slot_begin(s1))};
 }
-
-// How a time loop's threads share its steps (TimeLoopSplit, sequence.h). By units: every thread
-// takes all N sequences and a slice of the hidden units, and the threads meet at a barrier every
-// step, since the next product reads every unit. By rows: every thread takes a slice of the N
-// sequences and all the units. Sequences never read each other's state, so the threads then run
-// their steps without ever waiting for each other, each reading all of W_hh.
-
-// RNNCORE_TIME_LOOP=one|units|rows forces the split of every time loop that may split (rows
-// only where N >= 2; a request for more threads than OpenMP has is capped); unset or anything
-// else decides by size. For tests and measurements.
-TimeLoopSplit forced_time_loop(int64_t batch, int64_t slots) noexcept {
-  const char* value = std::getenv("RNNCORE_TIME_LOOP");
-  if (value == nullptr || in_parallel()) return {0, false};
-  const auto team = [](int64_t parts) {
-    return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(parts, max_threads())));
-  };
-  if (std::strcmp(value, "one") == 0) return {1, false};
-  if (std::strcmp(value, "units") == 0) return {team(slots), false};
-  if (std::strcmp(value, "rows") == 0) return {team(batch), batch >= 2};
-  return {0, false};
-}
-
-// When a time loop splits, measured on the 2-core Zen 4 (1 MB of L2 per core; bench/README.md,
-// "Splitting the time loop"; bench/results/time-loop-split-zen4-2026-11-23.json; two threads
-// against one, T = 200) and on the 2-vCPU Xeon (Emerald Rapids, 2 MB of L2 per core;
-// bench/results/splits-emr-2026-11-29*.json, T = 50-100):
-//  - by rows where each thread gets >= 2 sequences and W_hh fits beside them in half a core's L2,
-//    or >= 4 sequences and W_hh fits in its L2, or >= 8 sequences (then the product is
-//    compute-bound): inference 1.3-1.6x from N = 4 up, 5-30% above a split by units. Where W_hh
-//    is larger and N small each thread would stream all of it from L3, and a split by units
-//    (half of W_hh each) wins: LSTM 256 and 512 at N = 2-4 on the Zen 4; on the Xeon LSTM/GRU
-//    384-768 at N = 8, units 1.1-1.4x faster than rows (at N = 16 they tie, from 32 rows win by
-//    2-8%), and LSTM 256 at N = 4 (1 MB, half its L2) rows 1.04-1.08x faster than units;
-//  - by rows with one sequence each where W_hh is small (<= kOneRowSplitMaxWeightBytes: LSTM
-//    48x2 1.35x against 1.20x by units; at 64 KB, LSTM 64x2, units win 1.33x to 1.26x);
-//  - else by units where a step's product is >= kUnitSplitMinStepFlops (a barrier per step,
-//    ~0.1-0.3 us when both cores are free): N = 1 LSTM H = 64 (32 kFLOP) 1.43x, GRU H = 64
-//    (25 kFLOP) 1.40x; RNN H = 64 (8 kFLOP) 0.88x;
-//  - neither for a loop under kSplitMinLoopFlops in all (~20 us on one core), where starting the
-//    team costs as much as it saves, nor by rows for steps under kRowSplitMinStepFlops (RNN
-//    16x8, 4 kFLOP: 0.37x, the threads' neighbouring rows share cache lines).
-constexpr double kUnitSplitMinStepFlops = 24.0e3;
-constexpr double kRowSplitMinStepFlops = 8.0e3;
-constexpr double kOneRowSplitMaxWeightBytes = 40.0 * 1024.0;
-constexpr double kSplitMinLoopFlops = 2.0e6;
 
 }  // namespace
 
@@ -549,52 +449,14 @@ std::optional<std::vector<std::string>> cpu_isa_features() {
 #endif
 }
 
-double l2_cache_bytes() noexcept {
-  if (const char* value = std::getenv("RNNCORE_L2_BYTES")) {
-    char* end = nullptr;
-    const double bytes = std::strtod(value, &end);
-    if (end != value && *end == '\0' && bytes > 0) return bytes;
-  }
-  static const double detected = [] {
-#ifdef _SC_LEVEL2_CACHE_SIZE
-    const long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    if (bytes > 0) return static_cast<double>(bytes);
-#endif
-    return 1024.0 * 1024.0;
-  }();
-  return detected;
-}
-
 namespace {
 
-// The split of a time loop of T steps, N sequences, H units and `gates` gates per unit in
-// scalars S (`forcible`: whether RNNCORE_TIME_LOOP applies).
+// detail::plan_time_loop for H units of scalars S.
 template <typename S>
-TimeLoopSplit plan_time_loop(int64_t gates, int64_t H, int64_t N, int64_t T,
+TimeLoopSplit time_loop_plan(int64_t gates, int64_t H, int64_t N, int64_t T,
                              bool forcible = true) noexcept {
-  const int64_t slots = detail::PackedPanels<S>::slot_count(H);
-  if (forcible) {
-    const TimeLoopSplit forced = forced_time_loop(N, slots);
-    if (forced.threads > 0) return forced;
-  }
-  const int cap = in_parallel() ? 1 : max_threads();
-  const double step = 2.0 * static_cast<double>(N) * static_cast<double>(gates * H) *
-                      static_cast<double>(H);
-  if (cap < 2 || step * static_cast<double>(T) < kSplitMinLoopFlops) return {1, false};
-  const double weight_bytes = static_cast<double>(gates * H * H) * static_cast<double>(sizeof(S));
-  const int64_t by_rows = std::min<int64_t>(cap, N / 2);  // >= 2 sequences each
-  const double l2 = l2_cache_bytes();
-  if (by_rows >= 2 && step >= kRowSplitMinStepFlops &&
-      (weight_bytes <= l2 / 2 || (N >= 4 * by_rows && weight_bytes <= l2) || N >= 8 * by_rows)) {
-    return {static_cast<int>(by_rows), true};
-  }
-  if (N >= 2 && step >= kRowSplitMinStepFlops && weight_bytes <= kOneRowSplitMaxWeightBytes) {
-    return {static_cast<int>(std::min<int64_t>(cap, N)), true};
-  }
-  const int64_t by_units = std::min<int64_t>(
-      {static_cast<int64_t>(step / (kUnitSplitMinStepFlops / 2.0)), slots, cap});
-  if (by_units >= 2) return {static_cast<int>(by_units), false};
-  return {1, false};
+  return detail::plan_time_loop(gates, H, N, T, detail::PackedPanels<S>::slot_count(H), sizeof(S),
+                                forcible);
 }
 
 // What the forward and the backward pass of one (layer, direction) share: the run, W_hh packed
@@ -633,7 +495,7 @@ class RecurrentPass {
   RecurrentPass(const DirectionRun<S>& run, bool forward, bool pack, bool may_split) : run_(run) {
     const int64_t H = run.hidden_size, G = gate_count(run.cell);
     if (!pack) return;
-    if (may_split) plan_ = plan_time_loop<S>(G, H, run.batch, run.steps);
+    if (may_split) plan_ = time_loop_plan<S>(G, H, run.batch, run.steps);
     const bool per_gate = plan_.threads > 1 && !plan_.by_rows;
     if (forward && run.prepared != nullptr) {
       const detail::PreparedDirection<S>& prepared = *run.prepared;
@@ -1138,74 +1000,11 @@ DirectionRun<S> make_run(const ModelConfig& config, const DirectionWeights<S>& w
 
 }  // namespace
 
-// Wavefront over stacked layers: layer k runs on thread k % team, a chunk of steps at a time,
-// chunk c of layer k starting once layer k-1 has finished its chunk c. Where one layer's time
-// loop is too small to split across threads (small H and N), this keeps every core busy, and
-// each layer's weights stay in its own core's cache. Only for unidirectional stacks: a reverse
-// direction needs the whole sequence of the layer below before its first step.
-struct WavefrontPlan {
-  int threads = 1;  // 1: run the layers one after the other
-  int64_t chunks = 0;  // of about equal steps
-};
-
-// RNNCORE_WAVEFRONT=0 turns the wavefront off, =1 uses it wherever it can run (unidirectional,
-// >= 2 layers, >= 2 threads, enough steps); unset or anything else decides by size.
-int wavefront_setting() noexcept {
-  const char* value = std::getenv("RNNCORE_WAVEFRONT");
-  if (value != nullptr && value[0] != '\0' && value[1] == '\0') {
-    if (value[0] == '0') return 0;
-    if (value[0] == '1') return 1;
-  }
-  return -1;
-}
-
-// Chunks big enough that each one's input projection is a real product (>= 8 rows, a
-// micro-kernel's row block) and many enough (~8 per layer) that filling and draining the
-// pipeline costs little. When to use it was measured on a 2-core Zen 4 (bench/README.md):
-//  - not for calls under ~100 us on one thread (estimated at kWavefrontStepSeconds per step plus
-//    the work at kWavefrontFlopRate): starting the team and filling the pipeline cost more
-//    (RNN 16x1x50, 2 layers: 0.35x of one thread), and at 50-100 us the gain (GRU 32x1x100,
-//    2 layers: 1.27x alone) turned into a loss (0.72-0.79x) when calls at one and two threads
-//    alternated in one process;
-//  - where a layer's own time loop already splits across the team, only while its steps are
-//    small (< kWavefrontMaxStepFlops) and the layers divide evenly among the threads: LSTM
-//    512x64x50, 2 layers, ran 1.95x of one thread layer by layer and 1.64x as a wavefront, whose
-//    chunked input products are less efficient; 3 layers on 2 threads leave a thread idle a third
-//    of the time.
-constexpr double kWavefrontMinSeconds = 100e-6;
-constexpr double kWavefrontStepSeconds = 0.15e-6;
-constexpr double kWavefrontFlopRate = 50e9;
-constexpr double kWavefrontMaxStepFlops = 4e6;
-
+// detail::plan_wavefront for scalars S.
 template <typename S>
-WavefrontPlan plan_wavefront(const ModelConfig& config, int64_t steps, int64_t batch) {
-  WavefrontPlan plan;
-  const int64_t L = config.num_layers, H = config.hidden_size;
-  if (config.directions() != 1 || L < 2 || in_parallel() || max_threads() < 2) return plan;
-  const int setting = wavefront_setting();
-  if (setting == 0) return plan;
-  const int team = static_cast<int>(std::min<int64_t>(L, max_threads()));
-  const int64_t chunk_steps =
-      std::max((kWavefrontMinRows + batch - 1) / batch, (steps + 8 * L - 1) / (8 * L));
-  const int64_t chunks = (steps + chunk_steps - 1) / chunk_steps;
-  if (chunks < 2 * L) return plan;
-  if (setting != 1) {
-    const double gh = static_cast<double>(config.gates()) * static_cast<double>(H);
-    const double step_flops = 2.0 * static_cast<double>(batch) * gh * static_cast<double>(H);
-    double one_thread = 0.0;
-    for (int64_t k = 0; k < L; ++k) {
-      one_thread += static_cast<double>(steps) * kWavefrontStepSeconds +
-                    layer_flops(config, k, steps, batch) / kWavefrontFlopRate;
-    }
-    if (one_thread < kWavefrontMinSeconds) return plan;
-    if (plan_time_loop<S>(config.gates(), H, batch, steps, false).threads >= team &&
-        (L % team != 0 || step_flops > kWavefrontMaxStepFlops)) {
-      return plan;
-    }
-  }
-  plan.threads = team;
-  plan.chunks = chunks;
-  return plan;
+WavefrontPlan wavefront_plan(const ModelConfig& config, int64_t steps, int64_t batch) {
+  return detail::plan_wavefront(config, steps, batch,
+                                detail::PackedPanels<S>::slot_count(config.hidden_size), sizeof(S));
 }
 
 // What the threads of a wavefront share: per layer, the chunks it has finished (its outputs up
@@ -1331,7 +1130,7 @@ void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights
   const int64_t H = config.hidden_size, L = config.num_layers, NH = batch * H;
   const int64_t out_width = D * H;
   const bool lstm = config.cell == CellKind::Lstm;
-  const WavefrontPlan plan = plan_wavefront<S>(config, steps, batch);
+  const WavefrontPlan plan = wavefront_plan<S>(config, steps, batch);
   if (plan.threads > 1) {
     // Every layer's output is needed at once: the cache's layer inputs when training, else
     // buffers of their own.
@@ -1628,7 +1427,7 @@ void backward_stack(const ModelConfig& config, const std::vector<DirectionWeight
   const int64_t T = layout.steps(), N = layout.batch(), H = config.hidden_size;
   const int64_t rows = layout.rows(), NH = N * H, gh = config.gates() * H, out_width = D * H;
   const bool lstm = config.cell == CellKind::Lstm, gru = config.cell == CellKind::Gru;
-  const WavefrontPlan plan = plan_wavefront<S>(config, T, N);
+  const WavefrontPlan plan = wavefront_plan<S>(config, T, N);
   if (plan.threads > 1) {
     wavefront_backward(plan, config, weights, layout, layer_inputs, directions, masks, grad_y,
                        grad_h_n, grad_c_n, grad_x, grad_h0, grad_c0, grads);
@@ -1734,12 +1533,14 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   }
 }
 
+namespace detail {
+
 template <typename S>
 int wavefront_threads(const ModelConfig& config, int64_t steps, int64_t batch) {
   config.validate();
   check_lengths(nullptr, steps, batch);
   check_call_sizes<S>(config, steps, batch);
-  return plan_wavefront<S>(config, steps, batch).threads;
+  return wavefront_plan<S>(config, steps, batch).threads;
 }
 
 template <typename S>
@@ -1747,9 +1548,16 @@ TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t 
   config.validate();
   check_lengths(nullptr, steps, batch);
   check_call_sizes<S>(config, steps, batch);
-  const TimeLoopSplit plan = plan_time_loop<S>(config.gates(), config.hidden_size, batch, steps);
+  const TimeLoopSplit plan = time_loop_plan<S>(config.gates(), config.hidden_size, batch, steps);
   return {plan.threads, plan.threads > 1 && plan.by_rows};
 }
+
+template int wavefront_threads<float>(const ModelConfig&, int64_t, int64_t);
+template int wavefront_threads<double>(const ModelConfig&, int64_t, int64_t);
+template TimeLoopSplit time_loop_split<float>(const ModelConfig&, int64_t, int64_t);
+template TimeLoopSplit time_loop_split<double>(const ModelConfig&, int64_t, int64_t);
+
+}  // namespace detail
 
 template class TrainingCache<float>;
 template class TrainingCache<double>;
@@ -1765,9 +1573,7 @@ template class PreparedWeights<double>;
   template void sequence_backward<S>(const ModelConfig&,                                         \
                                      const std::vector<DirectionWeights<S>>&,                    \
                                      const TrainingCache<S>&, const S*, const S*, const S*, S*,  \
-                                     S*, S*, const std::vector<DirectionGrads<S>>&);             \
-  template int wavefront_threads<S>(const ModelConfig&, int64_t, int64_t);                       \
-  template TimeLoopSplit time_loop_split<S>(const ModelConfig&, int64_t, int64_t);
+                                     S*, S*, const std::vector<DirectionGrads<S>>&);
 
 RNNCORE_INSTANTIATE(float)
 RNNCORE_INSTANTIATE(double)
