@@ -1,5 +1,6 @@
-// parallel.h moved out of the public headers (it is internal); stream.cpp, being changed on
-// another branch, still includes it under its old name. Once that include reads "parallel.h",
-// this file and its include directory (CMakeLists.txt) go.
+// parallel.h moved out of the public headers (it is internal); stream.cpp and
+// tests/cpp/test_stream.cpp, changed on the stream branch, still include it under its old name.
+// Once those includes read "parallel.h", this file and its include directories go
+// (CMakeLists.txt, tests/cpp/CMakeLists.txt).
 #pragma once
 #include "../../parallel.h"
