@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "recurrent_gemm.h"
-#include "rnncore/parallel.h"
+#include "parallel.h"
 #include "rnncore/sequence.h"
 
 #ifdef _OPENMP

@@ -43,6 +43,7 @@ import sys
 import numpy as np
 
 import rnncore as rc
+from rnncore import _core
 from rnncore.benchmark import measure_interleaved
 
 
@@ -75,12 +76,13 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
             rc.set_num_threads(threads)  # ~0.1 us: nothing beside the calls it times
             rc.set_thread_plan(plan or default_plan)
             if splits:
-                os.environ["RNNCORE_TIME_LOOP"] = split  # "" = by size; read on every call
+                os.environ["RNNCORE_TIME_LOOP"] = split  # "" = by size
             for name in found_env:
                 os.environ.pop(name, None)
             if env:
                 name, value = env.split("=", 1)
                 os.environ[name] = value
+            _core._reload_thread_settings()  # the library reads RNNCORE_* once otherwise
             if mode == "inference":
                 model(x)
             else:
@@ -108,6 +110,7 @@ def measure(cell: str, hidden: int, batch: int, steps: int, mode: str, rounds: i
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        _core._reload_thread_settings()
         rc.set_thread_plan(found_plan)
     row = {"cell": cell, "hidden": hidden, "input_size": inputs, "batch": batch, "steps": steps,
            "layers": layers,

@@ -10,6 +10,16 @@ from __future__ import annotations
 import pytest
 
 import rnncore as rc
+from rnncore import _core
+
+
+@pytest.fixture(autouse=True)
+def thread_settings_from_environment():
+    """The library reads its RNNCORE_* settings once; tests change them (monkeypatch, whose undo
+    runs before this fixture's teardown): each test starts and ends with the environment's."""
+    _core._reload_thread_settings()
+    yield
+    _core._reload_thread_settings()
 
 
 @pytest.fixture

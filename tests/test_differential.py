@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 import rnncore as rc
+from rnncore import _core
 
 CELLS = {
     "rnn_tanh": lambda **kw: rc.RNN(nonlinearity="tanh", **kw),
@@ -68,6 +69,7 @@ def setting(name):
         for k in saved:
             os.environ.pop(k, None)
         os.environ.update(env)
+        _core._reload_thread_settings()  # the library reads RNNCORE_* once otherwise
         yield
     finally:
         for k, v in saved.items():
@@ -75,6 +77,7 @@ def setting(name):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        _core._reload_thread_settings()
         rc.set_num_threads(before[0])
         rc.set_thread_plan(before[1])
         rc.reset_thread_plan()

@@ -215,10 +215,11 @@ def test_products_split_across_two_threads_match_reference(cell, threads):
 
 @pytest.fixture
 def wavefront_setting(monkeypatch):
-    """Sets RNNCORE_WAVEFRONT (read on every call) for one test."""
+    """Sets RNNCORE_WAVEFRONT for one test."""
 
     def set_to(value):
         monkeypatch.setenv("RNNCORE_WAVEFRONT", value)
+        _core._reload_thread_settings()  # the library reads RNNCORE_* once otherwise
 
     return set_to
 
@@ -292,10 +293,11 @@ def test_wavefront_is_used_only_where_it_can_run(threads, wavefront_setting):
 
 @pytest.fixture
 def time_loop_setting(monkeypatch):
-    """Sets RNNCORE_TIME_LOOP (read on every call) for one test."""
+    """Sets RNNCORE_TIME_LOOP for one test."""
 
     def set_to(value):
         monkeypatch.setenv("RNNCORE_TIME_LOOP", value)
+        _core._reload_thread_settings()
 
     return set_to
 
@@ -353,10 +355,12 @@ def test_weights_packed_by_two_threads_match_one_and_the_reference(cell, threads
     _core.set_num_threads(2)
     parallel = forward_backward(model, x)
     monkeypatch.setenv("RNNCORE_PARALLEL_PACK", "0")
+    _core._reload_thread_settings()
     serial = forward_backward(model, x)
     for key in serial:
         np.testing.assert_array_equal(parallel[key], serial[key], err_msg=key)
     monkeypatch.delenv("RNNCORE_PARALLEL_PACK")
+    _core._reload_thread_settings()
     check_against_reference(cell, input_size=300, hidden_size=150, steps=5, batch=9)
 
 
@@ -366,6 +370,7 @@ def test_time_loop_split_is_chosen_by_size(threads, time_loop_setting, monkeypat
     # Measured on the 2-core Zen 4 with 1 MiB of L2 per core (bench/README.md, "Splitting the
     # time loop"); the split by sequences is weighed against the L2 size.
     monkeypatch.setenv("RNNCORE_L2_BYTES", "1048576")
+    _core._reload_thread_settings()
     assert _core.l2_cache_bytes() == 1048576
     assert time_loop_split("lstm", 256, 100, 32) == (2, "rows")  # compute-bound: sequences
     assert time_loop_split("gru", 64, 200, 4) == (2, "rows")  # W_hh (48 KB) stays in each L2
@@ -375,11 +380,14 @@ def test_time_loop_split_is_chosen_by_size(threads, time_loop_setting, monkeypat
     assert time_loop_split("lstm", 384, 100, 16) == (2, "rows")  # 8 each: compute-bound
     # The Xeon's 2 MiB (bench/README.md, "A Xeon VM").
     monkeypatch.setenv("RNNCORE_L2_BYTES", "2097152")
+    _core._reload_thread_settings()
     assert time_loop_split("lstm", 256, 100, 4) == (2, "rows")  # 1 MB: half of L2
     assert time_loop_split("lstm", 512, 100, 8) == (2, "units")  # 4 MB
     monkeypatch.delenv("RNNCORE_L2_BYTES")
+    _core._reload_thread_settings()
     assert _core.l2_cache_bytes() > 0  # the system's
     monkeypatch.setenv("RNNCORE_L2_BYTES", "1048576")
+    _core._reload_thread_settings()
     assert time_loop_split("lstm", 256, 150, 1) == (2, "units")
     assert time_loop_split("lstm", 48, 200, 2) == (2, "rows")  # one sequence each, 36 KB
     assert time_loop_split("rnn_tanh", 32, 200, 1) == (1, "one")  # too small for a barrier

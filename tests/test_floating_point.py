@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import rnncore as rc
+from rnncore import _core
 
 # These tests force particular splits across threads; the fixed plan keeps each call on the
 # threads it was given (tests/test_differential.py covers the default measured plan).
@@ -56,6 +57,7 @@ def test_subnormal_results_are_flushed_on_every_thread(flush_setting, threads, m
     rc.set_num_threads(threads)
     # Split by hidden units: each thread computes outputs of its own.
     monkeypatch.setenv("RNNCORE_TIME_LOOP", "units" if threads > 1 else "one")
+    _core._reload_thread_settings()  # the library reads RNNCORE_* once otherwise
     model = subnormal_rnn()
     x = np.full((5, 3, 1), TINY * np.float32(4.0), np.float32)  # exact outputs 4e-40
     rc.set_flush_denormals(True)

@@ -14,15 +14,19 @@
 #include <string_view>
 #include <vector>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "rnncore/checked.h"
 #include "rnncore/cuda.h"
 #include "rnncore/io.h"
 #include "rnncore/memory.h"
 #include "rnncore/model.h"
-#include "rnncore/parallel.h"
 #include "rnncore/sequence.h"
 #include "rnncore/stream.h"
 #include "rnncore/thread_plan.h"
+#include "thread_policy.h"
 
 namespace py = pybind11;
 using rnncore::CellKind;
@@ -883,14 +887,14 @@ PYBIND11_MODULE(_core, m) {
           throw py::value_error("steps and batch: expected positive integers, got steps=" +
                                 std::to_string(steps) + ", batch=" + std::to_string(batch));
         }
-        if (dtype == "float32") return rnncore::wavefront_threads<float>(c, steps, batch);
-        if (dtype == "float64") return rnncore::wavefront_threads<double>(c, steps, batch);
+        if (dtype == "float32") return rnncore::detail::wavefront_threads<float>(c, steps, batch);
+        if (dtype == "float64") return rnncore::detail::wavefront_threads<double>(c, steps, batch);
         throw py::value_error("dtype: expected float32 or float64, got " + dtype);
       },
       py::arg("cell"), py::arg("input_size"), py::arg("hidden_size"), py::arg("num_layers"),
       py::arg("bidirectional"), py::arg("steps"), py::arg("batch"), py::arg("dtype") = "float32",
       "Threads a forward/backward call of this shape runs its layers on as a wavefront (1: layer "
-      "after layer); see rnncore/sequence.h.");
+      "after layer); see cpp/src/thread_policy.h.");
   m.def(
       "time_loop_split",
       [](int cell, int64_t hidden_size, int64_t steps, int64_t batch, const std::string& dtype) {
@@ -899,11 +903,11 @@ PYBIND11_MODULE(_core, m) {
           throw py::value_error("steps and batch: expected positive integers, got steps=" +
                                 std::to_string(steps) + ", batch=" + std::to_string(batch));
         }
-        rnncore::TimeLoopSplit split;
+        rnncore::detail::TimeLoopSplit split;
         if (dtype == "float32") {
-          split = rnncore::time_loop_split<float>(c, steps, batch);
+          split = rnncore::detail::time_loop_split<float>(c, steps, batch);
         } else if (dtype == "float64") {
-          split = rnncore::time_loop_split<double>(c, steps, batch);
+          split = rnncore::detail::time_loop_split<double>(c, steps, batch);
         } else {
           throw py::value_error("dtype: expected float32 or float64, got " + dtype);
         }
@@ -945,12 +949,14 @@ PYBIND11_MODULE(_core, m) {
         "The x86 extensions of build_info()['isa_features']'s vocabulary that the running CPU "
         "supports (cpuid), or None where that cannot be asked.");
   m.def("set_flush_denormals", &rnncore::set_flush_denormals, py::arg("flush"),
-        "Whether the kernels flush subnormal floats to zero (default True; see rnncore/parallel.h).");
+        "Whether the kernels flush subnormal floats to zero (default True; see rnncore/thread_plan.h).");
   m.def("get_flush_denormals", &rnncore::flush_denormals);
-  m.def("l2_cache_bytes", &rnncore::l2_cache_bytes,
+  m.def("l2_cache_bytes", &rnncore::detail::l2_cache_bytes,
         "One core's L2 cache in bytes, as the time-loop split weighs it (RNNCORE_L2_BYTES, else "
         "the system's, else 1 MiB).");
   m.def("get_num_threads", &rnncore::max_threads);
+  m.def("_reload_thread_settings", &rnncore::detail::reload_thread_settings,
+        "Tests only: re-read the RNNCORE_* thread settings (read once otherwise).");
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error("num_threads: expected >= 1, got " + std::to_string(n));
 #ifdef _OPENMP

@@ -24,7 +24,7 @@
 #include <type_traits>
 
 #include "rnncore/memory.h"
-#include "rnncore/parallel.h"
+#include "parallel.h"
 #include "register_hint.h"
 
 namespace rnncore {
@@ -70,24 +70,10 @@ class PackedPanels {
     data_.resize(static_cast<std::size_t>(groups * chunks_ * depth * kPanel));
     // Threads share out the panels (each written by one thread: the same bits however many).
     const int64_t panels = groups * chunks_;
-    const int threads = static_cast<int>(std::min<int64_t>(
-        {panels, in_parallel() || !parallel_pack() ? 1 : max_threads(),
-         1 + static_cast<int64_t>(data_.size() * sizeof(S) / kPackBytesPerThread)}));
+    const int threads = pack_threads(data_.size() * sizeof(S), panels);
     parallel_team(threads, [&](int thread, int team, StepBarrier&) {
       pack_panels(source, ld, transposed, panels * thread / team, panels * (thread + 1) / team);
     });
-  }
-
-  // A thread more per this many bytes of panels. Two threads against one packing, interleaved
-  // (bench/README.md, "Packing on two threads"): median 1.05x over 96 calls of H 128-1024, up
-  // to 1.38x for short sequences (N = 1, T = 30), none slower; at H = 128 (W_hh 64-256 KB)
-  // 1.01x. A team started for the packing also wakes the second core before the time loop's.
-  static constexpr std::size_t kPackBytesPerThread = std::size_t{1} << 18;
-
-  // RNNCORE_PARALLEL_PACK=0 packs on the calling thread only (for measurements).
-  static bool parallel_pack() noexcept {
-    const char* value = std::getenv("RNNCORE_PARALLEL_PACK");
-    return value == nullptr || std::strcmp(value, "0") != 0;
   }
 
  private:

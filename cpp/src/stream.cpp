@@ -11,7 +11,7 @@
 #include <string>
 
 #include "rnncore/cell.h"
-#include "rnncore/parallel.h"
+#include "parallel.h"
 #include "address_sanitizer.h"
 #include "register_hint.h"
 

@@ -1,15 +1,15 @@
+// The measured thread plan (rnncore/thread_plan.h): TeamOrAlone's choice per kind of call and
+// the registry of kinds that MeasuredCall consults (thread_policy.h).
 #include "rnncore/thread_plan.h"
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <map>
 #include <mutex>
 #include <tuple>
 
-#include "rnncore/parallel.h"
-#include "thread_plan_call.h"
+#include "parallel.h"
+#include "thread_policy.h"
 
 namespace rnncore {
 namespace detail {
@@ -144,20 +144,9 @@ int64_t steps_class(int64_t steps) noexcept {
 }
 
 std::atomic<int>& mode() {
-  static std::atomic<int> m{[] {
-    const char* value = std::getenv("RNNCORE_THREAD_PLAN");
-    return value != nullptr && std::strcmp(value, "fixed") == 0 ? static_cast<int>(ThreadPlan::Fixed)
-                                                                 : static_cast<int>(ThreadPlan::Measured);
-  }()};
+  static std::atomic<int> m{static_cast<int>(thread_settings().measured_plan ? ThreadPlan::Measured
+                                                                             : ThreadPlan::Fixed)};
   return m;
-}
-
-// RNNCORE_TIME_LOOP or RNNCORE_WAVEFRONT set: an experiment asks for a split, which a call
-// moved to one thread would not run.
-bool split_forced() noexcept {
-  const char* loop = std::getenv("RNNCORE_TIME_LOOP");
-  const char* wave = std::getenv("RNNCORE_WAVEFRONT");
-  return (loop != nullptr && loop[0] != '\0') || (wave != nullptr && wave[0] != '\0');
 }
 
 const char* pass_name(int pass) noexcept {
@@ -175,7 +164,7 @@ MeasuredCall::MeasuredCall(PassKind pass, const ModelConfig& config, int scalar_
     : steps_(steps), saved_cap_(thread_cap()), exceptions_(std::uncaught_exceptions()) {
   if (thread_plan() != ThreadPlan::Measured || in_parallel() || steps < 1 || batch < 1) return;
   const int threads = max_threads();
-  if (threads < 2 || split_forced()) return;
+  if (threads < 2 || thread_settings().split_forced) return;
   const double work = forward_flops(config, steps, batch) * (pass == PassKind::Backward ? 2.0 : 1.0);
   if (!(work >= kMinMeasuredFlops)) return;
   const Key key{static_cast<int>(pass), static_cast<int>(config.cell), scalar_bytes,

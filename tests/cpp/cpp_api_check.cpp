@@ -32,6 +32,7 @@
 #include "rnncore/stream.h"
 #include "rnncore/thread_plan.h"
 #include "api_check_case.h"
+#include "thread_policy.h"
 
 namespace {
 
@@ -57,6 +58,7 @@ void apply(const Setting& s) {
   rnncore::reset_thread_plan();
   set_env("RNNCORE_TIME_LOOP", s.time_loop);
   set_env("RNNCORE_WAVEFRONT", s.wavefront);
+  rnncore::detail::reload_thread_settings();  // the library reads them once otherwise
 }
 
 template <typename S>

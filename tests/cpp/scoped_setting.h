@@ -1,8 +1,11 @@
-// Test helper: an environment variable and OpenMP's thread count set for one scope.
+// Test helper: an environment variable and OpenMP's thread count set for one scope (the
+// library reads its RNNCORE_* settings once: the helper has it read them again).
 #pragma once
 
 #include <cstdlib>
 #include <string>
+
+#include "thread_policy.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -17,6 +20,7 @@ class ScopedSetting {
   ScopedSetting(const char* name, const char* value, int threads)
       : name_(name), set_(value != nullptr) {
     if (set_) setenv(name, value, 1);
+    rnncore::detail::reload_thread_settings();
 #ifdef _OPENMP
     before_ = omp_get_max_threads();
     omp_set_num_threads(threads);
@@ -26,6 +30,7 @@ class ScopedSetting {
   }
   ~ScopedSetting() {
     if (set_) unsetenv(name_.c_str());
+    rnncore::detail::reload_thread_settings();
 #ifdef _OPENMP
     omp_set_num_threads(before_);
 #endif

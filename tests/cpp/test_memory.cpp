@@ -8,7 +8,7 @@
 
 #include "address_sanitizer.h"  // cpp/src
 #include "rnncore/memory.h"
-#include "rnncore/parallel.h"
+#include "parallel.h"
 
 namespace {
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "rnncore/parallel.h"
+#include "parallel.h"
 #include "rnncore/sequence.h"
 #include "scoped_setting.h"
 
@@ -115,12 +115,12 @@ TEST(Wavefront, BitwiseEqualToLayerByLayer) {
         Result serial, wave;
         {
           Setting s("0", 1);
-          ASSERT_EQ(rnncore::wavefront_threads<float>(config, T, N), 1);
+          ASSERT_EQ(rnncore::detail::wavefront_threads<float>(config, T, N), 1);
           serial = run(config, T, N, lengths);
         }
         {
           Setting s("1", 2);
-          ASSERT_EQ(rnncore::wavefront_threads<float>(config, T, N), 2);
+          ASSERT_EQ(rnncore::detail::wavefront_threads<float>(config, T, N), 2);
           wave = run(config, T, N, lengths);
         }
         const std::string what = "cell " + std::to_string(static_cast<int>(cell)) + ", " +
@@ -137,16 +137,16 @@ TEST(Wavefront, ChosenOnlyWhereItCanRun) {
   const ModelConfig lstm = stack(CellKind::Lstm, 64, 64, 2);
 #ifndef _OPENMP
   // One thread only: the layers always run one after the other.
-  EXPECT_EQ(rnncore::wavefront_threads<float>(lstm, 96, 1), 1);
+  EXPECT_EQ(rnncore::detail::wavefront_threads<float>(lstm, 96, 1), 1);
   return;
 #endif
-  EXPECT_EQ(rnncore::wavefront_threads<float>(lstm, 96, 1), 2);
-  EXPECT_EQ(rnncore::wavefront_threads<float>(lstm, 4, 1), 1);  // too few steps to pipeline
+  EXPECT_EQ(rnncore::detail::wavefront_threads<float>(lstm, 96, 1), 2);
+  EXPECT_EQ(rnncore::detail::wavefront_threads<float>(lstm, 4, 1), 1);  // too few steps to pipeline
   ModelConfig bidirectional = lstm;
   bidirectional.bidirectional = true;
-  EXPECT_EQ(rnncore::wavefront_threads<float>(bidirectional, 96, 1), 1);
-  EXPECT_EQ(rnncore::wavefront_threads<float>(stack(CellKind::Lstm, 64, 64, 1), 96, 1), 1);
-  EXPECT_THROW(rnncore::wavefront_threads<float>(lstm, 0, 1), std::invalid_argument);
+  EXPECT_EQ(rnncore::detail::wavefront_threads<float>(bidirectional, 96, 1), 1);
+  EXPECT_EQ(rnncore::detail::wavefront_threads<float>(stack(CellKind::Lstm, 64, 64, 1), 96, 1), 1);
+  EXPECT_THROW(rnncore::detail::wavefront_threads<float>(lstm, 0, 1), std::invalid_argument);
 }
 
 // RNNCORE_TIME_LOOP and the OpenMP thread count for one scope.
@@ -169,13 +169,13 @@ TEST(TimeLoop, SplitsAreBitwiseEqualToOneThread) {
       Result one;
       {
         LoopSetting s("one", 2);
-        const rnncore::TimeLoopSplit split = rnncore::time_loop_split<float>(config, T, N);
+        const rnncore::detail::TimeLoopSplit split = rnncore::detail::time_loop_split<float>(config, T, N);
         ASSERT_EQ(split.threads, 1);
         one = run(config, T, N, lengths);
       }
       for (const char* how : {"units", "rows"}) {
         LoopSetting s(how, 2);
-        const rnncore::TimeLoopSplit split = rnncore::time_loop_split<float>(config, T, N);
+        const rnncore::detail::TimeLoopSplit split = rnncore::detail::time_loop_split<float>(config, T, N);
         ASSERT_EQ(split.threads, 2) << how;
         ASSERT_EQ(split.by_rows, std::string(how) == "rows");
         const Result got = run(config, T, N, lengths);
@@ -191,16 +191,17 @@ TEST(TimeLoop, SplitsAreBitwiseEqualToOneThread) {
 TEST(TimeLoop, SplitChosenBySize) {
   LoopSetting s("", 2);
   const auto split = [](CellKind cell, int64_t H, int64_t T, int64_t N) {
-    const rnncore::TimeLoopSplit got = rnncore::time_loop_split<float>(stack(cell, H, H, 1), T, N);
+    const rnncore::detail::TimeLoopSplit got = rnncore::detail::time_loop_split<float>(stack(cell, H, H, 1), T, N);
     return got.threads == 1 ? std::string("one") : got.by_rows ? "rows" : "units";
   };
 #ifndef _OPENMP
   EXPECT_EQ(split(CellKind::Lstm, 256, 100, 32), "one");
   return;
 #endif
-  // The choices depend on the L2 size (rnncore::l2_cache_bytes): 1 MiB as on the Zen 4.
+  // The choices depend on the L2 size (rnncore::detail::l2_cache_bytes): 1 MiB as on the Zen 4.
   setenv("RNNCORE_L2_BYTES", "1048576", 1);
-  EXPECT_EQ(rnncore::l2_cache_bytes(), 1048576.0);
+  rnncore::detail::reload_thread_settings();
+  EXPECT_EQ(rnncore::detail::l2_cache_bytes(), 1048576.0);
   EXPECT_EQ(split(CellKind::Lstm, 256, 100, 32), "rows");   // compute-bound: sequences
   EXPECT_EQ(split(CellKind::Lstm, 64, 200, 4), "rows");     // W_hh (64 KB) fits in L2
   EXPECT_EQ(split(CellKind::Lstm, 256, 100, 4), "units");   // W_hh 1 MB: half each
@@ -210,12 +211,15 @@ TEST(TimeLoop, SplitChosenBySize) {
   EXPECT_EQ(split(CellKind::Lstm, 256, 150, 1), "units");
   // 2 MiB, as on the Xeon: an LSTM 256's 1 MB W_hh fits in half of it.
   setenv("RNNCORE_L2_BYTES", "2097152", 1);
+  rnncore::detail::reload_thread_settings();
   EXPECT_EQ(split(CellKind::Lstm, 256, 100, 4), "rows");
   EXPECT_EQ(split(CellKind::Gru, 384, 100, 8), "rows");     // 1.7 MB
   EXPECT_EQ(split(CellKind::Lstm, 384, 100, 8), "units");
-  setenv("RNNCORE_L2_BYTES", "not a size", 1);              // ignored: the system's L2
-  EXPECT_GT(rnncore::l2_cache_bytes(), 0.0);
+  setenv("RNNCORE_L2_BYTES", "not a size", 1);  // ignored: the system's L2
+  rnncore::detail::reload_thread_settings();
+  EXPECT_GT(rnncore::detail::l2_cache_bytes(), 0.0);
   unsetenv("RNNCORE_L2_BYTES");
+  rnncore::detail::reload_thread_settings();
   EXPECT_EQ(split(CellKind::Lstm, 48, 200, 2), "rows");     // one sequence each, W_hh 36 KB
   EXPECT_EQ(split(CellKind::RnnTanh, 32, 200, 1), "one");   // a step too small for a barrier
   EXPECT_EQ(split(CellKind::RnnTanh, 16, 2000, 8), "one");  // too small even without one
@@ -224,7 +228,7 @@ TEST(TimeLoop, SplitChosenBySize) {
     LoopSetting rows("rows", 2);
     EXPECT_EQ(split(CellKind::Lstm, 256, 100, 1), "one");  // one sequence cannot split by rows
   }
-  EXPECT_THROW(rnncore::time_loop_split<float>(stack(CellKind::Lstm, 8, 8, 1), 0, 1),
+  EXPECT_THROW(rnncore::detail::time_loop_split<float>(stack(CellKind::Lstm, 8, 8, 1), 0, 1),
                std::invalid_argument);
 }
 

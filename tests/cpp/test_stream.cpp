@@ -16,8 +16,9 @@
 #include <vector>
 
 #include "rnncore/model.h"
-#include "rnncore/parallel.h"
+#include "parallel.h"
 #include "rnncore/stream.h"
+#include "thread_policy.h"
 
 // Counts every allocation in this test binary, to check the hot path makes none. Every form of
 // operator new is replaced, the nothrow ones too (std::stable_sort's buffer comes from one):
@@ -553,7 +554,7 @@ TEST(Sizes, SequenceCallsWhoseArraysOverflowAreRefused) {
     rnncore::sequence_forward<float>(prepared, 3, int64_t(1) << 60, nullptr, nullptr, nullptr,
                                      nullptr, nullptr, nullptr, nullptr);
   }, "batch");
-  expect_length_error([&] { rnncore::wavefront_threads<float>(model.config(), big, big); }, "steps * batch");
+  expect_length_error([&] { rnncore::detail::wavefront_threads<float>(model.config(), big, big); }, "steps * batch");
   Stream<float> stream(model, 2);
   expect_length_error([&] { stream.step_many(std::numeric_limits<int64_t>::max() / 4, nullptr, nullptr); },
                       "steps * batch_size * input_size");

@@ -8,9 +8,10 @@
 #include <random>
 #include <vector>
 
-#include "rnncore/parallel.h"
+#include "parallel.h"
 #include "rnncore/sequence.h"
 #include "rnncore/thread_plan.h"
+#include "thread_policy.h"
 
 #ifdef _OPENMP
 #include <omp.h>

@@ -15,15 +15,9 @@
 #include <type_traits>
 
 #include "rnncore/cell_unit.h"
+#include "rnncore/config.h"
 
 namespace rnncore {
-
-enum class CellKind : int { RnnTanh = 0, RnnRelu = 1, Lstm = 2, Gru = 3 };
-
-// Rows of W_ih / W_hh per hidden unit: 1 for the vanilla RNN, 4 for LSTM, 3 for GRU.
-constexpr int gate_count(CellKind cell) noexcept {
-  return cell == CellKind::Lstm ? 4 : cell == CellKind::Gru ? 3 : 1;
-}
 
 namespace cell {
 

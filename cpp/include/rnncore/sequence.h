@@ -24,50 +24,10 @@
 #include <string>
 #include <vector>
 
-#include "rnncore/cell.h"
+#include "rnncore/config.h"
 #include "rnncore/memory.h"
 
 namespace rnncore {
-
-struct ModelConfig {
-  CellKind cell = CellKind::Lstm;
-  int64_t input_size = 0;
-  int64_t hidden_size = 0;
-  int64_t num_layers = 1;
-  bool bidirectional = false;
-  bool bias = true;
-
-  int directions() const noexcept { return bidirectional ? 2 : 1; }
-  int gates() const noexcept { return gate_count(cell); }
-  int64_t layer_input_size(int64_t layer) const noexcept {
-    return layer == 0 ? input_size : directions() * hidden_size;
-  }
-  // Throws std::invalid_argument when a size is not positive.
-  void validate() const;
-  bool operator==(const ModelConfig& o) const noexcept {
-    return cell == o.cell && input_size == o.input_size && hidden_size == o.hidden_size &&
-           num_layers == o.num_layers && bidirectional == o.bidirectional && bias == o.bias;
-  }
-};
-
-template <typename S>
-struct DirectionWeights {
-  const S* w_ih = nullptr;
-  const S* w_hh = nullptr;
-  const S* b_ih = nullptr;
-  const S* b_hh = nullptr;
-};
-
-// Gradient outputs for one (layer, direction); every array is overwritten (not accumulated).
-// A nullptr array is not computed (a frozen weight: for w_ih and w_hh, a GEMM over all steps
-// saved).
-template <typename S>
-struct DirectionGrads {
-  S* w_ih = nullptr;
-  S* w_hh = nullptr;
-  S* b_ih = nullptr;  // ignored (may be nullptr) for a model without bias
-  S* b_hh = nullptr;
-};
 
 // A model's weights packed once for repeated inference calls: what sequence_forward otherwise
 // packs on every call (W_ih^T and W_hh^T of every layer and direction, a read and a write of
@@ -182,33 +142,6 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
                        const S* grad_c_n, S* grad_x, S* grad_h0, S* grad_c0,
                        const std::vector<DirectionGrads<S>>& grads);
 
-// Threads that sequence_forward and sequence_backward would run this call's layers on as a
-// wavefront (layer k on thread k % team, chunks of steps pipelined from layer to layer), or 1
-// when the layers run one after the other (each layer then threads its own time loop). Only a
-// unidirectional stack of >= 2 layers with >= 2 threads and enough steps qualifies; by default
-// it is used where measured faster, RNNCORE_WAVEFRONT=1 uses it wherever it qualifies and
-// RNNCORE_WAVEFRONT=0 never. Results are the same bit for bit either way.
-template <typename S>
-int wavefront_threads(const ModelConfig& config, int64_t steps, int64_t batch);
-
-// How the time loop of one (layer, direction) of this shape runs when it runs on its own (a
-// unidirectional layer outside a wavefront; with two threads, the two directions of a
-// bidirectional layer run one on each thread instead): on `threads` threads, each taking a
-// share of the sequences (by_rows) or of the hidden units (a barrier every step). Chosen by
-// size (sequence.cpp, plan_time_loop); RNNCORE_TIME_LOOP=one|units|rows forces it (rows only
-// where batch >= 2). Results are the same bit for bit whichever runs.
-struct TimeLoopSplit {
-  int threads = 1;
-  bool by_rows = false;
-};
-template <typename S>
-TimeLoopSplit time_loop_split(const ModelConfig& config, int64_t steps, int64_t batch);
-
-// The size of one core's L2 cache in bytes, which the split by sequences is weighed against (a
-// thread that takes whole sequences reads all of W_hh every step): RNNCORE_L2_BYTES when set to
-// a positive number, else what the system reports (sysconf), else 1 MiB.
-double l2_cache_bytes() noexcept;
-
 // The instruction set this library's kernels were compiled for: fixed at build time by
 // RNNCORE_ARCH (the compiler's target macros), whatever CPU later runs them. A CPU without one of
 // `features` stops with an illegal instruction.
@@ -226,7 +159,5 @@ KernelIsa kernel_isa();
 // supports (cpuid); std::nullopt where that cannot be asked (not x86, or not g++/clang).
 std::optional<std::vector<std::string>> cpu_isa_features();
 
-// The floating-point operations of one forward pass (multiply-adds count 2), for GFLOP/s.
-double forward_flops(const ModelConfig& config, int64_t steps, int64_t batch) noexcept;
 
 }  // namespace rnncore

@@ -1,9 +1,9 @@
-// Thread helpers shared by the kernels. OpenMP is optional: without it everything runs serially.
+// The mechanics of the kernels' threads (how many: thread_policy.h): a team, the two directions
+// of a layer, a step barrier, subnormal flushing on every thread. OpenMP is optional: without
+// it everything runs serially.
 #pragma once
 
 #include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <exception>
 #include <thread>
 
@@ -16,6 +16,9 @@
 #include <omp.h>
 #endif
 
+#include "rnncore/thread_plan.h"
+#include "thread_policy.h"
+
 namespace rnncore {
 
 // Whether the caller already runs inside an active OpenMP team (then kernels stay serial).
@@ -25,31 +28,6 @@ inline bool in_parallel() noexcept {
 #else
   return false;
 #endif
-}
-
-// Subnormal floats (below 1.2e-38 in float32) cost x86 cores ~100 cycles per operation instead
-// of a few. Gradients that vanish through time pass through them: an RNN's BPTT with a small W_hh
-// ran 8x slower (H = 66, N = 64, T = 100: 3.3 -> 25 ms a step with ~1000 subnormal gradient
-// entries). So while the kernels run, every thread that runs them flushes subnormal results to
-// zero and reads subnormal inputs as zero (MXCSR's FTZ and DAZ bits, restored afterwards), as
-// TensorFlow does by default and PyTorch (`torch.set_flush_denormal`) and ONNX Runtime offer.
-// On by default; set_flush_denormals(false) or RNNCORE_FLUSH_DENORMALS=0 turn it off. Other
-// CPUs than x86: no effect.
-namespace detail {
-inline std::atomic<int>& flush_denormals_setting() noexcept {
-  static std::atomic<int> setting{[] {
-    const char* value = std::getenv("RNNCORE_FLUSH_DENORMALS");
-    return value != nullptr && std::strcmp(value, "0") == 0 ? 0 : 1;
-  }()};
-  return setting;
-}
-}  // namespace detail
-
-inline void set_flush_denormals(bool flush) noexcept {
-  detail::flush_denormals_setting().store(flush ? 1 : 0, std::memory_order_relaxed);
-}
-inline bool flush_denormals() noexcept {
-  return detail::flush_denormals_setting().load(std::memory_order_relaxed) != 0;
 }
 
 // Flushes subnormals on the current thread for its lifetime (when flush_denormals()), then puts
@@ -103,37 +81,16 @@ class FlushDenormals {
   unsigned saved_ = 0, after_ = 0;
 };
 
-namespace detail {
-// A cap on the threads of the calls the current thread makes (0: none). The measured thread
-// plan (thread_plan.h) sets it to 1 around a call it runs on one thread.
-inline int& thread_cap() noexcept {
-  thread_local int cap = 0;
-  return cap;
-}
-}  // namespace detail
-
-// The threads a kernel called from here may use: OpenMP's, under the current thread's cap.
-inline int max_threads() noexcept {
-#ifdef _OPENMP
-  const int threads = omp_get_max_threads(), cap = detail::thread_cap();
-  return cap > 0 && cap < threads ? cap : threads;
-#else
-  return 1;
-#endif
-}
-
 // Runs fn(0) .. fn(directions - 1). The two directions of a bidirectional layer are independent,
 // so they run on two threads when there are two; Eigen then keeps each GEMM on its own thread
 // (it does not nest inside an active parallel region). An exception thrown by fn is rethrown
 // here rather than escaping the parallel region, which would terminate the process.
-// `flops` is the work of one direction: waking a second thread costs microseconds (far more on a
-// loaded machine), so small layers stay on the calling thread.
-constexpr double kMinParallelFlops = 4.0e6;
+// `flops` is the work of one direction (from detail::kMinParallelFlops on two threads).
 
 template <typename Fn>
 void parallel_directions(int directions, double flops, Fn&& fn) {
 #ifdef _OPENMP
-  if (directions > 1 && flops >= kMinParallelFlops && max_threads() > 1 &&
+  if (directions > 1 && flops >= detail::kMinParallelFlops && max_threads() > 1 &&
       !omp_in_parallel()) {
     std::exception_ptr failures[2] = {nullptr, nullptr};
     const unsigned caller = FlushDenormals::caller_state();
@@ -185,14 +142,9 @@ void spin_until(Ready&& ready) noexcept {
 }
 
 // The per-step barrier of a time loop run by parallel_team: a sense-reversing counter barrier
-// that spins briefly and then yields the CPU.
-//
-// Why not `#pragma omp barrier`: libgomp's waiters spin for up to GOMP_SPINCOUNT iterations
-// (milliseconds) before sleeping. When the scheduler puts both threads of the team on one CPU
-// (it does, now and then, on these 2-core machines with nothing pinned), a waiter spinning there
-// keeps the thread it waits for off the CPU for that long at every step: measured RNN 64x64x100
-// inference at 0.4-0.7x of one thread in such runs, 1.3x when the threads were pinned. Yielding
-// after a short spin hands the CPU over at once, and costs nothing when each thread has its own.
+// that spins briefly and then yields the CPU. Not `#pragma omp barrier`: libgomp's waiters spin
+// for milliseconds, which stalls the team whenever both threads share one CPU
+// (bench/README.md, "Why the time loop has its own barrier").
 class StepBarrier {
  public:
   explicit StepBarrier(int threads) noexcept : threads_(threads) {}
