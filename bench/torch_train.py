@@ -21,7 +21,6 @@ import torch
 
 import rnncore.torch as rt
 from rnncore import _core
-from rnncore._compiled import CELL_CODES
 
 VOCAB = 64
 KINDS = {"rnn": (rt.RNN, torch.nn.RNN), "lstm": (rt.LSTM, torch.nn.LSTM), "gru": (rt.GRU, torch.nn.GRU)}
@@ -91,7 +90,7 @@ def bridge(args):
     x = torch.randn(T, N, H, requires_grad=True)
     grad = torch.randn(T, N, H)
     weights = [w.detach().numpy() for w in layer._flat_weights]
-    cfg = (CELL_CODES["lstm"], H, H, 2, False, True)
+    cfg = _core.ModelConfig("lstm", H, H, 2, False, True)
     xn, gn = x.detach().numpy(), grad.numpy()
 
     def through_rt():
@@ -102,8 +101,8 @@ def bridge(args):
 
     def direct():
         start = time.perf_counter()
-        _, _, _, cache = _core.forward(*cfg, weights, xn, None, None, None, True)
-        _core.backward(*cfg, weights, cache, gn, None, None)
+        _, _, _, cache = _core.forward(cfg, weights, xn, None, None, None, True)
+        _core.backward(cache, weights, gn, None, None)
         return time.perf_counter() - start
 
     for _ in range(3):
