@@ -10,8 +10,9 @@ import time
 import pytest
 
 import rnncore as rc
-from rnncore.__main__ import main
 from rnncore._progress import SimpleBar
+
+from _apps_testing import assert_one_line_error, keep_threads, run  # noqa: F401 - keep_threads: autouse
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 HAS_BENCHMARK = importlib.util.find_spec("rnncore.benchmark") is not None
@@ -20,27 +21,6 @@ TINY_DEMO = ["demo", "--T", "8", "--steps", "20", "--eval-every", "10", "--test-
              "--hidden", "4", "--no-progress"]
 TINY_CHARLM = ["charlm", "--steps", "4", "--batch", "4", "--bptt", "8", "--hidden", "8",
                "--embedding", "4", "--eval-every", "2", "--sample-chars", "30", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def keep_threads():
-    previous = rc.get_num_threads()
-    yield
-    rc.set_num_threads(previous)
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, expected_code, prog):
-    assert code == expected_code
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"{prog}: error: ")
-    assert "Traceback" not in err
 
 
 def text_file(tmp_path, name="corpus.txt", repeat=80):
@@ -233,7 +213,7 @@ def test_demo_out_that_is_a_file_is_a_one_line_error(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, _, err = run(capsys, *TINY_DEMO, "--cells", "gru", "--out", str(blocker))
-    assert_one_line_error(code, err, 1, "rnncore demo")
+    assert_one_line_error(code, err, "rnncore demo", 1)
 
 
 # ---------------------------------------------------------------- gradflow
@@ -293,7 +273,7 @@ def test_charlm_defaults_to_python_standard_library_sources(capsys):
 
 def test_charlm_missing_file_is_a_one_line_error(capsys, tmp_path):
     code, _, err = run(capsys, *TINY_CHARLM, "--text", str(tmp_path / "missing.txt"))
-    assert_one_line_error(code, err, 1, "rnncore charlm")
+    assert_one_line_error(code, err, "rnncore charlm", 1)
     assert "cannot read" in err and "missing.txt" in err
 
 
@@ -304,7 +284,7 @@ def test_charlm_directory_binary_and_short_files_are_one_line_errors(capsys, tmp
     short.write_text("abc", encoding="utf-8")
     for path in (tmp_path, binary, short):
         code, _, err = run(capsys, *TINY_CHARLM, "--text", str(path))
-        assert_one_line_error(code, err, 1, "rnncore charlm")
+        assert_one_line_error(code, err, "rnncore charlm", 1)
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
@@ -312,7 +292,7 @@ def test_charlm_unreadable_file_is_a_one_line_error(capsys, tmp_path):
     path = text_file(tmp_path)
     os.chmod(path, 0)
     code, _, err = run(capsys, *TINY_CHARLM, "--text", path)
-    assert_one_line_error(code, err, 1, "rnncore charlm")
+    assert_one_line_error(code, err, "rnncore charlm", 1)
 
 
 # ---------------------------------------------------------------- bench
@@ -322,7 +302,7 @@ def test_bench_runs_the_harness_or_says_it_is_missing(capsys):
         assert code == 0 and "usage" in out.lower()
     else:
         code, _, err = run(capsys, "bench")
-        assert_one_line_error(code, err, 1, "rnncore bench")
+        assert_one_line_error(code, err, "rnncore bench", 1)
 
 
 @pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
@@ -330,7 +310,7 @@ def test_bench_runs_the_harness_or_says_it_is_missing(capsys):
                                   ["--bidirectional", "maybe"]])
 def test_bench_usage_errors_are_one_line_with_status_2(capsys, argv):
     code, _, err = run(capsys, "bench", *argv)
-    assert_one_line_error(code, err, 2, "rnncore bench")
+    assert_one_line_error(code, err, "rnncore bench", 2)
 
 
 @pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
@@ -388,7 +368,7 @@ def test_bench_rejects_malformed_shapes(capsys, text):
 def test_bad_arguments_exit_2_with_one_line(capsys, argv):
     code, _, err = run(capsys, *argv)
     prog = "rnncore" if argv[0] == "frobnicate" else f"rnncore {argv[0]}"
-    assert_one_line_error(code, err, 2, prog)
+    assert_one_line_error(code, err, prog, 2)
 
 
 # ---------------------------------------------------------------- progress
