@@ -2,12 +2,23 @@
 
     flock /tmp/rnncore-bench.lock python bench/torch_train.py [--cells gru,rnn,lstm]
         [--hidden 64,128,256,512] [--batch 1,8,32] [--steps 50,200] [--threads 1,2] [--rounds 5]
+        [--json FILE]
     flock /tmp/rnncore-bench.lock python bench/torch_train.py --bridge
 
 A step: Embedding(64 -> 64) -> 2-layer RNN/LSTM/GRU (hidden H) -> Linear -> cross-entropy ->
 backward -> Adam. The rt and torch.nn models (same weights) alternate step by step; the table gives
 the median ms per step of each and torch / rt. --bridge times rt.LSTM forward + backward against
 rnncore's kernels called directly on the same arrays (H = 256, N = 32, T = 100).
+
+What bounds the ratio, measured in the same run: "rt rnn" is the rt layer's forward + backward
+alone (on the step's embedded input, timed in the same rounds), so "rest" = rt step - rt rnn is
+the part of a step that is torch's work for both models (embedding, head, loss, Adam, autograd).
+"rnn %GEMM" is the layer's multiply-adds (2 per multiply-add, training = 3x the forward's) per
+second over the float32 GEMM rate measured right before and right after the row
+(rnncore._core.gemm_gflops at the row's thread count, the better of the two: on a shared VM the
+rate moves by 20-40% within minutes). "bound" = torch step / (rest + the layer's work at the GEMM
+rate): the ratio rt would reach if its kernels ran at the GEMM rate with nothing else changed,
+an upper limit for that row (a target above it cannot be met on that machine by faster kernels).
 """
 
 from __future__ import annotations
@@ -19,8 +30,12 @@ import time
 import numpy as np
 import torch
 
+import json
+import platform
+
 import rnncore.torch as rt
 from rnncore import _core
+from rnncore._isa import cpu_model_name
 
 VOCAB = 64
 KINDS = {"rnn": (rt.RNN, torch.nn.RNN), "lstm": (rt.LSTM, torch.nn.LSTM), "gru": (rt.GRU, torch.nn.GRU)}
@@ -60,26 +75,78 @@ def _stepper(model, tokens):
     return step
 
 
+CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def layer_flops(kind, hidden, batch, steps):
+    """Floating-point operations of the 2-layer cell's forward + backward (3x the forward)."""
+    per_step = sum(2 * CELL_GATES[kind] * hidden * (inputs + hidden) for inputs in (64, hidden))
+    return 3.0 * per_step * batch * steps
+
+
+def gemm_rate(threads):
+    """GFLOP/s of the float32 GEMM yardstick at `threads` (best of 3)."""
+    _core.set_num_threads(threads)
+    return max(_core.gemm_gflops(2048, 1024, 512, 5) for _ in range(3))
+
+
+def _layer_timer(model, tokens):
+    """Times the rt layer's forward + backward alone on the step's embedded input."""
+    x = model.embed(tokens[:-1]).detach().requires_grad_(True)
+    grad = torch.randn(x.shape[0], x.shape[1], model.rnn.hidden_size)
+
+    def run():
+        start = time.perf_counter()
+        y, _ = model.rnn(x)
+        y.backward(grad)
+        return time.perf_counter() - start
+
+    return run
+
+
 def training_table(args):
-    print(f"| cell | H | N | T | threads | rt ms | torch.nn ms | torch/rt |")
-    print("|---|---|---|---|---|---|---|---|")
+    rows = []
+    print(f"CPU: {cpu_model_name() or platform.processor()}; torch {torch.__version__}; medians of "
+          f"{args.rounds} interleaved rounds")
+    print("| cell | H | N | T | threads | rt ms | torch.nn ms | torch/rt | rt rnn ms | rest ms | "
+          "rnn %GEMM | bound | GEMM GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)  # one OpenMP runtime: rnncore's threads too
+        rate_before = gemm_rate(threads)
         for kind in args.cells:
             for hidden in args.hidden:
                 for batch in args.batch:
                     for steps in args.steps:
                         tokens = torch.randint(0, VOCAB, (steps + 1, batch))
-                        ours, theirs = (_stepper(m, tokens) for m in _pair(kind, hidden))
+                        models = _pair(kind, hidden)
+                        ours, theirs = (_stepper(m, tokens) for m in models)
+                        layer = _layer_timer(models[0], tokens)
                         for _ in range(2):
-                            ours(), theirs()
-                        a, b = [], []
+                            ours(), theirs(), layer()
+                        a, b, c = [], [], []
                         for _ in range(args.rounds):
                             a.append(ours())
                             b.append(theirs())
-                        ma, mb = statistics.median(a) * 1e3, statistics.median(b) * 1e3
+                            c.append(layer())
+                        rate_after = gemm_rate(threads)
+                        torch.set_num_threads(threads)
+                        rate, rate_before = max(rate_before, rate_after), rate_after
+                        ma, mb, mc = (statistics.median(v) * 1e3 for v in (a, b, c))
+                        rest = max(ma - mc, 0.0)
+                        ideal = layer_flops(kind, hidden, batch, steps) / (rate * 1e9) * 1e3
+                        row = dict(cell=kind, hidden=hidden, batch=batch, steps=steps, threads=threads,
+                                   rt_ms=ma, torch_ms=mb, ratio=mb / ma, rt_rnn_ms=mc, rest_ms=rest,
+                                   gemm_gflops=rate, rnn_pct_gemm=100.0 * ideal / mc,
+                                   bound=mb / (rest + ideal))
+                        rows.append(row)
                         print(f"| {kind} | {hidden} | {batch} | {steps} | {threads} | {ma:.2f} | {mb:.2f} | "
-                              f"{mb / ma:.2f} |", flush=True)
+                              f"{mb / ma:.2f} | {mc:.2f} | {rest:.2f} | {row['rnn_pct_gemm']:.0f} | "
+                              f"{row['bound']:.2f} | {rate:.0f} |", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpu": cpu_model_name(), "torch": torch.__version__, "rounds": args.rounds,
+                       "rows": rows}, f, indent=1)
 
 
 def bridge(args):
@@ -126,6 +193,7 @@ def main():
     p.add_argument("--threads", type=ints, default=[1, 2])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--bridge", action="store_true")
+    p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args()
     bridge(args) if args.bridge else training_table(args)
 

@@ -129,6 +129,25 @@ def test_parity_with_torch_nn(kind, dtype, layers, bidirectional, form, with_hx)
         _compare(gp[name], gp_t[name], dtype, f"grad {name}")
 
 
+@pytest.mark.parametrize("kind,used", [(k, u) for k in KINDS for u in ("output", "h_n", "c_n")
+                                       if u != "c_n" or k == "lstm"])
+def test_a_loss_on_some_outputs_only(kind, used):
+    """Outputs the loss does not use get no gradient (None reaches the kernels, read as zeros)."""
+    torch.manual_seed(0)
+    m = KINDS[kind][0](5, 8, num_layers=2, dtype=torch.float64)
+    t = m.to_torch()
+    x0 = torch.randn(6, 3, 5, dtype=torch.float64)
+    grads = []
+    for module in (m, t):
+        x = x0.clone().requires_grad_()
+        out, h = module(x)
+        value = {"output": out, "h_n": _flat(h)[0], "c_n": _flat(h)[-1]}[used]
+        (value * torch.linspace(-1, 1, value.numel(), dtype=torch.float64).reshape(value.shape)).sum().backward()
+        grads.append([x.grad, *[p.grad for p in module.parameters()]])
+    for a, b in zip(*grads):
+        _compare(a, b, torch.float64, f"grad with a loss on {used}")
+
+
 class _MaskedStack(nn.Module):
     """torch.nn's layers one at a time with given masks between them: the dropout reference."""
 

@@ -76,6 +76,32 @@ inline P logistic(const P& x) {
   return Eigen::internal::scalar_logistic_op<typename Eigen::internal::unpacket_traits<P>::type>()
       .packetOp(x);
 }
+
+// A packet of units with the arithmetic that cell_unit.h's backward formulas use (+, -, * and
+// constants), so that the backward passes evaluate those same formulas on a whole packet at a
+// time. Element by element they were scalar code: 9% of an LSTM 64x8x200 training call on AVX2.
+template <typename P>
+struct Lanes {
+  using Scalar = typename Eigen::internal::unpacket_traits<P>::type;
+  P v;
+  explicit Lanes(const P& p) : v(p) {}
+  template <typename T, typename = std::enable_if_t<std::is_arithmetic<T>::value>>
+  explicit Lanes(T constant) : v(Eigen::internal::pset1<P>(Scalar(constant))) {}
+  Lanes() : v(Eigen::internal::pset1<P>(Scalar(0))) {}
+  friend Lanes operator+(const Lanes& a, const Lanes& b) { return Lanes(Eigen::internal::padd(a.v, b.v)); }
+  friend Lanes operator-(const Lanes& a, const Lanes& b) { return Lanes(Eigen::internal::psub(a.v, b.v)); }
+  friend Lanes operator*(const Lanes& a, const Lanes& b) { return Lanes(Eigen::internal::pmul(a.v, b.v)); }
+};
+
+template <typename S>
+inline Lanes<Packet<S>> load(const S* p) {
+  return Lanes<Packet<S>>(Eigen::internal::ploadu<Packet<S>>(p));
+}
+
+template <typename S>
+inline void store(S* p, const Lanes<Packet<S>>& x) {
+  Eigen::internal::pstoreu(p, x.v);
+}
 }  // namespace fused
 
 // Each cell has a `_part` form and a `_row` form. The part form works on `count` consecutive
@@ -183,8 +209,27 @@ template <typename S>
 inline void lstm_backward_part(int64_t count, int64_t gate_stride, const S* gates,
                                const S* c_prev, const S* tanh_c, const S* grad_h,
                                const S* grad_c, S* grad_gates, S* grad_c_prev) noexcept {
-  // Element by element, so grad_c_prev may alias grad_c.
-  for (int64_t j = 0; j < count; ++j) {
+  // A packet's inputs are all loaded before its results are stored, and the tail goes element
+  // by element, so grad_c_prev may alias grad_c.
+  int64_t j = 0;
+  if constexpr (fused::enabled<S>()) {
+    using fused::load;
+    using L = fused::Lanes<fused::Packet<S>>;
+    constexpr int64_t W = fused::width<S>();
+    for (; j + W <= count; j += W) {
+      L di, df, dg, d_o, dc_prev;
+      unit::lstm_backward(load(gates + j), load(gates + j + gate_stride),
+                          load(gates + j + 2 * gate_stride), load(gates + j + 3 * gate_stride),
+                          load(c_prev + j), load(tanh_c + j), load(grad_h + j), load(grad_c + j),
+                          di, df, dg, d_o, dc_prev);
+      fused::store(grad_gates + j, di);
+      fused::store(grad_gates + j + gate_stride, df);
+      fused::store(grad_gates + j + 2 * gate_stride, dg);
+      fused::store(grad_gates + j + 3 * gate_stride, d_o);
+      fused::store(grad_c_prev + j, dc_prev);
+    }
+  }
+  for (; j < count; ++j) {
     unit::lstm_backward(gates[j], gates[j + gate_stride], gates[j + 2 * gate_stride],
                         gates[j + 3 * gate_stride], c_prev[j], tanh_c[j], grad_h[j], grad_c[j],
                         grad_gates[j], grad_gates[j + gate_stride],
@@ -257,7 +302,26 @@ template <typename S>
 inline void gru_backward_part(int64_t count, int64_t gate_stride, const S* gates, const S* hn_in,
                               const S* h_prev, const S* grad_h, S* grad_input_gates,
                               S* grad_hidden_gates, S* grad_h_prev_direct) noexcept {
-  for (int64_t j = 0; j < count; ++j) {
+  int64_t j = 0;
+  if constexpr (fused::enabled<S>()) {
+    using fused::load;
+    using L = fused::Lanes<fused::Packet<S>>;
+    constexpr int64_t W = fused::width<S>();
+    for (; j + W <= count; j += W) {
+      L dxr, dxz, dxn, dhn, dh_direct;
+      unit::gru_backward(load(gates + j), load(gates + j + gate_stride),
+                         load(gates + j + 2 * gate_stride), load(hn_in + j), load(h_prev + j),
+                         load(grad_h + j), dxr, dxz, dxn, dhn, dh_direct);
+      fused::store(grad_input_gates + j, dxr);
+      fused::store(grad_input_gates + j + gate_stride, dxz);
+      fused::store(grad_input_gates + j + 2 * gate_stride, dxn);
+      fused::store(grad_hidden_gates + j, dxr);
+      fused::store(grad_hidden_gates + j + gate_stride, dxz);
+      fused::store(grad_hidden_gates + j + 2 * gate_stride, dhn);
+      fused::store(grad_h_prev_direct + j, dh_direct);
+    }
+  }
+  for (; j < count; ++j) {
     S& dxr = grad_input_gates[j];
     S& dxz = grad_input_gates[j + gate_stride];
     unit::gru_backward(gates[j], gates[j + gate_stride], gates[j + 2 * gate_stride], hn_in[j],

@@ -32,7 +32,9 @@ class _RnncoreMixin:
             raise NotImplementedError(
                 f"proj_size: rnncore.torch does not support LSTM projections yet (got proj_size="
                 f"{self.proj_size}); use torch.nn.LSTM for this layer")
-        for name, p in self.named_parameters(recurse=False):
+        # The flat weights (torch.nn's own list, refreshed by _update_flat_weights) rather than
+        # named_parameters(): this runs on every forward call, and the generator cost ~40 us.
+        for name, p in zip(self._flat_weights_names, self._flat_weights):
             if p.device.type != "cpu":
                 raise ValueError(f"{name}: rnncore.torch runs on the CPU, got a parameter on {p.device}")
             if p.dtype not in _DTYPES:

@@ -30,18 +30,25 @@ class _HandleArray(np.ndarray):
 
 
 def _new_handle(cache) -> Tensor:
+    return _keyed_handle(cache)[0]
+
+
+def _keyed_handle(cache) -> Tuple[Tensor, int]:
+    """(a handle for cache, its key)."""
     key = next(_KEYS)
     owner = np.array([key], dtype=np.int64).view(_HandleArray)
     _CACHES[key] = cache
     weakref.finalize(owner, _CACHES.pop, key, None)
-    return torch.from_numpy(owner)
+    return torch.from_numpy(owner), key
 
 
-def _cache_of(handle: Tensor):
+def _cache_of(handle: Tensor, key: Optional[int] = None):
+    """The cache `handle` stands for (key: its key, when the caller kept it: reading it from the
+    tensor costs ~10 us)."""
     if handle.numel() != 1:
         raise RuntimeError("rnncore.torch: backward through a forward call that kept no training "
                            "cache (it ran without gradients)")
-    cache = _CACHES.get(int(handle[0]))
+    cache = _CACHES.get(int(handle[0]) if key is None else key)
     if cache is None:
         raise RuntimeError("rnncore.torch: the forward call's training cache was freed before backward")
     return cache
@@ -56,12 +63,18 @@ def _config(cell: str, x_width: int, weights: List[Tensor], num_layers: int, bid
     return _kernels.config(cell, x_width, weights[1].shape[1], num_layers, bidirectional, bias)
 
 
+def _arrays(weights) -> list:
+    """NumPy views (no copy) of the weight tensors."""
+    return [w.detach().numpy() for w in weights]
+
+
 def _run_forward(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, bidirectional, bias,
-                 keep_cache=True):
-    """The kernels' forward: (y, h_n, c_n or None, the training cache or None) as NumPy arrays."""
+                 keep_cache=True, arrays=None):
+    """The kernels' forward: (y, h_n, c_n or None, the training cache or None) as NumPy arrays.
+    arrays: _arrays(weights) when the caller already has them."""
     cfg = _config(cell, x.shape[-1], weights, num_layers, bidirectional, bias)
-    return _kernels.forward(cfg, [_numpy(w) for w in weights], _numpy(x), _numpy(h0), _numpy(c0),
-                            _numpy(lengths), _numpy(dropout_masks), keep_cache)
+    return _kernels.forward(cfg, _arrays(weights) if arrays is None else arrays, _numpy(x), _numpy(h0),
+                            _numpy(c0), _numpy(lengths), _numpy(dropout_masks), keep_cache)
 
 
 def forward_no_grad(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, bidirectional, bias):
@@ -77,12 +90,13 @@ def _states_out(x, y, h_n, c_n):
 
 
 def _run_backward(cache, grad_y, grad_h_n, grad_c_n, weights, cell, num_layers, bidirectional, bias,
-                  x_width, need_grad_input, need_weight_grads):
-    """The kernels' BPTT: (grad_x or None, grad_h0, grad_c0 or None, [grad or None per weight])."""
+                  x_width, need_grad_input, need_weight_grads, arrays=None):
+    """The kernels' BPTT: (grad_x or None, grad_h0, grad_c0 or None, [grad or None per weight]).
+    grad_h_n / grad_c_n None: zeros. arrays: _arrays(weights) when the caller already has them."""
     cfg = _config(cell, x_width, weights, num_layers, bidirectional, bias)
     return _kernels.backward(
-        cfg, [_numpy(w) for w in weights], cache, _numpy(_dense(grad_y)), _numpy(_dense(grad_h_n)),
-        _numpy(_dense(grad_c_n)), need_grad_input, need_weight_grads)
+        cfg, _arrays(weights) if arrays is None else arrays, cache, _numpy(_dense(grad_y)),
+        _numpy(_dense(grad_h_n)), _numpy(_dense(grad_c_n)), need_grad_input, need_weight_grads)
 
 
 def _dense(t: Optional[Tensor]) -> Optional[Tensor]:
@@ -191,31 +205,33 @@ class RnnFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, lengths, dropout_masks, cell, num_layers, bidirectional, bias, *weights):
+        arrays = _arrays(weights)
         y, h_n, c_n, cache = _run_forward(x, h0, c0, lengths, dropout_masks, list(weights), cell,
-                                          num_layers, bidirectional, bias)
+                                          num_layers, bidirectional, bias, arrays=arrays)
         # Saved through a handle, as the custom op does: freed with the saved tensors, after
         # backward unless retain_graph (an attribute of ctx would live as long as the output).
+        handle, key = _keyed_handle(cache)
         ctx.call = (cell, num_layers, bidirectional, bias, x.shape[-1], x.shape[1])
-        ctx.save_for_backward(_new_handle(cache), *weights)
+        # The handle's key and the weights' NumPy views, kept for backward (views of the saved
+        # weights' storage, which save_for_backward keeps alive and checks for in-place changes).
+        ctx.kernel_inputs = (key, arrays)
+        ctx.set_materialize_grads(False)  # an unused output's gradient reaches backward as None
+        ctx.save_for_backward(handle, *weights)
         return _states_out(x, y, h_n, c_n)
 
     @staticmethod
     def backward(ctx, grad_y, grad_h_n, grad_c_n):
         if torch.is_grad_enabled():
             raise NotImplementedError(DOUBLE_BACKWARD)
-        handle, *weights = ctx.saved_tensors
-        cell, num_layers, bidirectional, bias, x_width, batch = ctx.call
+        handle, *weights = ctx.saved_tensors  # (checks that no weight changed in place since)
+        key, arrays = ctx.kernel_inputs
+        cell, num_layers, bidirectional, bias, x_width, _batch = ctx.call
         needs = ctx.needs_input_grad
         need_weights = [bool(f) for f in needs[9:]]
-        lstm = cell == "lstm"
-        state_shape = (num_layers * (2 if bidirectional else 1), batch, weights[1].shape[1])
-        zeros = None
-        if grad_h_n is None or (lstm and grad_c_n is None):
-            zeros = torch.zeros(state_shape, dtype=weights[0].dtype)
+        # An undefined state gradient (None) goes to the kernels as None: zeros.
         grad_x, grad_h0, grad_c0, grad_w = _run_backward(
-            _cache_of(handle), grad_y, zeros if grad_h_n is None else grad_h_n,
-            (zeros if grad_c_n is None else grad_c_n) if lstm else None, weights, cell, num_layers,
-            bidirectional, bias, x_width, needs[0], need_weights)
+            _cache_of(handle, key), grad_y, grad_h_n, grad_c_n if cell == "lstm" else None, weights,
+            cell, num_layers, bidirectional, bias, x_width, needs[0], need_weights, arrays=arrays)
         tensor = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
         return (tensor(grad_x) if needs[0] else None, tensor(grad_h0) if needs[1] else None,
                 tensor(grad_c0) if needs[2] else None, None, None, None, None, None, None,
