@@ -9,6 +9,12 @@ perf_counter_ns (the loop's own cost counts as Python's). A block lasts ~50 us; 
 the rounds are printed, and overhead = Python - C++ per step. It also checks that step(x, out=)
 allocates nothing: `allocated` is the peak of Python's allocations (tracemalloc) during 1000
 steps beyond what was held before, in bytes.
+
+Where the overhead goes: the C++ loop is also run with each step timed on its own, once with
+nothing between steps but one cache line written ("C++ 1 line") and once with 32 KiB written
+("C++ 32K"), about the memory a Python call moves through the cache. `evicted` = C++ 32K - C++ 1
+line is what the step itself loses when its weights and state have been partly pushed out of L1
+and L2 between calls; what remains of the overhead is the binding's own cost.
 """
 
 from __future__ import annotations
@@ -60,11 +66,17 @@ def measure(cell: str, I: int, H: int, rounds: int) -> tuple[float, float, int]:
     impl = stream._impl
     per_step = impl.time_steps(x, y, 2000) / 2000
     n = max(20, int(50e-6 / max(per_step, 1e-8)))
-    cpp, py = [], []
+    cpp, py, one_line, touched = [], [], [], []
     for _ in range(rounds):
         cpp.append(impl.time_steps(x, y, n) / n * 1e6)
         py.append(python_block(stream, x, y, n))
-    return float(np.median(cpp)), float(np.median(py)), allocated_bytes(stream, x, y, 1000)
+        one_line.append(impl.time_steps(x, y, n, 64) / n * 1e6)
+        touched.append(impl.time_steps(x, y, n, TOUCH) / n * 1e6)
+    medians = [float(np.median(v)) for v in (cpp, py, one_line, touched)]
+    return (*medians, allocated_bytes(stream, x, y, 1000))
+
+
+TOUCH = 32 * 1024  # bytes written between C++ steps in the "C++ 32K" column
 
 
 def main() -> None:
@@ -74,14 +86,19 @@ def main() -> None:
     args = parser.parse_args()
     print(f"Stream.step from Python vs C++, float32, batch 1, one thread; CPU: {cpu_name()}")
     print(f"medians of {args.rounds} alternating rounds, microseconds per step")
-    print(f"{'case':<14} {'C++':>8} {'Python':>8} {'overhead':>9} {'allocated':>10}")
+    print(f"{'case':<14} {'C++':>8} {'Python':>8} {'overhead':>9} {'allocated':>10} | "
+          f"{'C++ 1 line':>10} {'C++ 32K':>8} {'evicted':>8} {'binding':>8}")
     worst = 0.0
     for case in args.cases.split(","):
         cell, I, H = case.split(":")
-        cpp, py, allocated = measure(cell, int(I), int(H), args.rounds)
+        cpp, py, one_line, touched, allocated = measure(cell, int(I), int(H), args.rounds)
         worst = max(worst, py - cpp)
-        print(f"{cell.upper() + ' ' + I + '->' + H:<14} {cpp:8.3f} {py:8.3f} {py - cpp:9.3f} {allocated:10d}")
+        evicted = touched - one_line
+        print(f"{cell.upper() + ' ' + I + '->' + H:<14} {cpp:8.3f} {py:8.3f} {py - cpp:9.3f} {allocated:10d} | "
+              f"{one_line:10.3f} {touched:8.3f} {evicted:8.3f} {py - cpp - evicted:8.3f}")
     print(f"largest overhead: {worst:.3f} us (Python step(x, out=) including its loop, minus the C++ step)")
+    print("evicted: C++ step with 32 KiB written between steps minus with one line (each step timed "
+          "alone); binding: overhead - evicted")
 
 
 if __name__ == "__main__":

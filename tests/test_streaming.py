@@ -218,6 +218,21 @@ def test_step_with_out_allocates_nothing():
         assert peak == held, f"{cell}: step(x, out=) allocated {peak - held} bytes"
 
 
+@pytest.mark.parametrize("touch_bytes", [0, 64, 4096])
+def test_time_steps_runs_the_steps_it_times(touch_bytes):
+    """bench/python_step.py's C++ loop: the same frames as step, whatever is touched between."""
+    model = make("lstm", hidden_size=16)
+    timed, stepped = model.stream(1), model.stream(1)
+    x, out = frames(5), np.empty(16, np.float32)
+    seconds = timed._impl.time_steps(x, out, 7, touch_bytes)
+    assert seconds > 0
+    for _ in range(7):
+        expected = stepped.step(x)
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(ValueError, match="touch_bytes must be in 0..2"):
+        timed._impl.time_steps(x, out, 1, -1)
+
+
 def test_inputs_are_converted_like_the_layers_do():
     model = make("rnn_tanh")
     x = frames((4, 3, 5))

@@ -515,17 +515,38 @@ struct StreamBinding {
     return py::reinterpret_steal<py::object>(function);
   }
 
-  // The C++ side of bench/python_step.py: `count` steps straight from C++, timed here.
-  static double time_steps(Stream& s, const py::handle& x, const py::handle& out, int64_t count) {
+  // The C++ side of bench/python_step.py: `count` steps straight from C++, timed here. With
+  // touch_bytes > 0, one byte of every 64 of a buffer that size is written between steps (the
+  // memory traffic a caller does between frames, e.g. the Python interpreter's) and each step is
+  // timed on its own, the touching left out.
+  static double time_steps(Stream& s, const py::handle& x, const py::handle& out, int64_t count,
+                           int64_t touch_bytes) {
     if (!is_frame(x.ptr(), s.batch_size(), s.input_size(), false) ||
         !is_frame(out.ptr(), s.batch_size(), s.output_size(), true)) {
       throw py::value_error("time_steps: x_t and out must be frames fast_step takes");
     }
+    if (touch_bytes < 0 || touch_bytes > (int64_t(1) << 30)) {
+      throw py::value_error("time_steps: touch_bytes must be in 0..2**30, got " +
+                            std::to_string(touch_bytes));
+    }
     const S* x_data = reinterpret_cast<const S*>(py::detail::array_proxy(x.ptr())->data);
     S* y_data = reinterpret_cast<S*>(py::detail::array_proxy(out.ptr())->data);
-    const auto start = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < count; ++i) s.step(x_data, y_data);
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    using Clock = std::chrono::steady_clock;
+    if (touch_bytes == 0) {
+      const auto start = Clock::now();
+      for (int64_t i = 0; i < count; ++i) s.step(x_data, y_data);
+      return std::chrono::duration<double>(Clock::now() - start).count();
+    }
+    std::vector<unsigned char> other(static_cast<std::size_t>(touch_bytes), 0);
+    volatile unsigned char* lines = other.data();
+    Clock::duration stepping{0};
+    for (int64_t i = 0; i < count; ++i) {
+      for (int64_t b = 0; b < touch_bytes; b += 64) lines[b] = static_cast<unsigned char>(lines[b] + 1);
+      const auto start = Clock::now();
+      s.step(x_data, y_data);
+      stepping += Clock::now() - start;
+    }
+    return std::chrono::duration<double>(stepping).count();
   }
 
   static py::object step_many(Stream& s, const py::handle& x_obj, const py::handle& out_obj) {
@@ -609,7 +630,8 @@ struct StreamBinding {
             "Bytes a stream of this shape allocates (ValueError where that overflows 64 bits).")
         .def("step", &step, py::arg("x_t"), py::arg("out").none(true) = py::none())
         .def("fast_step", &fast_step_function)
-        .def("time_steps", &time_steps, py::arg("x_t"), py::arg("out"), py::arg("count"))
+        .def("time_steps", &time_steps, py::arg("x_t"), py::arg("out"), py::arg("count"),
+             py::arg("touch_bytes") = 0)
         .def("step_many", &step_many, py::arg("chunk"), py::arg("out").none(true) = py::none())
         .def("get_state", &get_state)
         .def("set_state", &set_state, py::arg("h"), py::arg("c").none(true) = py::none())
