@@ -144,6 +144,59 @@ TEST(CellUnit, SimdRowsAgreeWithTheSharedFormulas) {
   }
 }
 
+// The backward rows evaluate cell_unit.h's formulas on whole packets (cell::fused::Lanes) and
+// element by element in the tail; every unit must match the formula called on its own, with
+// grad_c_prev aliasing grad_c as the sequence kernels pass it.
+TEST(CellUnit, SimdBackwardRowsAgreeWithTheSharedFormulas) {
+  for (int H : {1, 7, 8, 9, 17, 33, 64}) {
+    const auto v = draws(13 * H, static_cast<unsigned>(100 + H));
+    const auto at = [&](int k) { return static_cast<float>(v[static_cast<std::size_t>(k)]); };
+    std::vector<float> gates(4 * H), c_prev(H), tanh_c(H), grad_h(H), grad_c(H), grad_gates(4 * H);
+    for (int k = 0; k < 4 * H; ++k) gates[k] = 0.5f + 0.4f * at(k);
+    for (int j = 0; j < H; ++j) {
+      c_prev[j] = at(4 * H + j);
+      tanh_c[j] = std::tanh(at(5 * H + j));
+      grad_h[j] = at(6 * H + j);
+      grad_c[j] = at(7 * H + j);
+    }
+    const std::vector<float> grad_c_in = grad_c;
+    rnncore::cell::lstm_backward_row(H, gates.data(), c_prev.data(), tanh_c.data(), grad_h.data(),
+                                     grad_c.data(), grad_gates.data(), grad_c.data());
+    for (int j = 0; j < H; ++j) {
+      float di, df, dg, d_o, dc;
+      unit::lstm_backward(gates[j], gates[H + j], gates[2 * H + j], gates[3 * H + j], c_prev[j],
+                          tanh_c[j], grad_h[j], grad_c_in[j], di, df, dg, d_o, dc);
+      const float expected[] = {di, df, dg, d_o};
+      for (int k = 0; k < 4; ++k) {
+        EXPECT_NEAR(grad_gates[k * H + j], expected[k], 1e-6f) << "H=" << H << " j=" << j << " gate " << k;
+      }
+      EXPECT_NEAR(grad_c[j], dc, 1e-6f) << "H=" << H << " j=" << j;
+    }
+    std::vector<float> gru_gates(3 * H), hn(H), h_prev(H), grad_in(3 * H), grad_hid(3 * H), direct(H);
+    for (int j = 0; j < H; ++j) {
+      gru_gates[j] = 0.5f + 0.4f * at(8 * H + j);       // r
+      gru_gates[H + j] = 0.5f + 0.4f * at(12 * H + j);  // z
+      gru_gates[2 * H + j] = std::tanh(at(9 * H + j));  // n
+      hn[j] = at(10 * H + j);
+      h_prev[j] = at(11 * H + j);
+    }
+    rnncore::cell::gru_backward_row(H, gru_gates.data(), hn.data(), h_prev.data(), grad_h.data(),
+                                    grad_in.data(), grad_hid.data(), direct.data());
+    for (int j = 0; j < H; ++j) {
+      float dxr, dxz, dxn, dhn, dd;
+      unit::gru_backward(gru_gates[j], gru_gates[H + j], gru_gates[2 * H + j], hn[j], h_prev[j],
+                         grad_h[j], dxr, dxz, dxn, dhn, dd);
+      EXPECT_NEAR(grad_in[j], dxr, 1e-6f) << "H=" << H << " j=" << j;
+      EXPECT_NEAR(grad_in[H + j], dxz, 1e-6f);
+      EXPECT_NEAR(grad_in[2 * H + j], dxn, 1e-6f);
+      EXPECT_EQ(grad_hid[j], grad_in[j]);
+      EXPECT_EQ(grad_hid[H + j], grad_in[H + j]);
+      EXPECT_NEAR(grad_hid[2 * H + j], dhn, 1e-6f);
+      EXPECT_NEAR(direct[j], dd, 1e-6f);
+    }
+  }
+}
+
 ModelConfig config_of(CellKind cell, int64_t H, int64_t layers = 1, bool bidirectional = false) {
   ModelConfig c;
   c.cell = cell;

@@ -102,6 +102,17 @@ template <typename S>
 inline void store(S* p, const Lanes<Packet<S>>& x) {
   Eigen::internal::pstoreu(p, x.v);
 }
+
+// Calls body(j) for each whole packet [j, j + width) of units in [0, count) where the fused
+// passes are enabled for S, and returns the first unit left to the caller's scalar loop.
+template <typename S, typename Body>
+inline int64_t each_packet(int64_t count, Body&& body) {
+  int64_t j = 0;
+  if constexpr (enabled<S>()) {
+    for (; j + width<S>() <= count; j += width<S>()) body(j);
+  }
+  return j;
+}
 }  // namespace fused
 
 // Each cell has a `_part` form and a `_row` form. The part form works on `count` consecutive
@@ -211,24 +222,20 @@ inline void lstm_backward_part(int64_t count, int64_t gate_stride, const S* gate
                                const S* grad_c, S* grad_gates, S* grad_c_prev) noexcept {
   // A packet's inputs are all loaded before its results are stored, and the tail goes element
   // by element, so grad_c_prev may alias grad_c.
-  int64_t j = 0;
-  if constexpr (fused::enabled<S>()) {
-    using fused::load;
-    using L = fused::Lanes<fused::Packet<S>>;
-    constexpr int64_t W = fused::width<S>();
-    for (; j + W <= count; j += W) {
-      L di, df, dg, d_o, dc_prev;
-      unit::lstm_backward(load(gates + j), load(gates + j + gate_stride),
-                          load(gates + j + 2 * gate_stride), load(gates + j + 3 * gate_stride),
-                          load(c_prev + j), load(tanh_c + j), load(grad_h + j), load(grad_c + j),
-                          di, df, dg, d_o, dc_prev);
-      fused::store(grad_gates + j, di);
-      fused::store(grad_gates + j + gate_stride, df);
-      fused::store(grad_gates + j + 2 * gate_stride, dg);
-      fused::store(grad_gates + j + 3 * gate_stride, d_o);
-      fused::store(grad_c_prev + j, dc_prev);
-    }
-  }
+  using fused::load;
+  using fused::store;
+  int64_t j = fused::each_packet<S>(count, [&](auto j) {
+    fused::Lanes<fused::Packet<S>> di, df, dg, d_o, dc_prev;
+    unit::lstm_backward(load(gates + j), load(gates + j + gate_stride),
+                        load(gates + j + 2 * gate_stride), load(gates + j + 3 * gate_stride),
+                        load(c_prev + j), load(tanh_c + j), load(grad_h + j), load(grad_c + j), di,
+                        df, dg, d_o, dc_prev);
+    store(grad_gates + j, di);
+    store(grad_gates + j + gate_stride, df);
+    store(grad_gates + j + 2 * gate_stride, dg);
+    store(grad_gates + j + 3 * gate_stride, d_o);
+    store(grad_c_prev + j, dc_prev);
+  });
   for (; j < count; ++j) {
     unit::lstm_backward(gates[j], gates[j + gate_stride], gates[j + 2 * gate_stride],
                         gates[j + 3 * gate_stride], c_prev[j], tanh_c[j], grad_h[j], grad_c[j],
@@ -302,25 +309,21 @@ template <typename S>
 inline void gru_backward_part(int64_t count, int64_t gate_stride, const S* gates, const S* hn_in,
                               const S* h_prev, const S* grad_h, S* grad_input_gates,
                               S* grad_hidden_gates, S* grad_h_prev_direct) noexcept {
-  int64_t j = 0;
-  if constexpr (fused::enabled<S>()) {
-    using fused::load;
-    using L = fused::Lanes<fused::Packet<S>>;
-    constexpr int64_t W = fused::width<S>();
-    for (; j + W <= count; j += W) {
-      L dxr, dxz, dxn, dhn, dh_direct;
-      unit::gru_backward(load(gates + j), load(gates + j + gate_stride),
-                         load(gates + j + 2 * gate_stride), load(hn_in + j), load(h_prev + j),
-                         load(grad_h + j), dxr, dxz, dxn, dhn, dh_direct);
-      fused::store(grad_input_gates + j, dxr);
-      fused::store(grad_input_gates + j + gate_stride, dxz);
-      fused::store(grad_input_gates + j + 2 * gate_stride, dxn);
-      fused::store(grad_hidden_gates + j, dxr);
-      fused::store(grad_hidden_gates + j + gate_stride, dxz);
-      fused::store(grad_hidden_gates + j + 2 * gate_stride, dhn);
-      fused::store(grad_h_prev_direct + j, dh_direct);
-    }
-  }
+  using fused::load;
+  using fused::store;
+  int64_t j = fused::each_packet<S>(count, [&](auto j) {
+    fused::Lanes<fused::Packet<S>> dxr, dxz, dxn, dhn, dh_direct;
+    unit::gru_backward(load(gates + j), load(gates + j + gate_stride),
+                       load(gates + j + 2 * gate_stride), load(hn_in + j), load(h_prev + j),
+                       load(grad_h + j), dxr, dxz, dxn, dhn, dh_direct);
+    store(grad_input_gates + j, dxr);
+    store(grad_input_gates + j + gate_stride, dxz);
+    store(grad_input_gates + j + 2 * gate_stride, dxn);
+    store(grad_hidden_gates + j, dxr);
+    store(grad_hidden_gates + j + gate_stride, dxz);
+    store(grad_hidden_gates + j + 2 * gate_stride, dhn);
+    store(grad_h_prev_direct + j, dh_direct);
+  });
   for (; j < count; ++j) {
     S& dxr = grad_input_gates[j];
     S& dxz = grad_input_gates[j + gate_stride];
