@@ -21,6 +21,8 @@ import argparse
 import statistics
 import time
 
+from rnncore._cli import PIN_HELP, pin_to_cpu
+
 
 def fastest_call(fn, budget: float) -> float:
     fn()
@@ -74,7 +76,13 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", default="256x32x100,64x8x200,512x16x25", help="HxNxT,...")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=0.3, help="CPU seconds per sample")
+    parser.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
     args = parser.parse_args(argv)
+    if args.pin_cpu is not None:
+        try:
+            pin_to_cpu(args.pin_cpu, [1])
+        except ValueError as exc:
+            parser.error(str(exc))
     from rnncore import _core
 
     try:

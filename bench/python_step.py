@@ -27,6 +27,7 @@ import tracemalloc
 import numpy as np
 
 import rnncore as rc
+from rnncore._cli import PIN_HELP, pin_to_cpu
 from lengths import cpu_name  # (bench/ is on sys.path when this script runs)
 
 DEFAULT_CASES = "lstm:1:16,lstm:1:64,lstm:1:128,lstm:128:128,gru:1:16,gru:1:64,gru:1:128,gru:128:128"
@@ -83,7 +84,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--cases", default=DEFAULT_CASES, help="cell:input:hidden,...")
+    parser.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
     args = parser.parse_args()
+    if args.pin_cpu is not None:
+        try:
+            pin_to_cpu(args.pin_cpu, [1])
+        except ValueError as exc:
+            parser.error(str(exc))
     print(f"Stream.step from Python vs C++, float32, batch 1, one thread; CPU: {cpu_name()}")
     print(f"medians of {args.rounds} alternating rounds, microseconds per step")
     print(f"{'case':<14} {'C++':>8} {'Python':>8} {'overhead':>9} {'allocated':>10} | "

@@ -35,6 +35,7 @@ import platform
 
 import rnncore.torch as rt
 from rnncore import _core
+from rnncore._cli import PIN_HELP, pin_to_cpu
 from rnncore._isa import cpu_model_name
 
 VOCAB = 64
@@ -194,7 +195,13 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--bridge", action="store_true")
     p.add_argument("--json", help="also write the rows to this JSON file")
+    p.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
     args = p.parse_args()
+    if args.pin_cpu is not None:
+        try:
+            pin_to_cpu(args.pin_cpu, args.threads)
+        except ValueError as exc:
+            p.error(str(exc))
     bridge(args) if args.bridge else training_table(args)
 
 

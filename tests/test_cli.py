@@ -307,10 +307,21 @@ def test_bench_runs_the_harness_or_says_it_is_missing(capsys):
 
 @pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
 @pytest.mark.parametrize("argv", [["--bogus"], ["--shapes", "20x3"], ["--cells", "lstm,rnm"],
-                                  ["--bidirectional", "maybe"]])
+                                  ["--bidirectional", "maybe"], ["--pin-cpu", "4096"],
+                                  ["--threads", "2", "--pin-cpu", "0"]])
 def test_bench_usage_errors_are_one_line_with_status_2(capsys, argv):
     code, _, err = run(capsys, "bench", *argv)
     assert_one_line_error(code, err, "rnncore bench", 2)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_pin_to_cpu_keeps_the_process_on_that_cpu():
+    """Benchmarks' --pin-cpu (run in a child: pinning pytest itself would slow every later test)."""
+    code = ("import os; from rnncore._cli import pin_to_cpu; cpu = max(os.sched_getaffinity(0)); "
+            "pin_to_cpu(cpu, [1]); print(sorted(os.sched_getaffinity(0)) == [cpu])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
 
 
 @pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")

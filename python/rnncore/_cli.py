@@ -25,6 +25,22 @@ DEFAULT_OUT = "rnncore-out"
 INTERRUPTED = 130
 
 
+# ---------------------------------------------------------------- benchmarks
+PIN_HELP = ("keep the process on this CPU (os.sched_setaffinity) while it measures; one-thread runs "
+            "only (bench/README.md, 'Measuring on a shared VM')")
+
+
+def pin_to_cpu(cpu: int, threads) -> None:
+    """Keeps this process (the calling thread and every thread it starts from now on) on `cpu`,
+    for a benchmark whose runs all use one thread. Raises ValueError naming the option otherwise."""
+    if any(t != 1 for t in threads):
+        raise ValueError(f"--pin-cpu: pinning is for one-thread runs, got threads {list(threads)}")
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu not in allowed:
+        raise ValueError(f"--pin-cpu: expected one of the CPUs this process may use {allowed}, got {cpu}")
+    os.sched_setaffinity(0, {cpu})
+
+
 # ---------------------------------------------------------------- argument types
 def int_at_least(low: int):
     def parse(text: str) -> int:
