@@ -21,7 +21,7 @@ import argparse
 import statistics
 import time
 
-from rnncore._cli import PIN_HELP, pin_to_cpu
+from rnncore._cli import add_pin_option, pin_if_asked
 
 
 def fastest_call(fn, budget: float) -> float:
@@ -76,13 +76,9 @@ def main(argv=None) -> int:
     parser.add_argument("--shapes", default="256x32x100,64x8x200,512x16x25", help="HxNxT,...")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=0.3, help="CPU seconds per sample")
-    parser.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
+    add_pin_option(parser)
     args = parser.parse_args(argv)
-    if args.pin_cpu is not None:
-        try:
-            pin_to_cpu(args.pin_cpu, [1])
-        except ValueError as exc:
-            parser.error(str(exc))
+    pin_if_asked(parser, args.pin_cpu, [1])
     from rnncore import _core
 
     try:

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 import rnncore as rc
-from rnncore._cli import PIN_HELP, pin_to_cpu
+from rnncore._cli import add_pin_option, pin_if_asked
 
 
 def cpu_name() -> str:
@@ -114,13 +114,9 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default="inference,training")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", metavar="PATH")
-    parser.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
+    add_pin_option(parser)
     args = parser.parse_args(argv)
-    if args.pin_cpu is not None:
-        try:
-            pin_to_cpu(args.pin_cpu, [args.threads])
-        except ValueError as exc:
-            parser.error(str(exc))
+    pin_if_asked(parser, args.pin_cpu, [args.threads])
 
     torch = None
     if not args.no_torch:

@@ -27,7 +27,7 @@ import tracemalloc
 import numpy as np
 
 import rnncore as rc
-from rnncore._cli import PIN_HELP, pin_to_cpu
+from rnncore._cli import add_pin_option, pin_if_asked
 from lengths import cpu_name  # (bench/ is on sys.path when this script runs)
 
 DEFAULT_CASES = "lstm:1:16,lstm:1:64,lstm:1:128,lstm:128:128,gru:1:16,gru:1:64,gru:1:128,gru:128:128"
@@ -59,6 +59,9 @@ def allocated_bytes(stream, x: np.ndarray, y: np.ndarray, n: int) -> int:
     return peak - held
 
 
+TOUCH = 32 * 1024  # bytes written between C++ steps in the "C++ 32K" column
+
+
 def measure(cell: str, I: int, H: int, rounds: int) -> tuple[float, float, int]:
     model = (rc.LSTM if cell == "lstm" else rc.GRU)(I, H, seed=0)
     stream = model.stream(1)
@@ -77,20 +80,13 @@ def measure(cell: str, I: int, H: int, rounds: int) -> tuple[float, float, int]:
     return (*medians, allocated_bytes(stream, x, y, 1000))
 
 
-TOUCH = 32 * 1024  # bytes written between C++ steps in the "C++ 32K" column
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--cases", default=DEFAULT_CASES, help="cell:input:hidden,...")
-    parser.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
+    add_pin_option(parser)
     args = parser.parse_args()
-    if args.pin_cpu is not None:
-        try:
-            pin_to_cpu(args.pin_cpu, [1])
-        except ValueError as exc:
-            parser.error(str(exc))
+    pin_if_asked(parser, args.pin_cpu, [1])
     print(f"Stream.step from Python vs C++, float32, batch 1, one thread; CPU: {cpu_name()}")
     print(f"medians of {args.rounds} alternating rounds, microseconds per step")
     print(f"{'case':<14} {'C++':>8} {'Python':>8} {'overhead':>9} {'allocated':>10} | "

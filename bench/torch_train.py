@@ -24,18 +24,17 @@ an upper limit for that row (a target above it cannot be met on that machine by 
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import time
 
 import numpy as np
 import torch
 
-import json
-import platform
-
 import rnncore.torch as rt
-from rnncore import _core
-from rnncore._cli import PIN_HELP, pin_to_cpu
+from rnncore import _core, benchmark
+from rnncore._cli import add_pin_option, pin_if_asked
 from rnncore._isa import cpu_model_name
 
 VOCAB = 64
@@ -76,19 +75,15 @@ def _stepper(model, tokens):
     return step
 
 
-CELL_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-def layer_flops(kind, hidden, batch, steps):
-    """Floating-point operations of the 2-layer cell's forward + backward (3x the forward)."""
-    per_step = sum(2 * CELL_GATES[kind] * hidden * (inputs + hidden) for inputs in (64, hidden))
-    return 3.0 * per_step * batch * steps
+def layer_flops(kind, hidden, batch, steps, threads):
+    """Floating-point operations of the 2-layer cell's forward + backward, counted as the
+    benchmark harness counts them (rnncore.benchmark.Case: training = 3x the forward)."""
+    return benchmark.Case(kind, hidden, batch, steps, False, 2, threads, "training", 64).flops()
 
 
 def gemm_rate(threads):
-    """GFLOP/s of the float32 GEMM yardstick at `threads` (best of 3)."""
-    _core.set_num_threads(threads)
-    return max(_core.gemm_gflops(2048, 1024, 512, 5) for _ in range(3))
+    """GFLOP/s of the harness's float32 GEMM yardstick at `threads`."""
+    return benchmark.measure_peak(threads)[0]
 
 
 def _layer_timer(model, tokens):
@@ -135,7 +130,7 @@ def training_table(args):
                         rate, rate_before = max(rate_before, rate_after), rate_after
                         ma, mb, mc = (statistics.median(v) * 1e3 for v in (a, b, c))
                         rest = max(ma - mc, 0.0)
-                        ideal = layer_flops(kind, hidden, batch, steps) / (rate * 1e9) * 1e3
+                        ideal = layer_flops(kind, hidden, batch, steps, threads) / (rate * 1e9) * 1e3
                         row = dict(cell=kind, hidden=hidden, batch=batch, steps=steps, threads=threads,
                                    rt_ms=ma, torch_ms=mb, ratio=mb / ma, rt_rnn_ms=mc, rest_ms=rest,
                                    gemm_gflops=rate, rnn_pct_gemm=100.0 * ideal / mc,
@@ -195,13 +190,9 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--bridge", action="store_true")
     p.add_argument("--json", help="also write the rows to this JSON file")
-    p.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
+    add_pin_option(p)
     args = p.parse_args()
-    if args.pin_cpu is not None:
-        try:
-            pin_to_cpu(args.pin_cpu, args.threads)
-        except ValueError as exc:
-            p.error(str(exc))
+    pin_if_asked(p, args.pin_cpu, args.threads)
     bridge(args) if args.bridge else training_table(args)
 
 

@@ -41,6 +41,23 @@ def pin_to_cpu(cpu: int, threads) -> None:
     os.sched_setaffinity(0, {cpu})
 
 
+def add_pin_option(parser: argparse.ArgumentParser) -> None:
+    """--pin-cpu CPU, for a benchmark's parser (apply it with pin_if_asked)."""
+    parser.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
+
+
+def pin_if_asked(parser: argparse.ArgumentParser, cpu, threads) -> bool:
+    """Pins to `cpu` (pin_to_cpu) unless it is None; an unusable value is the parser's usage
+    error. Returns whether the process was pinned."""
+    if cpu is None:
+        return False
+    try:
+        pin_to_cpu(cpu, threads)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return True
+
+
 # ---------------------------------------------------------------- argument types
 def int_at_least(low: int):
     def parse(text: str) -> int:

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .._cli import PIN_HELP, OneLineParser, pin_to_cpu
+from .._cli import OneLineParser, add_pin_option, pin_if_asked
 from .._isa import cpu_model_name
 
 __all__ = ["Case", "main", "run_cases", "measure_interleaved", "format_table", "QUICK_SHAPES", "FULL_SHAPES"]
@@ -442,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", action="store_true",
                    help="time rnncore's inference on model.prepare() (weights packed once, as ONNX "
                         "Runtime's session holds them) instead of the model's call")
-    p.add_argument("--pin-cpu", type=int, metavar="CPU", help=PIN_HELP)
+    add_pin_option(p)
     return p
 
 
@@ -468,18 +468,15 @@ def build_cases(args: argparse.Namespace) -> list[Case]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.report:
         with open(args.report) as f:
             print(markdown_table(json.load(f)["results"]))
         return 0
     repeats = args.repeats or (7 if args.full else 5)
     cases = build_cases(args)
-    if args.pin_cpu is not None:
-        try:
-            pin_to_cpu(args.pin_cpu, {case.threads for case in cases})
-        except ValueError as exc:
-            build_parser().error(str(exc))
+    if pin_if_asked(parser, args.pin_cpu, {case.threads for case in cases}):
         print(f"# pinned to CPU {args.pin_cpu}")
     print(f"# rnncore benchmark: {len(cases)} cases, medians of {repeats} interleaved rounds; "
           "ratios are peer time / rnncore time (above 1: rnncore faster)")

@@ -65,7 +65,7 @@ def _config(cell: str, x_width: int, weights: List[Tensor], num_layers: int, bid
 
 def _arrays(weights) -> list:
     """NumPy views (no copy) of the weight tensors."""
-    return [w.detach().numpy() for w in weights]
+    return [_numpy(w) for w in weights]
 
 
 def _run_forward(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, bidirectional, bias,
