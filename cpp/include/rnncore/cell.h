@@ -77,6 +77,33 @@ inline P logistic(const P& x) {
       .packetOp(x);
 }
 
+// The forward cell math of one packet of units, in registers: the LSTM's i, f, g, o
+// (pre-activations in, activations out), c' = f c_prev + i g, tanh(c') and h' = o tanh(c'); the
+// GRU's r, z, n from the input-side sums x_* (biases included) and hidden-side ones h_* (W_hn h +
+// b_hn in h_n), and h'. The row passes below and the stream's one-pass step (stream.cpp) both
+// call these, so both give the same bits.
+template <typename P>
+inline void lstm_forward(P& i, P& f, P& g, P& o, const P& c_prev, P& c, P& tanh_c, P& h) {
+  using namespace Eigen::internal;
+  i = logistic(i);
+  f = logistic(f);
+  g = ptanh(g);
+  o = logistic(o);
+  c = padd(pmul(f, c_prev), pmul(i, g));
+  tanh_c = ptanh(c);
+  h = pmul(o, tanh_c);
+}
+
+template <typename P>
+inline void gru_forward(const P& x_r, const P& x_z, const P& x_n, const P& h_r, const P& h_z,
+                        const P& h_n, const P& h_prev, P& r, P& z, P& n, P& h) {
+  using namespace Eigen::internal;
+  r = logistic(padd(x_r, h_r));
+  z = logistic(padd(x_z, h_z));
+  n = ptanh(padd(x_n, pmul(r, h_n)));
+  h = padd(n, pmul(z, psub(h_prev, n)));
+}
+
 // A packet of units with the arithmetic that cell_unit.h's backward formulas use (+, -, * and
 // constants), so that the backward passes evaluate those same formulas on a whole packet at a
 // time. Element by element they were scalar code: 9% of an LSTM 64x8x200 training call on AVX2.
@@ -180,19 +207,16 @@ inline void lstm_forward_part(int64_t count, int64_t gate_stride, S* gates, cons
     int64_t j = 0;
     for (; j + W <= count; j += W) {
       S* a = gates + j;
-      const P i = fused::logistic(ploadu<P>(a));
-      const P f = fused::logistic(ploadu<P>(a + gate_stride));
-      const P g = ptanh(ploadu<P>(a + 2 * gate_stride));
-      const P o = fused::logistic(ploadu<P>(a + 3 * gate_stride));
+      P i = ploadu<P>(a), f = ploadu<P>(a + gate_stride), g = ploadu<P>(a + 2 * gate_stride),
+        o = ploadu<P>(a + 3 * gate_stride), c, tc, h;
+      fused::lstm_forward(i, f, g, o, ploadu<P>(c_prev + j), c, tc, h);
       pstoreu(a, i);
       pstoreu(a + gate_stride, f);
       pstoreu(a + 2 * gate_stride, g);
       pstoreu(a + 3 * gate_stride, o);
-      const P c = padd(pmul(f, ploadu<P>(c_prev + j)), pmul(i, g));
-      const P tc = ptanh(c);
       pstoreu(c_new + j, c);
       pstoreu(tanh_c + j, tc);
-      pstoreu(h_new + j, pmul(o, tc));
+      pstoreu(h_new + j, h);
     }
     gates += j;
     c_prev += j;
@@ -269,14 +293,15 @@ inline void gru_forward_part(int64_t count, int64_t gate_stride, S* gates, const
       const S* hp = hidden_proj + j;
       P hn = ploadu<P>(hp + 2 * gate_stride);
       if (b_hn != nullptr) hn = padd(hn, ploadu<P>(b_hn + j));
-      const P r = fused::logistic(padd(ploadu<P>(a), ploadu<P>(hp)));
-      const P z = fused::logistic(padd(ploadu<P>(a + gate_stride), ploadu<P>(hp + gate_stride)));
-      const P n = ptanh(padd(ploadu<P>(a + 2 * gate_stride), pmul(r, hn)));
+      P r, z, n, h;
+      fused::gru_forward(ploadu<P>(a), ploadu<P>(a + gate_stride), ploadu<P>(a + 2 * gate_stride),
+                         ploadu<P>(hp), ploadu<P>(hp + gate_stride), hn, ploadu<P>(h_prev + j), r,
+                         z, n, h);
       pstoreu(a, r);
       pstoreu(a + gate_stride, z);
       pstoreu(a + 2 * gate_stride, n);
       pstoreu(hn_out + j, hn);
-      pstoreu(h_new + j, padd(n, pmul(z, psub(ploadu<P>(h_prev + j), n))));
+      pstoreu(h_new + j, h);
     }
     gates += j;
     hidden_proj += j;

@@ -26,6 +26,14 @@
 // hidden sizes 16, 32, 64, 128 and 256, for the size (picked at construction), with all it calls
 // inlined: no dispatch per step, cell.h's loops with known trip counts. Every other step walks
 // the panels back to front, so what the previous step read last is read first, still cached.
+// A single stream (batch 1) on one thread of an LSTM of 16, 32 or 64 units or a GRU of 16 (float)
+// takes a one-pass step instead: its weights are packed by slices of one SIMD register's worth
+// of units (the LSTM's i, f, g, o rows of those units; the GRU's r, z, n rows), so that a
+// slice's gate sums stay in registers and go straight into the cell math, with no scratch row
+// between the product and the cell math, and one slice's cell math overlaps the next slice's
+// product. Each gate row is summed in the same order as in its panel and the cell math is the
+// same code, so the results are the same bit for bit as the panel step's (and so as a batch's
+// or a team's).
 //
 // Subnormals. While flush_denormals() is on (parallel.h), a stream flushes subnormal values to
 // zero like the other kernels, but without touching the thread's floating-point control state
@@ -203,6 +211,12 @@ class Stream {
   void serial_frame(const S* x, S* y) noexcept;
   using FrameFn = void (Stream::*)(const S*, S*) noexcept;
   static FrameFn serial_frame_for(CellKind cell, int64_t hidden_size) noexcept;
+  // The one-pass step of a batch-1 stream on one thread (stream.cpp), for the cells and hidden
+  // sizes that have one (nullptr for the others); its weights are packed by pack_sliced.
+  template <CellKind C, int HC>
+  void sliced_frame(const S* x, S* y) noexcept;
+  static FrameFn sliced_frame_for(CellKind cell, int64_t hidden_size) noexcept;
+  void pack_sliced(Layer& layer, const S* w_ih, const S* w_hh, const S* b_ih, const S* b_hh);
   // The team's step_frame (threads_ > 1).
   void team_frame(const S* x, S* y) noexcept;
   // x into the first layer's [x; h] rows, flushing subnormals when asked.
@@ -235,6 +249,7 @@ class Stream {
   // first, while still in cache. A layer a little larger than the L2 (LSTM 128->128: 528 KB
   // against Zen 3's 512 KiB) then mostly stays there instead of being evicted in full every step.
   bool reverse_ = false;
+  bool sliced_ = false;                 // the layers are packed for sliced_frame
 };
 
 extern template class Stream<float>;
