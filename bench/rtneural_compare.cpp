@@ -15,7 +15,12 @@
 // lasts ~20 us; a clock read costs ~20 ns, as much as a small step), and the medians over the
 // rounds are reported. ratio = rnncore's median / ModelT's median (< 1: rnncore faster). A fourth
 // contender, `read`, only reads as many bytes as the stream holds (ReadFloor): how close a step
-// is to the bandwidth of the cache its weights come from.
+// is to the bandwidth of the cache its weights come from. A fifth, `cell`, runs only the step's
+// cell math (CellFloor: cell.h's packet functions, the stream's own code, on H units, each step's
+// gates derived from the last step's h), and `cell+mul` adds the product's flops at this core's
+// multiply-add peak measured at the start of the run (fma_peak): a step cannot take less, and
+// `floor` = max(read, cell+mul) / ModelT is the lowest ratio a step could reach with this cell
+// math and these bytes.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,6 +37,7 @@
 #include <RTNeural/RTNeural.h>
 
 #include "random_model.h"
+#include "rnncore/cell.h"
 #include "rnncore/model.h"
 #include "rnncore/stream.h"
 
@@ -39,6 +45,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using Matrix = std::vector<std::vector<float>>;
+
 
 std::string cpu_name() {
   std::ifstream in("/proc/cpuinfo");
@@ -114,7 +121,76 @@ double median(std::vector<double> v) {
 }
 
 struct Row {
-  double rnncore_us, modelt_us, model_us, read_us, max_diff, kib;
+  double rnncore_us, modelt_us, model_us, read_us, cell_us, max_diff, kib;
+};
+
+// This core's float32 multiply-add peak now (GFLOP/s): 12 independent chains of packet FMAs in
+// registers (12 of the 16 AVX2 registers), no memory traffic, best of 9 runs of ~1 ms. No product can run faster, so a step's
+// product flops at this rate are a true lower bound on its time.
+double fma_peak() {
+  using namespace Eigen::internal;
+  using Packet = packet_traits<float>::type;
+  constexpr int kChains = 12, kLanes = unpacket_traits<Packet>::size;
+  constexpr long kIterations = 100000;
+  volatile float seed = 0.999f;  // not a constant the compiler could fold the loop with
+  Packet acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = pset1<Packet>(0.001f * static_cast<float>(c));
+  const float multiplier = seed;
+  const Packet a = pset1<Packet>(multiplier), b = pset1<Packet>(0.0001f);
+  double best = 1e30;
+  for (int r = 0; r < 9; ++r) {
+    const auto start = Clock::now();
+    for (long i = 0; i < kIterations; ++i) {
+      for (int c = 0; c < kChains; ++c) acc[c] = pmadd(acc[c], a, b);
+    }
+    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
+  }
+  float sink = 0.0f;
+  for (int c = 0; c < kChains; ++c) sink += pfirst(acc[c]);
+  volatile float keep = sink;
+  (void)keep;
+  return 2.0 * kLanes * kChains * static_cast<double>(kIterations) / best / 1e9;
+}
+
+// The cell math of a step alone: cell.h's packet functions (the ones the stream's step calls) on
+// H units, with each gate's input = the last step's h + a constant, so that steps chain through
+// h as a stream's do (one add per gate stands in for the product). No product, no weights.
+template <bool Lstm, int H>
+class CellFloor {
+  using Packet = Eigen::internal::packet_traits<float>::type;
+  static constexpr int L = Eigen::internal::unpacket_traits<Packet>::size;
+  static_assert(H % L == 0, "whole packets");
+
+ public:
+  CellFloor() {
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(-0.5f, 0.5f);
+    for (float& v : bias_) v = u(rng);
+  }
+  const float* pass() {
+    using namespace Eigen::internal;
+    for (int j = 0; j < H; j += L) {
+      const Packet h = pload<Packet>(h_ + j);
+      const auto gate = [&](int k) { return padd(h, pload<Packet>(bias_ + k * H + j)); };
+      Packet h_new;
+      if constexpr (Lstm) {
+        Packet i = gate(0), f = gate(1), g = gate(2), o = gate(3), c, tanh_c;
+        rnncore::cell::fused::lstm_forward(i, f, g, o, pload<Packet>(c_ + j), c, tanh_c, h_new);
+        pstore(c_ + j, c);
+      } else {
+        const Packet zero = pset1<Packet>(0.0f);
+        Packet r, z, n;
+        rnncore::cell::fused::gru_forward(gate(0), gate(1), gate(2), zero, zero, gate(3), h, r, z, n, h_new);
+      }
+      pstore(h_ + j, h_new);
+    }
+    return h_;
+  }
+
+ private:
+  alignas(64) float bias_[4 * H];
+  alignas(64) float h_[H] = {};
+  alignas(64) float c_[H] = {};
 };
 
 // The floor a step cannot beat: reading every byte the stream holds (its packed weights, state
@@ -171,6 +247,7 @@ Row compare(int rounds) {
 
   const int64_t stream_bytes = rnncore::Stream<float>::bytes_needed(model.config(), 1);
   ReadFloor floor(stream_bytes);
+  CellFloor<Lstm, H> cell_floor;
   const Contender contenders[] = {
       {"rnncore", [&](const float* x) { stream.step(x, y); return static_cast<const float*>(y); },
        [&] { stream.reset(); }},
@@ -179,7 +256,9 @@ Row compare(int rounds) {
       {"Model", [&](const float* x) { dynamic.forward(x); return dynamic.getOutputs(); },
        [&] { dynamic.reset(); }},
       {"read", [&](const float*) { return floor.pass(); }, [] {}},
+      {"cell", [&](const float*) { return cell_floor.pass(); }, [] {}},
   };
+  constexpr int kContenders = 5;
 
   // 64 frames, each padded to a multiple of 16 floats so every frame is 64-byte aligned.
   constexpr int64_t stride = (I + 15) / 16 * 16;
@@ -211,25 +290,43 @@ Row compare(int rounds) {
   }
   const double per_step = std::chrono::duration<double>(Clock::now() - t0).count() / warm;
   const int block = std::max(1, static_cast<int>(20e-6 / per_step));
-  std::vector<std::vector<double>> samples(4);
+  std::vector<std::vector<double>> samples(kContenders);
   for (int r = 0; r < rounds; ++r) {
-    for (int k = 0; k < 4; ++k) samples[k].push_back(time_block(contenders[k], frames.data(), stride, block));
+    for (int k = 0; k < kContenders; ++k) {
+      samples[k].push_back(time_block(contenders[k], frames.data(), stride, block));
+    }
   }
   row.rnncore_us = median(samples[0]);
   row.modelt_us = median(samples[1]);
   row.model_us = median(samples[2]);
   row.read_us = median(samples[3]);
+  row.cell_us = median(samples[4]);
   row.kib = static_cast<double>(stream_bytes) / 1024;
   return row;
 }
 
 template <int I, int H, bool Lstm>
-bool report(int rounds) {
+bool report(int rounds, double gflops) {
   const Row r = compare<I, H, Lstm>(rounds);
-  std::printf("%-5s %5d %5d %11.3f %11.3f %11.3f %7.2f %9.2e %9.3f %6.0f\n", Lstm ? "lstm" : "gru", I, H,
-              r.rnncore_us, r.modelt_us, r.model_us, r.rnncore_us / r.modelt_us, r.max_diff, r.read_us,
-              r.kib);
+  const double flops = 2.0 * (Lstm ? 4 : 3) * H * (I + H);  // the step's product (GFLOP/s = flop/ns)
+  const double cell_mul = r.cell_us + flops / (gflops * 1e3);
+  std::printf("%-5s %5d %5d %9.3f %9.3f %9.3f %6.2f %9.2e %8.3f %6.0f %8.3f %8.3f %6.2f\n",
+              Lstm ? "lstm" : "gru", I, H, r.rnncore_us, r.modelt_us, r.model_us,
+              r.rnncore_us / r.modelt_us, r.max_diff, r.read_us, r.kib, r.cell_us, cell_mul,
+              std::max(r.read_us, cell_mul) / r.modelt_us);
   return r.max_diff <= 1e-4;
+}
+
+// The cases of the table for one cell; false when any output disagreed.
+template <bool Lstm>
+bool report_cases(int rounds, double gflops) {
+  bool same = report<1, 16, Lstm>(rounds, gflops);
+  same &= report<1, 32, Lstm>(rounds, gflops);
+  same &= report<1, 64, Lstm>(rounds, gflops);
+  same &= report<1, 128, Lstm>(rounds, gflops);
+  same &= report<128, 128, Lstm>(rounds, gflops);
+  same &= report<256, 256, Lstm>(rounds, gflops);
+  return same;
 }
 
 }  // namespace
@@ -249,23 +346,16 @@ int main(int argc, char** argv) {
   }
   std::printf("rnncore Stream::step vs RTNeural (Eigen backend), float32, batch 1, one thread\n");
   std::printf("CPU: %s; medians of %d interleaved rounds, microseconds per step\n", cpu_name().c_str(), rounds);
-  std::printf("%-5s %5s %5s %11s %11s %11s %7s %9s %9s %6s\n", "cell", "in", "H", "rnncore", "ModelT",
-              "Model", "ratio", "max|diff|", "read", "KiB");
-  bool same = true;
-  same &= report<1, 16, true>(rounds);
-  same &= report<1, 32, true>(rounds);
-  same &= report<1, 64, true>(rounds);
-  same &= report<1, 128, true>(rounds);
-  same &= report<128, 128, true>(rounds);
-  same &= report<256, 256, true>(rounds);
-  same &= report<1, 16, false>(rounds);
-  same &= report<1, 32, false>(rounds);
-  same &= report<1, 64, false>(rounds);
-  same &= report<1, 128, false>(rounds);
-  same &= report<128, 128, false>(rounds);
-  same &= report<256, 256, false>(rounds);
+  const double gflops = fma_peak();
+  std::printf("FMA peak (float32, 12 chains in registers, best of 9): %.1f GFLOP/s\n", gflops);
+  std::printf("%-5s %5s %5s %9s %9s %9s %6s %9s %8s %6s %8s %8s %6s\n", "cell", "in", "H", "rnncore",
+              "ModelT", "Model", "ratio", "max|diff|", "read", "KiB", "cell", "cell+mul", "floor");
+  const bool lstm_same = report_cases<true>(rounds, gflops);
+  const bool same = report_cases<false>(rounds, gflops) && lstm_same;
   std::printf("ratio = rnncore / ModelT (< 1: rnncore faster); read = reading the stream's KiB once\n"
-              "(its packed weights, state and scratch; no arithmetic): the floor a step cannot beat\n");
+              "(its packed weights, state and scratch; no arithmetic); cell = the step's cell math alone;\n"
+              "cell+mul = cell + the product's flops at the FMA peak; floor = max(read, cell+mul) /\n"
+              "ModelT: the lowest ratio a step could reach with this cell math and these bytes\n");
   if (!same) {
     std::fprintf(stderr, "rtneural_compare: the libraries' outputs differ by more than 1e-4\n");
     return 1;

@@ -273,17 +273,30 @@ inline Packet flushed(const Packet& a) noexcept {
   return pselect(pcmp_lt(magnitude, pset1<Packet>(std::numeric_limits<S>::min())), pxor(a, magnitude), a);
 }
 
-// flushed() over v[0..n).
+// flushed() for one value.
 template <typename S>
-inline void flush_subnormals(S* v, int64_t n) noexcept {
+inline S flushed_value(S a) noexcept {
+  return std::abs(a) < std::numeric_limits<S>::min() ? std::copysign(S(0), a) : a;
+}
+
+// dst[0..n) = src[0..n), flushed() when `flush`; dst may be src.
+template <typename S>
+inline void copy_flushed(const S* src, S* dst, int64_t n, bool flush) noexcept {
   using Packet = typename PanelShape<S>::Packet;
   using namespace Eigen::internal;
   constexpr int64_t W = PanelShape<S>::kLanes;
-  const int64_t whole = n / W * W;
-  for (int64_t j = 0; j < whole; j += W) pstoreu(v + j, flushed(ploadu<Packet>(v + j)));
-  for (int64_t j = whole; j < n; ++j) {
-    if (std::abs(v[j]) < std::numeric_limits<S>::min()) v[j] = std::copysign(S(0), v[j]);
+  int64_t j = 0;
+  for (; j + W <= n; j += W) {
+    const Packet v = ploadu<Packet>(src + j);
+    pstoreu(dst + j, flush ? flushed(v) : v);
   }
+  for (; j < n; ++j) dst[j] = flush ? flushed_value(src[j]) : src[j];
+}
+
+// flushed() over v[0..n).
+template <typename S>
+inline void flush_subnormals(S* v, int64_t n) noexcept {
+  copy_flushed(v, v, n, true);
 }
 
 // Values per batch row of a step's scratch: the gate pre-activations and what the cell math
@@ -625,11 +638,9 @@ template <typename S>
 void Stream<S>::load_input(const S* x, bool flush) noexcept {
   Layer& first = layers_[0];
   const int64_t I = first.input_size;
-  for (int64_t b = 0; b < batch_; ++b) {
-    S* row = first.xh.data() + b * first.width;
-    std::memcpy(row, x + b * I, static_cast<std::size_t>(I) * sizeof(S));
-    if (flush) flush_subnormals(row, I);
-  }
+  // One pass, no library call: a call to memcpy and a second pass to flush took 5-8% of a
+  // 16-unit step (LSTM and GRU, input 1, paired in one process on the Zen 3).
+  for (int64_t b = 0; b < batch_; ++b) copy_flushed(x + b * I, first.xh.data() + b * first.width, I, flush);
 }
 
 template <typename S>
