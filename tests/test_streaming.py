@@ -137,10 +137,11 @@ def test_out_is_written_and_returned():
     assert stream.step_many(frames((3, 2, 5)), out=chunk_out) is chunk_out
 
 
-# step(x, out=) takes a C fast path (Stream.step's fast_step) for frames that need nothing done:
-# a C-contiguous, aligned, native-order array of the stream's dtype and exact shape, and such an
-# out; everything else goes the general way. Both give the same bits, for 1-D and 2-D frames,
-# batch 1 and 3, hidden sizes with steps of their own (16, 64) and without (24), state carried.
+# step is a C function (the binding's fast_step, with the stream's general step as its fallback):
+# it runs the C++ step itself on frames that need nothing done (a C-contiguous, aligned,
+# native-order array of the stream's dtype and exact shape, and such an out) and hands
+# everything else to the general way. Both give the same bits, for 1-D and 2-D frames, batch 1
+# and 3, hidden sizes with steps of their own (16, 64) and without (24), state carried.
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 @pytest.mark.parametrize("hidden_size", [16, 24, 64])
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -150,16 +151,18 @@ def test_the_fast_step_gives_what_the_general_step_gives(cell, hidden_size, batc
     fast, general = model.stream(batch_size), model.stream(batch_size)
     shape = (5,) if batch_size == 1 else (batch_size, 5)
     x = frames((12, *shape), dtype=dtype)
+    x = np.concatenate([x, x[:6]])
     out = np.empty((*shape[:-1], hidden_size), dtype)
-    for t in range(12):
+    bare = fast._impl.fast_step()  # the C function without a fallback
+    for t in range(18):
         if t == 6:
             fast.reset()
             general.reset()
-        # each frame twice: through the C function itself, then through step
-        assert fast._fast_step(x[t], out) is out
-        np.testing.assert_array_equal(out, general.step(x[t].tolist()))  # a list: the general way
-        assert fast.step(x[t], out=out) is out
-        np.testing.assert_array_equal(out, general.step(x[t].tolist()))
+        # each frame through the C function alone, then step called each way it can be
+        call = [lambda: bare(x[t], out), lambda: fast.step(x[t], out=out),
+                lambda: fast.step(x[t], out), lambda: fast.step(x_t=x[t], out=out)][t % 4]
+        assert call() is out
+        np.testing.assert_array_equal(out, general.step(x[t % 12].tolist()))  # a list: the general way
     np.testing.assert_array_equal(np.stack(split_state(model, fast.state)),
                                   np.stack(split_state(model, general.state)))
 
@@ -176,15 +179,44 @@ def test_frames_the_fast_step_does_not_take_go_the_general_way():
     declined = [(x.astype(np.float64), out), (big_endian, out), (misaligned, out), (x[None, None], out),
                 (x, np.empty(24)), (x, read_only), (x, np.empty((1, 1, 24), np.float32)),
                 (x.tolist(), out), (x, None), (np.empty((2, 5), np.float32)[:, 0], out)]
+    bare = stream._impl.fast_step()  # without a fallback it says None where step goes the general way
     for args in declined:
-        assert stream._fast_step(*args) is None
+        assert bare(*args) is None
+    assert bare(x) is None and bare(x_t=x) is None
     reference = model.stream(1)
     for frame in (big_endian, misaligned):
         np.testing.assert_array_equal(stream.step(frame, out=out), reference.step(x))
     with pytest.raises(ValueError, match="read-only"):
         stream.step(x, out=read_only)
-    with pytest.raises(TypeError, match="step: expected"):
-        stream._fast_step(x)
+    for args, kwargs in [((x, out, out), {}), ((x,), {"bogus": out}), ((), {"out": out}), ((x,), {"x_t": x})]:
+        with pytest.raises(TypeError, match="step: expected"):
+            bare(*args, **kwargs)
+        with pytest.raises(TypeError, match=r"Stream\.step\(\)"):
+            stream.step(*args, **kwargs)
+
+
+def test_step_is_a_c_function_that_outlives_its_stream_without_a_cycle():
+    import gc
+    import inspect
+
+    model = make("gru")
+    stream = model.stream(1)
+    assert str(inspect.signature(stream.step)) == "(x_t, out=None)"
+    x, out = frames((2, 5)), np.empty(24, np.float32)
+    reference = model.stream(1)
+    want = [reference.step(x[0]), reference.step(x[1])]
+    step = model.stream(1).step  # the stream is gone at once; its step keeps the C++ stream
+    np.testing.assert_array_equal(step(x[0], out), want[0])  # the C function's own path
+    np.testing.assert_array_equal(step(x[1].tolist()), want[1])  # the general way
+    gc.collect()
+    gc.disable()
+    try:  # no cycle: a stream goes when its last reference does, without the garbage collector
+        before = len(gc.get_objects())
+        for _ in range(20):
+            model.stream(1).step(x[0])
+        assert len(gc.get_objects()) - before < 20
+    finally:
+        gc.enable()
 
 
 def test_the_fast_step_releases_the_gil_on_large_models():

@@ -430,17 +430,21 @@ struct StreamBinding {
     return std::move(out);
   }
 
-  // The fast path of Stream.step(x, out=): a raw CPython function (METH_FASTCALL) bound to a
-  // capsule that holds the stream, so that a step from Python pays no pybind11 dispatch, no
-  // argument conversion and no allocation (pybind11's call path costs ~0.3-0.5 us, more than a
-  // small layer's step). It takes only frames that need nothing done to them: x and out
-  // NumPy arrays of the stream's dtype, native byte order, aligned and C-contiguous, out
-  // writeable, each of shape (N, I) / (N, H) or, for N = 1, (I,) / (H,). Anything else returns
-  // None, and rnncore.streaming then takes the general path (`step` above), which converts,
-  // allocates or raises the errors that name what was wrong.
+  // Stream.step(x_t, out=None) itself: a raw CPython function (METH_FASTCALL | METH_KEYWORDS)
+  // bound to a capsule that holds the stream, which rnncore.streaming makes the Stream's `step`
+  // attribute, so that a step from Python runs no Python frame, no pybind11 dispatch, no argument
+  // conversion and no allocation (pybind11's call path cost ~0.3-0.5 us, a Python method around
+  // this function another 60-100 ns: more than a small layer's step). It runs the C++ step on
+  // frames that need nothing done to them: x and out NumPy arrays of the stream's dtype, native
+  // byte order, aligned and C-contiguous, out writeable, each of shape (N, I) / (N, H) or, for
+  // N = 1, (I,) / (H,). Every other call (out missing or None, a list, another dtype, a wrong
+  // shape, a wrong keyword) goes to `fallback` with its arguments as they came: rnncore.streaming's
+  // general step, which converts, allocates or raises the errors that name what was wrong.
+  // Without a fallback (tests, benchmarks) such calls return None instead.
   struct FastTarget {
     Stream* stream;
-    PyObject* owner;  // the pybind11 Stream object, kept alive while the function lives
+    PyObject* owner;     // the pybind11 Stream object, kept alive while the function lives
+    PyObject* fallback;  // nullptr, or a callable taking (x_t, out=None)
     double work;
   };
 
@@ -457,18 +461,44 @@ struct StreamBinding {
     return a->nd == 1 && rows == 1 && a->dimensions[0] == cols;
   }
 
-  static PyObject* fast_step(PyObject* self, PyObject* const* args, Py_ssize_t nargs) noexcept {
-    if (nargs != 2) {
-      PyErr_SetString(PyExc_TypeError, "step: expected (x_t, out)");
-      return nullptr;
+  // x_t and out from a vectorcall's arguments (positional, or by keyword "x_t" / "out"); false
+  // for any other shape of call.
+  static bool frame_arguments(PyObject* const* args, Py_ssize_t nargs, PyObject* kwnames,
+                              PyObject*& x, PyObject*& out) noexcept {
+    x = nargs >= 1 ? args[0] : nullptr;
+    out = nargs >= 2 ? args[1] : nullptr;
+    if (nargs > 2) return false;
+    const Py_ssize_t keywords = kwnames == nullptr ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < keywords; ++k) {
+      PyObject* name = PyTuple_GET_ITEM(kwnames, k);
+      if (out == nullptr && PyUnicode_CompareWithASCIIString(name, "out") == 0) {
+        out = args[nargs + k];
+      } else if (x == nullptr && PyUnicode_CompareWithASCIIString(name, "x_t") == 0) {
+        x = args[nargs + k];
+      } else {
+        return false;
+      }
     }
+    return x != nullptr;
+  }
+
+  static PyObject* fast_step(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                             PyObject* kwnames) noexcept {
     const auto* target = static_cast<const FastTarget*>(PyCapsule_GetPointer(self, nullptr));
     if (target == nullptr) return nullptr;
     Stream& s = *target->stream;
-    PyObject* x = args[0];
-    PyObject* out = args[1];
-    if (!is_frame(x, s.batch_size(), s.input_size(), false) ||
+    PyObject* x = nullptr;
+    PyObject* out = nullptr;
+    const bool arguments = frame_arguments(args, nargs, kwnames, x, out);
+    if (!arguments || out == nullptr || !is_frame(x, s.batch_size(), s.input_size(), false) ||
         !is_frame(out, s.batch_size(), s.output_size(), true)) {
+      if (target->fallback != nullptr) {
+        return PyObject_Vectorcall(target->fallback, args, static_cast<size_t>(nargs), kwnames);
+      }
+      if (!arguments) {
+        PyErr_SetString(PyExc_TypeError, "step: expected (x_t, out=None)");
+        return nullptr;
+      }
       Py_RETURN_NONE;
     }
     const S* x_data = reinterpret_cast<const S*>(py::detail::array_proxy(x)->data);
@@ -494,18 +524,29 @@ struct StreamBinding {
     return out;
   }
 
-  static py::object fast_step_function(const py::object& self) {
-    static PyMethodDef def = {"fast_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_step)),
-                              METH_FASTCALL, "Stream.step's fast path (private)."};
-    auto* target = new FastTarget{&self.cast<Stream&>(), self.ptr(), work(self.cast<const Stream&>())};
+  static py::object fast_step_function(const py::object& self, const py::object& fallback) {
+    static PyMethodDef def = {
+        "step", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_step)),
+        METH_FASTCALL | METH_KEYWORDS,
+        "step($self, x_t, out=None)\n--\n\n"
+        "One frame: x_t (batch_size, input_size), or (input_size,) when batch_size is 1. Returns\n"
+        "the top layer's new h, (batch_size, hidden_size) or (hidden_size,). With `out` (a\n"
+        "C-contiguous array of that shape and the model's dtype) the result is written there and\n"
+        "`out` is returned: no allocation at all when x_t is already a C-contiguous array of the\n"
+        "model's dtype."};
+    PyObject* callable = fallback.is_none() ? nullptr : fallback.ptr();
+    auto* target = new FastTarget{&self.cast<Stream&>(), self.ptr(), callable, work(self.cast<const Stream&>())};
     Py_INCREF(target->owner);
+    Py_XINCREF(target->fallback);
     PyObject* capsule = PyCapsule_New(target, nullptr, [](PyObject* c) {
       auto* t = static_cast<FastTarget*>(PyCapsule_GetPointer(c, nullptr));
       Py_DECREF(t->owner);
+      Py_XDECREF(t->fallback);
       delete t;
     });
     if (capsule == nullptr) {
       Py_DECREF(target->owner);
+      Py_XDECREF(target->fallback);
       delete target;
       throw py::error_already_set();
     }
@@ -629,7 +670,7 @@ struct StreamBinding {
             py::arg("batch_size"),
             "Bytes a stream of this shape allocates (ValueError where that overflows 64 bits).")
         .def("step", &step, py::arg("x_t"), py::arg("out").none(true) = py::none())
-        .def("fast_step", &fast_step_function)
+        .def("fast_step", &fast_step_function, py::arg("fallback") = py::none())
         .def("time_steps", &time_steps, py::arg("x_t"), py::arg("out"), py::arg("count"),
              py::arg("touch_bytes") = 0)
         .def("step_many", &step_many, py::arg("chunk"), py::arg("out").none(true) = py::none())

@@ -138,9 +138,13 @@ class _Stream:
     @staticmethod
     def bytes_needed(cell: int, input_size: int, hidden_size: int, num_layers: int, batch_size: int) -> int: ...
     def step(self, x_t: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray: ...
-    # A function (x_t, out) -> out, or None where the frame or out needs converting or checking
-    # (native dtype, C-contiguous, aligned, the exact shape, out writeable): then call step.
-    def fast_step(self) -> Callable[[Any, Any], Optional[np.ndarray]]: ...
+    # A C function step(x_t, out=None) -> out that runs the C++ step on frames needing nothing
+    # done (native dtype, C-contiguous, aligned, the exact shape, out given and writeable) and
+    # hands every other call, arguments as they came, to `fallback` (rnncore.streaming's general
+    # step); without a fallback it returns None for those.
+    def fast_step(
+        self, fallback: Optional[Callable[..., np.ndarray]] = None
+    ) -> Callable[..., Optional[np.ndarray]]: ...
     # Runs `count` C++ steps of x_t into out (both as fast_step takes them); seconds in all.
     # touch_bytes > 0: a buffer that size is written (a byte per 64) between steps, untimed.
     def time_steps(self, x_t: np.ndarray, out: np.ndarray, count: int, touch_bytes: int = 0) -> float: ...

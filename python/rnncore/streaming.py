@@ -30,7 +30,7 @@ before anything is allocated (rnncore._limits).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -51,7 +51,21 @@ class Stream:
     Setting it also takes (num_layers, hidden_size) when batch_size is 1.
     """
 
-    __slots__ = ("_impl", "_step", "_fast_step", "_model", "_dtype", "_batch_size", "_lstm")
+    # `step` is an attribute of each stream, not a method of the class: the C++ binding's step
+    # function for this stream (rnncore/_core: StreamF32.fast_step), so that a step from Python
+    # runs no Python frame when the frame needs nothing done (a Python method around it cost
+    # 60-100 ns, as much as a 16-unit layer's step); every other call goes to its fallback,
+    # _general_step_of's function, which holds the binding's general step and the dtype, not the
+    # stream (so no cycle, and `model.stream(1).step(x)` works after the stream itself is gone).
+    __slots__ = {
+        "step": """step(x_t, out=None): one frame, x_t (batch_size, input_size), or (input_size,)
+        when batch_size is 1. Returns the top layer's new h, (batch_size, hidden_size) or
+        (hidden_size,). With `out` (a C-contiguous array of that shape and the model's dtype)
+        the result is written there and `out` is returned: no allocation at all when x_t is
+        already a C-contiguous array of the model's dtype.""",
+        "_impl": None, "_model": None, "_dtype": None, "_batch_size": None, "_lstm": None,
+    }
+    step: Callable[[Any, Optional[np.ndarray]], np.ndarray]
 
     def __init__(self, model: Any, batch_size: int = 1, threads: int = 1) -> None:
         batch_size = _limits.size("batch_size", batch_size)
@@ -70,8 +84,7 @@ class Stream:
         _limits.check_memory(f"stream(batch_size={batch_size}) of {model!r}",
                              stream_type(self._dtype).bytes_needed(*sizes, batch_size))
         self._impl = backends.get("cpp").stream(config, model.parameters(), batch_size, threads)
-        self._step = self._impl.step
-        self._fast_step = self._impl.fast_step()
+        self.step = self._impl.fast_step(_general_step_of(self._impl.step, self._dtype))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -96,23 +109,6 @@ class Stream:
         return f"<Stream batch_size={self._batch_size} of {self._model!r}>"
 
     # ------------------------------------------------------------------ stepping
-    def step(self, x_t: Any, out: np.ndarray | None = None) -> np.ndarray:
-        """One frame: x_t (batch_size, input_size), or (input_size,) when batch_size is 1.
-
-        Returns the top layer's new h, (batch_size, hidden_size) or (hidden_size,). With `out`
-        (a C-contiguous array of that shape and the model's dtype) the result is written there
-        and `out` is returned: no allocation at all when x_t is already a C-contiguous array of
-        the model's dtype.
-        """
-        # Frames that need no conversion (a C-contiguous array of the model's dtype and shape, and
-        # such an `out`) go straight to the C++ step; None sends the rest the general way.
-        y = self._fast_step(x_t, out)
-        if y is not None:
-            return y
-        if type(x_t) is not np.ndarray or x_t.dtype is not self._dtype:
-            x_t = _checks.real_array("x_t", x_t, self._dtype)
-        return self._step(x_t, out)
-
     def step_many(self, chunk: Any, out: np.ndarray | None = None) -> np.ndarray:
         """Several frames in one call: chunk (T, batch_size, input_size), or (T, input_size) when
         batch_size is 1; always time-major (batch_first does not apply). Returns (T, batch_size,
@@ -180,3 +176,16 @@ class Stream:
             raise ValueError(f"rows: expected indices in 0..{self._batch_size - 1} (batch_size {self._batch_size}), "
                              f"got {bad}")
         return indices
+
+
+def _general_step_of(impl_step: Callable[..., np.ndarray], dtype: np.dtype) -> Callable[..., np.ndarray]:
+    """The step for the calls the C function does not take (see Stream.__slots__): converts x_t,
+    allocates the output when `out` is None, raises the errors that name what was wrong."""
+
+    def general_step(x_t: Any, out: np.ndarray | None = None) -> np.ndarray:
+        if type(x_t) is not np.ndarray or x_t.dtype is not dtype:
+            x_t = _checks.real_array("x_t", x_t, dtype)
+        return impl_step(x_t, out)
+
+    general_step.__name__, general_step.__qualname__ = "step", "Stream.step"  # in TypeErrors
+    return general_step
