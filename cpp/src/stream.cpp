@@ -717,28 +717,52 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
     S* out = k + 1 == layers ? y : layers_[static_cast<std::size_t>(k + 1)].xh.data();
     // Every other step walks the slices back to front, as the panel step does (reverse_).
     const int64_t per_slice = C == CellKind::Lstm ? 4 * L * (1 + I + H) : L * (4 + 3 * (I + H));
-    for (int64_t n = 0; n < H / L; ++n) {
-      const int64_t slice = reverse_ ? H / L - 1 - n : n, u = slice * L;
+    constexpr int64_t kSlices = H / L;
+    const auto slice_at = [&](int64_t n) { return reverse_ ? kSlices - 1 - n : n; };
+    const auto sums = [&](int64_t slice, Packet (&sum)[4]) {
       const S* w = layer.packed.data() + slice * per_slice;
       detail::hide_value(xh);  // every slice broadcasts [x; h] afresh (register_hint.h)
-      Packet sum[4], h;
       if constexpr (C == CellKind::Lstm) {
         panel_sums<S, 4>(w, xh, I + H, sum);
-        S* c_row = layer.cell.data() + u;
-        Packet c, tanh_c;
-        cell::fused::lstm_forward(sum[0], sum[1], sum[2], sum[3], pload<Packet>(c_row), c, tanh_c, h);
-        pstore(c_row, flush ? flushed(c) : c);
       } else {
         // H read at run time: known to the compiler, the hidden-column loop was unrolled in full
         // and its loads scheduled ahead of the FMAs, spilling to the stack (GRU 1 -> 32: twice
         // the time of the panel step).
         gru_slice_sums<S>(w, xh, I, xh + I, config_.hidden_size, sum);
+      }
+    };
+    const auto cell_math = [&](int64_t slice, Packet (&sum)[4]) {
+      const int64_t u = slice * L;
+      Packet h;
+      if constexpr (C == CellKind::Lstm) {
+        S* c_row = layer.cell.data() + u;
+        Packet c, tanh_c;
+        cell::fused::lstm_forward(sum[0], sum[1], sum[2], sum[3], pload<Packet>(c_row), c, tanh_c, h);
+        pstore(c_row, flush ? flushed(c) : c);
+      } else {
         const Packet zero = pset1<Packet>(S(0));  // the hidden r and z sums are in sum[0], sum[1]
         Packet r, z, n_gate;
         cell::fused::gru_forward(sum[0], sum[1], sum[2], zero, zero, sum[3], ploadu<Packet>(xh + I + u),
                                  r, z, n_gate, h);
       }
       pstoreu(out + u, flush ? flushed(h) : h);
+    };
+    // Two slices at a time, both products first: the second slice's product then runs while the
+    // first one's cell math waits on its activations, and the two cell maths run side by side
+    // (one slice at a time, the out-of-order core did not overlap them: paired in one process on
+    // the Zen 3, pairs took 0.91-0.97 of the time at LSTM 16 and 32, 0.87-0.88 at GRU 16).
+    int64_t n = 0;
+    for (; n + 2 <= kSlices; n += 2) {
+      Packet first[4], second[4];
+      sums(slice_at(n), first);
+      sums(slice_at(n + 1), second);
+      cell_math(slice_at(n), first);
+      cell_math(slice_at(n + 1), second);
+    }
+    if constexpr (kSlices % 2 == 1) {
+      Packet last[4];
+      sums(slice_at(n), last);
+      cell_math(slice_at(n), last);
     }
     std::memcpy(xh + I, out, static_cast<std::size_t>(H) * sizeof(S));
   }
@@ -746,21 +770,23 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
 
 // The one-pass step for this cell and hidden size, or nullptr where it has none: float with SIMD
 // tanh only, and the sizes where it measured faster than the panel step (batch 1, one thread,
-// input 1, 2-vCPU Zen 3, paired in one process: LSTM 16, 32, 64 units 0.91-0.95 of the panel
-// step's time, GRU 16 0.81-0.87; GRU 32 1.00-1.05, GRU 64 0.98-1.04 and LSTM 128 1.02-1.03, so
-// those keep the panel step).
+// input 1, 2-vCPU Zen 3, paired in one process, 3 runs: time against the panel step's LSTM 16
+// 0.80-0.83, 32 0.86-0.88, 64 0.89-0.92, GRU 16 0.77-0.80, 32 0.88-0.94, 64 0.92-0.95; LSTM 128
+// 1.00-1.04, so 128 and up keep the panel step).
 template <typename S>
 typename Stream<S>::FrameFn Stream<S>::sliced_frame_for(CellKind cell, int64_t hidden_size) noexcept {
   if constexpr (cell::fused::enabled<S>()) {
-    if (cell == CellKind::Lstm) {
+    const auto sized = [&](auto cell_constant) -> FrameFn {
+      constexpr CellKind C = decltype(cell_constant)::value;
       switch (hidden_size) {
-        case 16: return &Stream::sliced_frame<CellKind::Lstm, 16>;
-        case 32: return &Stream::sliced_frame<CellKind::Lstm, 32>;
-        case 64: return &Stream::sliced_frame<CellKind::Lstm, 64>;
+        case 16: return &Stream::sliced_frame<C, 16>;
+        case 32: return &Stream::sliced_frame<C, 32>;
+        case 64: return &Stream::sliced_frame<C, 64>;
         default: return nullptr;
       }
-    }
-    if (cell == CellKind::Gru && hidden_size == 16) return &Stream::sliced_frame<CellKind::Gru, 16>;
+    };
+    if (cell == CellKind::Lstm) return sized(std::integral_constant<CellKind, CellKind::Lstm>());
+    if (cell == CellKind::Gru) return sized(std::integral_constant<CellKind, CellKind::Gru>());
   }
   return nullptr;
 }

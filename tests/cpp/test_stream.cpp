@@ -235,7 +235,7 @@ TEST(Stream, ThreadedStepsMatchOneThreadBitwise) {
 }
 
 // One thread runs a step compiled for the cell and, for hidden sizes 16, 32, 64, 128 and 256,
-// for that size (at batch 1 the LSTM at 16, 32 and 64 units and the GRU at 16 take the one-pass
+// for that size (at batch 1 the LSTM and the GRU at 16, 32 and 64 units take the one-pass
 // step, whose weights are laid out by slices of units); two threads run the generic code with
 // every size read at run time. Both must give the same bits, on and off the list of sizes (15,
 // 24, 40, 100), batch 1 and 3, input sizes odd and even (the GRU's one-pass sums change chains

@@ -26,12 +26,12 @@
 // hidden sizes 16, 32, 64, 128 and 256, for the size (picked at construction), with all it calls
 // inlined: no dispatch per step, cell.h's loops with known trip counts. Every other step walks
 // the panels back to front, so what the previous step read last is read first, still cached.
-// A single stream (batch 1) on one thread of an LSTM of 16, 32 or 64 units or a GRU of 16 (float)
-// takes a one-pass step instead: its weights are packed by slices of one SIMD register's worth
-// of units (the LSTM's i, f, g, o rows of those units; the GRU's r, z, n rows), so that a
-// slice's gate sums stay in registers and go straight into the cell math, with no scratch row
-// between the product and the cell math, and one slice's cell math overlaps the next slice's
-// product. Each gate row is summed in the same order as in its panel and the cell math is the
+// A single stream (batch 1) on one thread of an LSTM or GRU of 16, 32 or 64 units (float) takes
+// a one-pass step instead: its weights are packed by slices of one SIMD register's worth of
+// units (the LSTM's i, f, g, o rows of those units; the GRU's r, z, n rows), so that a slice's
+// gate sums stay in registers and go straight into the cell math, with no scratch row between
+// the product and the cell math; slices go two at a time, both products first, so that one
+// slice's product runs while the other's cell math waits on its activations. Each gate row is summed in the same order as in its panel and the cell math is the
 // same code, so the results are the same bit for bit as the panel step's (and so as a batch's
 // or a team's).
 //
