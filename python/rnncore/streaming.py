@@ -30,7 +30,7 @@ before anything is allocated (rnncore._limits).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class Stream:
         already a C-contiguous array of the model's dtype.""",
         "_impl": None, "_model": None, "_dtype": None, "_batch_size": None, "_lstm": None,
     }
-    step: Callable[[Any, Optional[np.ndarray]], np.ndarray]
+    step: Callable[..., np.ndarray]  # (x_t, out=None), see the slot's docstring above
 
     def __init__(self, model: Any, batch_size: int = 1, threads: int = 1) -> None:
         batch_size = _limits.size("batch_size", batch_size)
