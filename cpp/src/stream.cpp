@@ -409,7 +409,9 @@ Stream<S>::Stream(const ModelConfig& config, const std::vector<DirectionWeights<
   // Every size product below is one of the terms bytes_needed has checked, so none overflows.
   const int64_t bytes = bytes_needed(config, batch_size);
   scratch_stride_ = scratch_stride(config.cell, config.hidden_size);
-  sliced_ = threads_ == 1 && batch_ == 1 && sliced_frame_for(config.cell, config.hidden_size) != nullptr;
+  const FrameFn sliced = threads_ == 1 && batch_ == 1 ? sliced_frame_for(config.cell, config.hidden_size)
+                                                      : nullptr;
+  sliced_ = sliced != nullptr;
   try {
     scratch_.assign(static_cast<std::size_t>(batch_ * scratch_stride_), S(0));
     layers_.resize(static_cast<std::size_t>(config.num_layers));
@@ -422,10 +424,7 @@ Stream<S>::Stream(const ModelConfig& config, const std::vector<DirectionWeights<
                               std::to_string(config.num_layers) + ")",
                           bytes);
   }
-  if (threads_ == 1) {
-    serial_ = sliced_ ? sliced_frame_for(config.cell, config.hidden_size)
-                      : serial_frame_for(config.cell, config.hidden_size);
-  }
+  if (threads_ == 1) serial_ = sliced_ ? sliced : serial_frame_for(config.cell, config.hidden_size);
   // The calling thread's OpenMP team starts here rather than in the first step.
   if (threads_ > 1) parallel_team(threads_, [](int, int, StepBarrier&) {});
 }
@@ -716,8 +715,8 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
     S* xh = layer.xh.data();
     S* out = k + 1 == layers ? y : layers_[static_cast<std::size_t>(k + 1)].xh.data();
     // Every other step walks the slices back to front, as the panel step does (reverse_).
-    const int64_t per_slice = C == CellKind::Lstm ? 4 * L * (1 + I + H) : L * (4 + 3 * (I + H));
     constexpr int64_t kSlices = H / L;
+    const int64_t per_slice = static_cast<int64_t>(layer.packed.size()) / kSlices;  // pack_sliced's
     const auto slice_at = [&](int64_t n) { return reverse_ ? kSlices - 1 - n : n; };
     const auto sums = [&](int64_t slice, Packet (&sum)[4]) {
       const S* w = layer.packed.data() + slice * per_slice;

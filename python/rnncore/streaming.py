@@ -58,11 +58,8 @@ class Stream:
     # _general_step_of's function, which holds the binding's general step and the dtype, not the
     # stream (so no cycle, and `model.stream(1).step(x)` works after the stream itself is gone).
     __slots__ = {
-        "step": """step(x_t, out=None): one frame, x_t (batch_size, input_size), or (input_size,)
-        when batch_size is 1. Returns the top layer's new h, (batch_size, hidden_size) or
-        (hidden_size,). With `out` (a C-contiguous array of that shape and the model's dtype)
-        the result is written there and `out` is returned: no allocation at all when x_t is
-        already a C-contiguous array of the model's dtype.""",
+        "step": "step(x_t, out=None): one frame in, the top layer's new h out (help(stream.step) "
+                "on a stream tells the shapes and what `out` saves).",
         "_impl": None, "_model": None, "_dtype": None, "_batch_size": None, "_lstm": None,
     }
     step: Callable[..., np.ndarray]  # (x_t, out=None), see the slot's docstring above

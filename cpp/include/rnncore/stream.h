@@ -31,9 +31,9 @@
 // units (the LSTM's i, f, g, o rows of those units; the GRU's r, z, n rows), so that a slice's
 // gate sums stay in registers and go straight into the cell math, with no scratch row between
 // the product and the cell math; slices go two at a time, both products first, so that one
-// slice's product runs while the other's cell math waits on its activations. Each gate row is summed in the same order as in its panel and the cell math is the
-// same code, so the results are the same bit for bit as the panel step's (and so as a batch's
-// or a team's).
+// slice's product runs while the other's cell math waits on its activations. Each gate row is
+// summed in the same order as in its panel and the cell math is the same code, so the results
+// are the same bit for bit as the panel step's (and so as a batch's or a team's).
 //
 // Subnormals. While flush_denormals() is on (parallel.h), a stream flushes subnormal values to
 // zero like the other kernels, but without touching the thread's floating-point control state
