@@ -7,8 +7,10 @@
 
 A step: Embedding(64 -> 64) -> 2-layer RNN/LSTM/GRU (hidden H) -> Linear -> cross-entropy ->
 backward -> Adam. The rt and torch.nn models (same weights) alternate step by step; the table gives
-the median ms per step of each and torch / rt. --bridge times rt.LSTM forward + backward against
-rnncore's kernels called directly on the same arrays (H = 256, N = 32, T = 100).
+the median ms per step of each and torch / rt. --bridge times rt.LSTM forward + backward, and its
+no_grad forward, against rnncore's kernels called directly on the same arrays and against an
+autograd.Function with the same inputs that does no work (H x N x T = 256 x 32 x 100, 64 x 1 x 50,
+64 x 1 x 1).
 
 What bounds the ratio, measured in the same run: "rt rnn" is the rt layer's forward + backward
 alone (on the step's embedded input, timed in the same rounds), so "rest" = rt step - rt rnn is
@@ -145,38 +147,89 @@ def training_table(args):
                        "rows": rows}, f, indent=1)
 
 
+class _EmptyFunction(torch.autograd.Function):
+    """An autograd.Function with rt.LSTM's inputs and outputs that does no work: what torch's
+    own machinery costs a Python-defined layer per forward + backward."""
+
+    @staticmethod
+    def forward(ctx, x, *weights):
+        ctx.save_for_backward(*weights)
+        ctx.shapes = x.shape, weights[1].shape[1]
+        (steps, batch, _), hidden = ctx.shapes
+        return x.new_zeros(steps, batch, hidden), x.new_zeros(2, batch, hidden), x.new_zeros(2, batch, hidden)
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_h, grad_c):
+        weights = ctx.saved_tensors
+        return (grad_y.new_zeros(ctx.shapes[0]), *[torch.zeros_like(w) for w in weights])
+
+
 def bridge(args):
+    """rt.LSTM (2 layers) against rnncore's kernels called directly on the same arrays, and an
+    empty autograd.Function with the same inputs: per call, training (forward + backward) and
+    inference (no_grad forward)."""
     torch.set_num_threads(args.threads[0])
-    H, N, T = 256, 32, 100
-    torch.manual_seed(0)
-    layer = rt.LSTM(H, H, num_layers=2)
-    x = torch.randn(T, N, H, requires_grad=True)
-    grad = torch.randn(T, N, H)
-    weights = [w.detach().numpy() for w in layer._flat_weights]
-    cfg = _core.ModelConfig("lstm", H, H, 2, False, True)
-    xn, gn = x.detach().numpy(), grad.numpy()
+    print(f"CPU: {cpu_model_name() or platform.processor()}; torch {torch.__version__}; "
+          f"{args.threads[0]} thread(s); medians of {args.rounds * 4} interleaved rounds")
+    print("| LSTM 2 layers, H x N x T | mode | rt.LSTM us | kernels direct us | bridge us | bridge % "
+          "| empty Function us |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for hidden, batch, steps in ((256, 32, 100), (64, 1, 50), (64, 1, 1)):
+        torch.manual_seed(0)
+        layer = rt.LSTM(hidden, hidden, num_layers=2)
+        x = torch.randn(steps, batch, hidden, requires_grad=True)
+        grad = torch.randn(steps, batch, hidden)
+        weights = [w.detach().numpy() for w in layer._flat_weights]
+        cfg = _core.ModelConfig("lstm", hidden, hidden, 2, False, True)
+        xn, gn = x.detach().numpy(), grad.numpy()
+        params = list(layer._flat_weights)
 
-    def through_rt():
-        start = time.perf_counter()
-        y, _ = layer(x)
-        y.backward(grad)
-        return time.perf_counter() - start
+        def timed(fn):
+            def run():
+                start = time.perf_counter()
+                fn()
+                return time.perf_counter() - start
+            return run
 
-    def direct():
-        start = time.perf_counter()
-        _, _, _, cache = _core.forward(cfg, weights, xn, None, None, None, True)
-        _core.backward(cache, weights, gn, None, None)
-        return time.perf_counter() - start
+        def rt_training():
+            y, _ = layer(x)
+            y.backward(grad)
 
-    for _ in range(3):
-        through_rt(), direct()
-    a, b = [], []
-    for _ in range(args.rounds * 4):
-        a.append(through_rt())
-        b.append(direct())
-    ma, mb = statistics.median(a) * 1e3, statistics.median(b) * 1e3
-    print(f"LSTM 2x{H}, N={N}, T={T}, {args.threads[0]} thread(s): rt.LSTM forward+backward {ma:.2f} ms, "
-          f"kernels called directly {mb:.2f} ms: bridge +{(ma / mb - 1) * 100:.1f}%")
+        def direct_training():
+            _, _, _, cache = _core.forward(cfg, weights, xn, None, None, None, True)
+            _core.backward(cache, weights, gn, None, None)
+
+        def empty_training():
+            y, _, _ = _EmptyFunction.apply(x, *params)
+            y.backward(grad)
+
+        def rt_inference():
+            with torch.no_grad():
+                layer(x)
+
+        def direct_inference():
+            _core.forward(cfg, weights, xn, None, None, None, False)
+
+        def empty_inference():
+            with torch.no_grad():
+                _EmptyFunction.apply(x, *params)
+
+        for mode, fns in (("training", (rt_training, direct_training, empty_training)),
+                          ("inference", (rt_inference, direct_inference, empty_inference))):
+            runs = [timed(fn) for fn in fns]
+            repeat = 1 if steps * batch * hidden >= 100_000 else 20  # (short calls timed in blocks)
+            for _ in range(3):
+                for run in runs:
+                    run()
+            times = [[] for _ in runs]
+            for r in range(args.rounds * 4):
+                # Each round in another order: a call after the empty Function (which allocates
+                # its outputs anew) found a colder cache than one after the other two.
+                for i in range(r, r + len(runs)):
+                    times[i % len(runs)].append(sum(runs[i % len(runs)]() for _ in range(repeat)) / repeat)
+            ours, direct, empty = (statistics.median(v) * 1e6 for v in times)
+            print(f"| {hidden} x {batch} x {steps} | {mode} | {ours:.0f} | {direct:.0f} | {ours - direct:+.0f} | "
+                  f"{(ours / direct - 1) * 100:+.1f}% | {empty:.0f} |", flush=True)
 
 
 def main():

@@ -265,6 +265,54 @@ def test_to_float64_train_eval_hooks_optimizer_and_clip():
     assert seen == [(4, 2, 5)] and not torch.equal(before, m.weight_hh_l0)
 
 
+def test_weights_changed_between_calls_are_the_ones_used():
+    """rt layers keep their weights' NumPy views between calls: every way of changing a weight
+    after a call (in place, .data, a new Parameter, another dtype, functional_call, a copy) is
+    seen by the next call as torch.nn sees it."""
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    m = rt.LSTM(3, 5, num_layers=2)
+    t = m.to_torch()
+    x = torch.randn(4, 2, 3)
+
+    def same():
+        torch.testing.assert_close(m(x)[0], t(x)[0], rtol=2e-4, atol=2e-5)
+
+    same()
+    with torch.no_grad():
+        for mod in (m, t):
+            mod.weight_ih_l0.add_(0.5)  # in place: the same memory
+    same()
+    new = torch.randn(20, 5)
+    for mod in (m, t):
+        mod.weight_hh_l1.data = new.clone()  # another tensor's memory under the same Parameter
+    same()
+    for mod in (m, t):
+        mod.bias_ih_l0 = nn.Parameter(torch.randn(20))  # a new Parameter
+        if mod is t:
+            t.bias_ih_l0 = nn.Parameter(m.bias_ih_l0.detach().clone())
+    same()
+    swapped = {"weight_hh_l0": torch.randn(20, 5)}
+    torch.testing.assert_close(torch.func.functional_call(m, swapped, (x,))[0],
+                               torch.func.functional_call(t, swapped, (x,))[0], rtol=2e-4, atol=2e-5)
+    same()  # and back to the module's own weights
+    # A copy (deepcopy, pickle) holds its own weights and no views of the original's memory.
+    twin = copy.deepcopy(m)
+    assert "_kernel_views" not in m.__getstate__()
+    with torch.no_grad():
+        twin.weight_hh_l0.zero_()
+    same()
+    assert not torch.equal(twin(x)[0], m(x)[0])
+    thawed = pickle.loads(pickle.dumps(m))
+    torch.testing.assert_close(thawed(x)[0], m(x)[0], rtol=0, atol=0)
+    # A weight made float16 after a call is refused, as at construction.
+    m.weight_ih_l1.data = m.weight_ih_l1.data.half()
+    with pytest.raises(TypeError, match="weight_ih_l1: rnncore.torch runs float32 and float64"):
+        m(x)
+
+
 def test_from_module_shares_the_weights():
     import numpy as np
 

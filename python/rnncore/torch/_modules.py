@@ -33,7 +33,7 @@ class _RnncoreMixin:
                 f"proj_size: rnncore.torch does not support LSTM projections yet (got proj_size="
                 f"{self.proj_size}); use torch.nn.LSTM for this layer")
         # The flat weights (torch.nn's own list, refreshed by _update_flat_weights) rather than
-        # named_parameters(): this runs on every forward call, and the generator cost ~40 us.
+        # named_parameters(), whose generator cost ~40 us.
         for name, p in zip(self._flat_weights_names, self._flat_weights):
             if p.device.type != "cpu":
                 raise ValueError(f"{name}: rnncore.torch runs on the CPU, got a parameter on {p.device}")
@@ -70,8 +70,7 @@ class _RnncoreMixin:
         PackedSequence (the output is then one too); hx as torch.nn takes it. `lengths` (an
         extension, padded input only): int64 [N] CPU tensor, sequence b runs lengths[b] steps,
         the output is zero past it and its final state is the one after its own last step."""
-        self._update_flat_weights()  # (as torch.nn does: functional_call swaps parameters)
-        self._check_supported()
+        self._refresh_flat_weights()
         if isinstance(input, PackedSequence):
             if lengths is not None:
                 raise ValueError("lengths: not taken with a PackedSequence, which carries its own")
@@ -136,8 +135,54 @@ class _RnncoreMixin:
     def _result_state(self, h_n: Tensor, c_n: Tensor):
         return h_n
 
-    def _run(self, x: Tensor, hx, lengths: Optional[Tensor], unbatched: bool):
+    def _refresh_flat_weights(self) -> None:
+        """torch.nn's _update_flat_weights (a name may now hold another tensor: e.g.
+        torch.func.functional_call swaps the parameters) without its getattr per name, which
+        cost ~25 us a call: a name is looked up where getattr finds a module's weight, the
+        instance dict and then _parameters; anywhere else, torch's own lookup runs."""
+        if torch.compiler.is_compiling():
+            self._update_flat_weights()
+            return
+        found, params = self.__dict__, self._parameters
+        for ref, name in zip(self._flat_weight_refs, self._flat_weights_names):
+            weight = found.get(name)
+            if weight is None:
+                weight = params.get(name)
+                if weight is None:
+                    self._update_flat_weights()
+                    return
+            if ref is not None and ref() is not weight:
+                self._init_flat_weights()
+                return
+
+    def _kernel_weights(self) -> tuple[list, list]:
+        """(the flat weights, contiguous; their NumPy views for the kernels). The views are kept
+        between calls while every weight has the same address, dtype and shape (then the same
+        view is valid: a contiguous CPU tensor is its address, dtype and shape), and the
+        weights' checks run again whenever a view is made: detach().numpy() and the checks cost
+        ~30 us a call for a 2-layer model, a tenth of the kernels' time on a short sequence."""
+        if getattr(self, "proj_size", 0) > 0:
+            self._check_supported()
         weights = [w.contiguous() for w in self._flat_weights]
+        kept = self.__dict__.get("_kernel_views")
+        if kept is not None and len(kept[0]) == len(weights):
+            for w, (address, dtype, shape) in zip(weights, kept[0]):
+                if w.data_ptr() != address or w.dtype is not dtype or w.shape != shape or not w.is_cpu:
+                    break
+            else:
+                return weights, kept[1]
+        self._check_supported()
+        arrays = _ops._arrays(weights)
+        self.__dict__["_kernel_views"] = ([(w.data_ptr(), w.dtype, w.shape) for w in weights], arrays)
+        return weights, arrays
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_kernel_views", None)  # (views of this process's memory)
+        return state
+
+    def _run(self, x: Tensor, hx, lengths: Optional[Tensor], unbatched: bool):
+        weights, arrays = self._kernel_weights()
         dtype = weights[0].dtype
         if x.dtype != dtype:
             raise TypeError(f"input: expected dtype {dtype} (the layer's parameters), got {x.dtype}")
@@ -160,9 +205,9 @@ class _RnncoreMixin:
         if torch.compiler.is_compiling():
             y, h_n, c_n, _ = _ops.rnn_forward(x, h0, c0, lengths, masks, weights, *call, keep)
         elif keep:  # eager: autograd.Function, far cheaper per call than a custom op's dispatch
-            y, h_n, c_n = _ops.RnnFunction.apply(x, h0, c0, lengths, masks, *call, *weights)
+            y, h_n, c_n = _ops.RnnFunction.apply(x, h0, c0, lengths, masks, *call, arrays, *weights)
         else:
-            y, h_n, c_n = _ops.forward_no_grad(x, h0, c0, lengths, masks, weights, *call)
+            y, h_n, c_n = _ops.forward_no_grad(x, h0, c0, lengths, masks, weights, *call, arrays=arrays)
         return y, self._result_state(h_n, c_n)
 
     def _dropout_masks(self, x: Tensor, dtype) -> Optional[Tensor]:

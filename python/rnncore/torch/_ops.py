@@ -77,10 +77,12 @@ def _run_forward(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, b
                             _numpy(c0), _numpy(lengths), _numpy(dropout_masks), keep_cache)
 
 
-def forward_no_grad(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, bidirectional, bias):
-    """Eager inference (no gradient wanted): (y, h_n, c_n (LSTM; else empty)), no cache kept."""
+def forward_no_grad(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, bidirectional, bias,
+                    arrays=None):
+    """Eager inference (no gradient wanted): (y, h_n, c_n (LSTM; else empty)), no cache kept.
+    arrays: _arrays(weights) when the caller already has them."""
     y, h_n, c_n, _ = _run_forward(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers,
-                                  bidirectional, bias, keep_cache=False)
+                                  bidirectional, bias, keep_cache=False, arrays=arrays)
     return _states_out(x, y, h_n, c_n)
 
 
@@ -204,8 +206,10 @@ class RnnFunction(torch.autograd.Function):
     torch.compile traces the custom ops instead (rt layers pick by torch.compiler.is_compiling())."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, lengths, dropout_masks, cell, num_layers, bidirectional, bias, *weights):
-        arrays = _arrays(weights)
+    def forward(ctx, x, h0, c0, lengths, dropout_masks, cell, num_layers, bidirectional, bias, arrays,
+                *weights):
+        """arrays: the weights' NumPy views (_arrays(weights)), or None to make them here."""
+        arrays = _arrays(weights) if arrays is None else arrays
         y, h_n, c_n, cache = _run_forward(x, h0, c0, lengths, dropout_masks, list(weights), cell,
                                           num_layers, bidirectional, bias, arrays=arrays)
         # Saved through a handle, as the custom op does: freed with the saved tensors, after
@@ -227,12 +231,12 @@ class RnnFunction(torch.autograd.Function):
         key, arrays = ctx.kernel_inputs
         cell, num_layers, bidirectional, bias, x_width, _batch = ctx.call
         needs = ctx.needs_input_grad
-        need_weights = [bool(f) for f in needs[9:]]
+        need_weights = [bool(f) for f in needs[10:]]
         # An undefined state gradient (None) goes to the kernels as None: zeros.
         grad_x, grad_h0, grad_c0, grad_w = _run_backward(
             _cache_of(handle, key), grad_y, grad_h_n, grad_c_n if cell == "lstm" else None, weights,
             cell, num_layers, bidirectional, bias, x_width, needs[0], need_weights, arrays=arrays)
         tensor = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
         return (tensor(grad_x) if needs[0] else None, tensor(grad_h0) if needs[1] else None,
-                tensor(grad_c0) if needs[2] else None, None, None, None, None, None, None,
+                tensor(grad_c0) if needs[2] else None, None, None, None, None, None, None, None,
                 *[tensor(g) if need else None for g, need in zip(grad_w, need_weights)])
