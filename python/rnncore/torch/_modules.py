@@ -161,9 +161,10 @@ class _RnncoreMixin:
         view is valid: a contiguous CPU tensor is its address, dtype and shape), and the
         weights' checks run again whenever a view is made: detach().numpy() and the checks cost
         ~30 us a call for a 2-layer model, a tenth of the kernels' time on a short sequence."""
-        if getattr(self, "proj_size", 0) > 0:
-            self._check_supported()
         weights = [w.contiguous() for w in self._flat_weights]
+        if torch.compiler.is_compiling() or getattr(self, "proj_size", 0) > 0:
+            self._check_supported()  # (traced: the custom op takes the tensors, not views)
+            return weights, None
         kept = self.__dict__.get("_kernel_views")
         if kept is not None and len(kept[0]) == len(weights):
             for w, (address, dtype, shape) in zip(weights, kept[0]):
