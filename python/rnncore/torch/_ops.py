@@ -91,13 +91,13 @@ def _states_out(x, y, h_n, c_n):
     return torch.from_numpy(y), torch.from_numpy(h_n), c_n_t
 
 
-def _run_backward(cache, grad_y, grad_h_n, grad_c_n, weights, cell, num_layers, bidirectional, bias,
-                  x_width, need_grad_input, need_weight_grads, arrays=None):
-    """The kernels' BPTT: (grad_x or None, grad_h0, grad_c0 or None, [grad or None per weight]).
-    grad_h_n / grad_c_n None: zeros. arrays: _arrays(weights) when the caller already has them."""
-    cfg = _config(cell, x_width, weights, num_layers, bidirectional, bias)
+def _run_backward(cache, grad_y, grad_h_n, grad_c_n, weights, need_grad_input, need_weight_grads,
+                  arrays=None):
+    """The kernels' BPTT (the cache holds the configuration): (grad_x or None, grad_h0, grad_c0 or
+    None, [grad or None per weight]). grad_h_n / grad_c_n None: zeros. arrays: _arrays(weights)
+    when the caller already has them."""
     return _kernels.backward(
-        cfg, _arrays(weights) if arrays is None else arrays, cache, _numpy(_dense(grad_y)),
+        cache, _arrays(weights) if arrays is None else arrays, _numpy(_dense(grad_y)),
         _numpy(_dense(grad_h_n)), _numpy(_dense(grad_c_n)), need_grad_input, need_weight_grads)
 
 
@@ -136,8 +136,7 @@ def rnn_backward(handle: Tensor, grad_y: Tensor, grad_h_n: Tensor, grad_c_n: Opt
     """(grad_x (empty when not needed), grad_h0, grad_c0 (LSTM; else empty), weight grads (empty
     where need_weight_grads is False: not computed))."""
     grad_x, grad_h0, grad_c0, grad_w = _run_backward(
-        _cache_of(handle), grad_y, grad_h_n, grad_c_n, weights, cell, num_layers, bidirectional, bias,
-        x_width, need_grad_input, need_weight_grads)
+        _cache_of(handle), grad_y, grad_h_n, grad_c_n, weights, need_grad_input, need_weight_grads)
     empty = grad_h_n.new_empty((0,))
     return (torch.from_numpy(grad_x) if grad_x is not None else empty, torch.from_numpy(grad_h0),
             torch.from_numpy(grad_c0) if grad_c0 is not None else empty.clone(),
@@ -215,7 +214,7 @@ class RnnFunction(torch.autograd.Function):
         # Saved through a handle, as the custom op does: freed with the saved tensors, after
         # backward unless retain_graph (an attribute of ctx would live as long as the output).
         handle, key = _keyed_handle(cache)
-        ctx.call = (cell, num_layers, bidirectional, bias, x.shape[-1], x.shape[1])
+        ctx.cell = cell
         # The handle's key and the weights' NumPy views, kept for backward (views of the saved
         # weights' storage, which save_for_backward keeps alive and checks for in-place changes).
         ctx.kernel_inputs = (key, arrays)
@@ -229,13 +228,12 @@ class RnnFunction(torch.autograd.Function):
             raise NotImplementedError(DOUBLE_BACKWARD)
         handle, *weights = ctx.saved_tensors  # (checks that no weight changed in place since)
         key, arrays = ctx.kernel_inputs
-        cell, num_layers, bidirectional, bias, x_width, _batch = ctx.call
         needs = ctx.needs_input_grad
         need_weights = [bool(f) for f in needs[10:]]
         # An undefined state gradient (None) goes to the kernels as None: zeros.
         grad_x, grad_h0, grad_c0, grad_w = _run_backward(
-            _cache_of(handle, key), grad_y, grad_h_n, grad_c_n if cell == "lstm" else None, weights,
-            cell, num_layers, bidirectional, bias, x_width, needs[0], need_weights, arrays=arrays)
+            _cache_of(handle, key), grad_y, grad_h_n, grad_c_n if ctx.cell == "lstm" else None,
+            weights, needs[0], need_weights, arrays=arrays)
         tensor = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
         return (tensor(grad_x) if needs[0] else None, tensor(grad_h0) if needs[1] else None,
                 tensor(grad_c0) if needs[2] else None, None, None, None, None, None, None, None,
