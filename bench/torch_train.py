@@ -18,9 +18,13 @@ the part of a step that is torch's work for both models (embedding, head, loss, 
 "rnn %GEMM" is the layer's multiply-adds (2 per multiply-add, training = 3x the forward's) per
 second over the float32 GEMM rate measured right before and right after the row
 (rnncore._core.gemm_gflops at the row's thread count, the better of the two: on a shared VM the
-rate moves by 20-40% within minutes). "bound" = torch step / (rest + the layer's work at the GEMM
-rate): the ratio rt would reach if its kernels ran at the GEMM rate with nothing else changed,
-an upper limit for that row (a target above it cannot be met on that machine by faster kernels).
+rate moves by 20-40% within minutes). "fn ms" is what torch's own machinery costs any layer
+written as a Python autograd.Function (rt's eager path) per forward + backward: an empty one with
+the rt layer's inputs and outputs (it allocates the outputs and the gradients, does no work),
+timed in the same rounds. "bound" = torch step / (rest + fn + the layer's work at the GEMM rate):
+the ratio rt would reach if its kernels ran at the GEMM rate and its bridge cost no more than an
+empty Function, with nothing else changed: an upper limit for that row (a target above it cannot
+be met on that machine by faster kernels or a thinner bridge).
 """
 
 from __future__ import annotations
@@ -88,6 +92,39 @@ def gemm_rate(threads):
     return benchmark.measure_peak(threads)[0]
 
 
+class _EmptyFunction(torch.autograd.Function):
+    """An autograd.Function with rt.LSTM's inputs and outputs that does no work: what torch's
+    own machinery costs a Python-defined layer per forward + backward."""
+
+    @staticmethod
+    def forward(ctx, x, *weights):
+        ctx.save_for_backward(*weights)
+        ctx.shapes = x.shape, weights[1].shape[1]
+        (steps, batch, _), hidden = ctx.shapes
+        return x.new_zeros(steps, batch, hidden), x.new_zeros(2, batch, hidden), x.new_zeros(2, batch, hidden)
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_h, grad_c):
+        weights = ctx.saved_tensors
+        return (grad_y.new_zeros(ctx.shapes[0]), *[torch.zeros_like(w) for w in weights])
+
+
+def _empty_timer(model, tokens):
+    """Times an empty autograd.Function with the rt layer's inputs and outputs (_EmptyFunction)
+    on the step's embedded input: torch's cost for any Python-defined layer."""
+    x = model.embed(tokens[:-1]).detach().requires_grad_(True)
+    grad = torch.randn(x.shape[0], x.shape[1], model.rnn.hidden_size)
+    params = [p.detach().requires_grad_(True) for p in model.rnn._flat_weights]
+
+    def run():
+        start = time.perf_counter()
+        y, _, _ = _EmptyFunction.apply(x, *params)
+        y.backward(grad)
+        return time.perf_counter() - start
+
+    return run
+
+
 def _layer_timer(model, tokens):
     """Times the rt layer's forward + backward alone on the step's embedded input."""
     x = model.embed(tokens[:-1]).detach().requires_grad_(True)
@@ -106,9 +143,9 @@ def training_table(args):
     rows = []
     print(f"CPU: {cpu_model_name() or platform.processor()}; torch {torch.__version__}; medians of "
           f"{args.rounds} interleaved rounds")
-    print("| cell | H | N | T | threads | rt ms | torch.nn ms | torch/rt | rt rnn ms | rest ms | "
+    print("| cell | H | N | T | threads | rt ms | torch.nn ms | torch/rt | rt rnn ms | rest ms | fn ms | "
           "rnn %GEMM | bound | GEMM GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)  # one OpenMP runtime: rnncore's threads too
         rate_before = gemm_rate(threads)
@@ -120,48 +157,33 @@ def training_table(args):
                         models = _pair(kind, hidden)
                         ours, theirs = (_stepper(m, tokens) for m in models)
                         layer = _layer_timer(models[0], tokens)
+                        empty = _empty_timer(models[0], tokens)
                         for _ in range(2):
-                            ours(), theirs(), layer()
-                        a, b, c = [], [], []
+                            ours(), theirs(), layer(), empty()
+                        a, b, c, e = [], [], [], []
                         for _ in range(args.rounds):
                             a.append(ours())
                             b.append(theirs())
                             c.append(layer())
+                            e.append(empty())
                         rate_after = gemm_rate(threads)
                         torch.set_num_threads(threads)
                         rate, rate_before = max(rate_before, rate_after), rate_after
-                        ma, mb, mc = (statistics.median(v) * 1e3 for v in (a, b, c))
+                        ma, mb, mc, me = (statistics.median(v) * 1e3 for v in (a, b, c, e))
                         rest = max(ma - mc, 0.0)
                         ideal = layer_flops(kind, hidden, batch, steps, threads) / (rate * 1e9) * 1e3
                         row = dict(cell=kind, hidden=hidden, batch=batch, steps=steps, threads=threads,
                                    rt_ms=ma, torch_ms=mb, ratio=mb / ma, rt_rnn_ms=mc, rest_ms=rest,
-                                   gemm_gflops=rate, rnn_pct_gemm=100.0 * ideal / mc,
-                                   bound=mb / (rest + ideal))
+                                   fn_ms=me, gemm_gflops=rate, rnn_pct_gemm=100.0 * ideal / mc,
+                                   bound=mb / (rest + me + ideal))
                         rows.append(row)
                         print(f"| {kind} | {hidden} | {batch} | {steps} | {threads} | {ma:.2f} | {mb:.2f} | "
-                              f"{mb / ma:.2f} | {mc:.2f} | {rest:.2f} | {row['rnn_pct_gemm']:.0f} | "
+                              f"{mb / ma:.2f} | {mc:.2f} | {rest:.2f} | {me:.2f} | {row['rnn_pct_gemm']:.0f} | "
                               f"{row['bound']:.2f} | {rate:.0f} |", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu": cpu_model_name(), "torch": torch.__version__, "rounds": args.rounds,
                        "rows": rows}, f, indent=1)
-
-
-class _EmptyFunction(torch.autograd.Function):
-    """An autograd.Function with rt.LSTM's inputs and outputs that does no work: what torch's
-    own machinery costs a Python-defined layer per forward + backward."""
-
-    @staticmethod
-    def forward(ctx, x, *weights):
-        ctx.save_for_backward(*weights)
-        ctx.shapes = x.shape, weights[1].shape[1]
-        (steps, batch, _), hidden = ctx.shapes
-        return x.new_zeros(steps, batch, hidden), x.new_zeros(2, batch, hidden), x.new_zeros(2, batch, hidden)
-
-    @staticmethod
-    def backward(ctx, grad_y, grad_h, grad_c):
-        weights = ctx.saved_tensors
-        return (grad_y.new_zeros(ctx.shapes[0]), *[torch.zeros_like(w) for w in weights])
 
 
 def bridge(args):
