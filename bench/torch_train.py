@@ -109,31 +109,18 @@ class _EmptyFunction(torch.autograd.Function):
         return (grad_y.new_zeros(ctx.shapes[0]), *[torch.zeros_like(w) for w in weights])
 
 
-def _empty_timer(model, tokens):
-    """Times an empty autograd.Function with the rt layer's inputs and outputs (_EmptyFunction)
-    on the step's embedded input: torch's cost for any Python-defined layer."""
+def _layer_timer(model, tokens, empty=False):
+    """Times the rt layer's forward + backward alone on the step's embedded input, or (empty) an
+    empty autograd.Function with the layer's inputs and outputs (_EmptyFunction, on copies of the
+    weights): torch's cost for any Python-defined layer."""
     x = model.embed(tokens[:-1]).detach().requires_grad_(True)
     grad = torch.randn(x.shape[0], x.shape[1], model.rnn.hidden_size)
     params = [p.detach().requires_grad_(True) for p in model.rnn._flat_weights]
+    forward = (lambda: _EmptyFunction.apply(x, *params)[0]) if empty else (lambda: model.rnn(x)[0])
 
     def run():
         start = time.perf_counter()
-        y, _, _ = _EmptyFunction.apply(x, *params)
-        y.backward(grad)
-        return time.perf_counter() - start
-
-    return run
-
-
-def _layer_timer(model, tokens):
-    """Times the rt layer's forward + backward alone on the step's embedded input."""
-    x = model.embed(tokens[:-1]).detach().requires_grad_(True)
-    grad = torch.randn(x.shape[0], x.shape[1], model.rnn.hidden_size)
-
-    def run():
-        start = time.perf_counter()
-        y, _ = model.rnn(x)
-        y.backward(grad)
+        forward().backward(grad)
         return time.perf_counter() - start
 
     return run
@@ -157,7 +144,7 @@ def training_table(args):
                         models = _pair(kind, hidden)
                         ours, theirs = (_stepper(m, tokens) for m in models)
                         layer = _layer_timer(models[0], tokens)
-                        empty = _empty_timer(models[0], tokens)
+                        empty = _layer_timer(models[0], tokens, empty=True)
                         for _ in range(2):
                             ours(), theirs(), layer(), empty()
                         a, b, c, e = [], [], [], []

@@ -289,10 +289,8 @@ def test_weights_changed_between_calls_are_the_ones_used():
     for mod in (m, t):
         mod.weight_hh_l1.data = new.clone()  # another tensor's memory under the same Parameter
     same()
-    for mod in (m, t):
-        mod.bias_ih_l0 = nn.Parameter(torch.randn(20))  # a new Parameter
-        if mod is t:
-            t.bias_ih_l0 = nn.Parameter(m.bias_ih_l0.detach().clone())
+    m.bias_ih_l0 = nn.Parameter(torch.randn(20))  # a new Parameter
+    t.bias_ih_l0 = nn.Parameter(m.bias_ih_l0.detach().clone())
     same()
     swapped = {"weight_hh_l0": torch.randn(20, 5)}
     torch.testing.assert_close(torch.func.functional_call(m, swapped, (x,))[0],

@@ -162,11 +162,12 @@ class _RnncoreMixin:
         weights' checks run again whenever a view is made: detach().numpy() and the checks cost
         ~30 us a call for a 2-layer model, a tenth of the kernels' time on a short sequence."""
         weights = [w.contiguous() for w in self._flat_weights]
-        if torch.compiler.is_compiling() or getattr(self, "proj_size", 0) > 0:
+        if torch.compiler.is_compiling():
             self._check_supported()  # (traced: the custom op takes the tensors, not views)
             return weights, None
         kept = self.__dict__.get("_kernel_views")
-        if kept is not None and len(kept[0]) == len(weights):
+        # (proj_size set after construction: the checks below raise)
+        if kept is not None and len(kept[0]) == len(weights) and not getattr(self, "proj_size", 0):
             for w, (address, dtype, shape) in zip(weights, kept[0]):
                 if w.data_ptr() != address or w.dtype is not dtype or w.shape != shape or not w.is_cpu:
                     break
@@ -208,7 +209,7 @@ class _RnncoreMixin:
         elif keep:  # eager: autograd.Function, far cheaper per call than a custom op's dispatch
             y, h_n, c_n = _ops.RnnFunction.apply(x, h0, c0, lengths, masks, *call, arrays, *weights)
         else:
-            y, h_n, c_n = _ops.forward_no_grad(x, h0, c0, lengths, masks, weights, *call, arrays=arrays)
+            y, h_n, c_n = _ops.forward_no_grad(x, h0, c0, lengths, masks, weights, *call, arrays)
         return y, self._result_state(h_n, c_n)
 
     def _dropout_masks(self, x: Tensor, dtype) -> Optional[Tensor]:

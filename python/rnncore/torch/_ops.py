@@ -78,9 +78,9 @@ def _run_forward(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, b
 
 
 def forward_no_grad(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers, bidirectional, bias,
-                    arrays=None):
+                    arrays):
     """Eager inference (no gradient wanted): (y, h_n, c_n (LSTM; else empty)), no cache kept.
-    arrays: _arrays(weights) when the caller already has them."""
+    arrays: the weights' NumPy views (_arrays(weights))."""
     y, h_n, c_n, _ = _run_forward(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers,
                                   bidirectional, bias, keep_cache=False, arrays=arrays)
     return _states_out(x, y, h_n, c_n)
@@ -111,9 +111,8 @@ def rnn_forward(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], lengths: 
                 bidirectional: bool, bias: bool, keep_cache: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """(y [T, N, D*H], h_n, c_n (LSTM; else an empty tensor), handle). Every tensor is CPU,
     C-contiguous, time-major; lengths int64 [N] or None; dropout_masks [L-1, T, N, D*H] or None."""
-    cfg = _config(cell, x.shape[-1], weights, num_layers, bidirectional, bias)
-    y, h_n, c_n, cache = _kernels.forward(cfg, [_numpy(w) for w in weights], _numpy(x), _numpy(h0),
-                                          _numpy(c0), _numpy(lengths), _numpy(dropout_masks), keep_cache)
+    y, h_n, c_n, cache = _run_forward(x, h0, c0, lengths, dropout_masks, weights, cell, num_layers,
+                                      bidirectional, bias, keep_cache)
     handle = _new_handle(cache) if keep_cache else torch.empty((0,), dtype=torch.int64)
     return (*_states_out(x, y, h_n, c_n), handle)
 
@@ -207,8 +206,7 @@ class RnnFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, lengths, dropout_masks, cell, num_layers, bidirectional, bias, arrays,
                 *weights):
-        """arrays: the weights' NumPy views (_arrays(weights)), or None to make them here."""
-        arrays = _arrays(weights) if arrays is None else arrays
+        """arrays: the weights' NumPy views (_arrays(weights))."""
         y, h_n, c_n, cache = _run_forward(x, h0, c0, lengths, dropout_masks, list(weights), cell,
                                           num_layers, bidirectional, bias, arrays=arrays)
         # Saved through a handle, as the custom op does: freed with the saved tensors, after
