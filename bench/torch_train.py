@@ -24,7 +24,12 @@ the rt layer's inputs and outputs (it allocates the outputs and the gradients, d
 timed in the same rounds. "bound" = torch step / (rest + fn + the layer's work at the GEMM rate):
 the ratio rt would reach if its kernels ran at the GEMM rate and its bridge cost no more than an
 empty Function, with nothing else changed: an upper limit for that row (a target above it cannot
-be met on that machine by faster kernels or a thinner bridge).
+be met on that machine by faster kernels or a thinner bridge). At N = 1 a step's recurrent
+products (W_hh h forward, dL/dh_t W_hh backward) are matrix-vector products, which read every
+weight once per multiply-add and cannot run at a GEMM's rate: there those two thirds of the
+recurrent work count at "GEMV GFLOP/s", Eigen's float32 matrix-vector rate on one layer's W_hh
+(best of 200 products, the matrix hot in cache: faster than a step, whose caches also hold the
+other layer and the activations, so the bound stays an upper limit), the rest at the GEMM rate.
 """
 
 from __future__ import annotations
@@ -92,6 +97,18 @@ def gemm_rate(threads):
     return benchmark.measure_peak(threads)[0]
 
 
+def recurrent_matvec_flops(kind, hidden, batch, steps):
+    """The 2-layer cell's recurrent products of a forward + backward (W_hh h_t-1 forward and
+    dL/d(gates) W_hh backward, 2 flops per multiply-add): the work that is matrix-vector at N = 1."""
+    return 2 * 2 * (2.0 * steps * batch * benchmark.GATES[kind] * hidden * hidden)
+
+
+def gemv_rate(kind, hidden):
+    """GFLOP/s of Eigen's float32 matrix-vector product on one layer's W_hh [G*H, H] at the
+    current thread count (best of 200; see the module's docstring)."""
+    return _core.gemm_gflops(1, benchmark.GATES[kind] * hidden, hidden, 200)
+
+
 class _EmptyFunction(torch.autograd.Function):
     """An autograd.Function with rt.LSTM's inputs and outputs that does no work: what torch's
     own machinery costs a Python-defined layer per forward + backward."""
@@ -131,8 +148,8 @@ def training_table(args):
     print(f"CPU: {cpu_model_name() or platform.processor()}; torch {torch.__version__}; medians of "
           f"{args.rounds} interleaved rounds")
     print("| cell | H | N | T | threads | rt ms | torch.nn ms | torch/rt | rt rnn ms | rest ms | fn ms | "
-          "rnn %GEMM | bound | GEMM GFLOP/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "rnn %GEMM | bound | GEMM GFLOP/s | GEMV GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)  # one OpenMP runtime: rnncore's threads too
         rate_before = gemm_rate(threads)
@@ -158,15 +175,22 @@ def training_table(args):
                         rate, rate_before = max(rate_before, rate_after), rate_after
                         ma, mb, mc, me = (statistics.median(v) * 1e3 for v in (a, b, c, e))
                         rest = max(ma - mc, 0.0)
-                        ideal = layer_flops(kind, hidden, batch, steps, threads) / (rate * 1e9) * 1e3
+                        flops = layer_flops(kind, hidden, batch, steps, threads)
+                        ideal = flops / (rate * 1e9) * 1e3
+                        matvec = gemv_rate(kind, hidden) if batch == 1 else None
+                        limit = ideal  # the layer's time at the yardsticks
+                        if matvec is not None:
+                            mv = recurrent_matvec_flops(kind, hidden, batch, steps)
+                            limit = ((flops - mv) / rate + mv / min(matvec, rate)) * 1e-6
                         row = dict(cell=kind, hidden=hidden, batch=batch, steps=steps, threads=threads,
                                    rt_ms=ma, torch_ms=mb, ratio=mb / ma, rt_rnn_ms=mc, rest_ms=rest,
-                                   fn_ms=me, gemm_gflops=rate, rnn_pct_gemm=100.0 * ideal / mc,
-                                   bound=mb / (rest + me + ideal))
+                                   fn_ms=me, gemm_gflops=rate, gemv_gflops=matvec,
+                                   rnn_pct_gemm=100.0 * ideal / mc, bound=mb / (rest + me + limit))
                         rows.append(row)
                         print(f"| {kind} | {hidden} | {batch} | {steps} | {threads} | {ma:.2f} | {mb:.2f} | "
                               f"{mb / ma:.2f} | {mc:.2f} | {rest:.2f} | {me:.2f} | {row['rnn_pct_gemm']:.0f} | "
-                              f"{row['bound']:.2f} | {rate:.0f} |", flush=True)
+                              f"{row['bound']:.2f} | {rate:.0f} | {'-' if matvec is None else f'{matvec:.0f}'} |",
+                              flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu": cpu_model_name(), "torch": torch.__version__, "rounds": args.rounds,

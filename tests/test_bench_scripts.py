@@ -25,3 +25,20 @@ def test_the_script_starts_and_prints_its_help(script):
                           timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage" in done.stdout.lower()
+
+
+def test_torch_train_counts_the_matrix_vector_work_inside_the_layer_count():
+    """The N = 1 bound of bench/torch_train.py counts the recurrent products (forward and
+    backward) at the matrix-vector rate: with input size = hidden size (H = 64, the embedding's
+    width) they are a third of the layer's training work as the harness counts it (forward,
+    backward products, weight gradients: three equal parts, each half input-side, half recurrent;
+    two of the three recurrent halves are matrix-vector products)."""
+    pytest.importorskip("torch")
+    spec = importlib.util.spec_from_file_location("torch_train", ROOT / "bench" / "torch_train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for kind in ("rnn", "lstm", "gru"):
+        total = module.layer_flops(kind, 64, 1, 50, 1)
+        assert module.recurrent_matvec_flops(kind, 64, 1, 50) == pytest.approx(total / 3)
+        # larger H: the first layer's input side (64 wide) is smaller than its recurrent side
+        assert module.recurrent_matvec_flops(kind, 256, 1, 50) > module.layer_flops(kind, 256, 1, 50, 1) / 3
