@@ -29,7 +29,8 @@ products (W_hh h forward, dL/dh_t W_hh backward) are matrix-vector products, whi
 weight once per multiply-add and cannot run at a GEMM's rate: there those two thirds of the
 recurrent work count at "GEMV GFLOP/s", Eigen's float32 matrix-vector rate on one layer's W_hh
 (best of 200 products, the matrix hot in cache: faster than a step, whose caches also hold the
-other layer and the activations, so the bound stays an upper limit), the rest at the GEMM rate.
+other layer and the activations; Eigen's runs on one thread, and is multiplied by the thread
+count: so the bound stays an upper limit), the rest at the GEMM rate.
 """
 
 from __future__ import annotations
@@ -103,10 +104,12 @@ def recurrent_matvec_flops(kind, hidden, batch, steps):
     return 2 * 2 * (2.0 * steps * batch * benchmark.GATES[kind] * hidden * hidden)
 
 
-def gemv_rate(kind, hidden):
-    """GFLOP/s of Eigen's float32 matrix-vector product on one layer's W_hh [G*H, H] at the
-    current thread count (best of 200; see the module's docstring)."""
-    return _core.gemm_gflops(1, benchmark.GATES[kind] * hidden, hidden, 200)
+def gemv_rate(kind, hidden, threads):
+    """GFLOP/s of Eigen's float32 matrix-vector product on one layer's W_hh [G*H, H] (best of
+    200; see the module's docstring), times `threads`: Eigen runs a matrix-vector product on one
+    thread, and rt's time loop splits it across threads, so perfect scaling is assumed (which
+    keeps the bound an upper limit)."""
+    return threads * _core.gemm_gflops(1, benchmark.GATES[kind] * hidden, hidden, 200)
 
 
 class _EmptyFunction(torch.autograd.Function):
@@ -177,7 +180,7 @@ def training_table(args):
                         rest = max(ma - mc, 0.0)
                         flops = layer_flops(kind, hidden, batch, steps, threads)
                         ideal = flops / (rate * 1e9) * 1e3
-                        matvec = gemv_rate(kind, hidden) if batch == 1 else None
+                        matvec = gemv_rate(kind, hidden, threads) if batch == 1 else None
                         limit = ideal  # the layer's time at the yardsticks
                         if matvec is not None:
                             mv = recurrent_matvec_flops(kind, hidden, batch, steps)
