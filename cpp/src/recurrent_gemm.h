@@ -54,7 +54,8 @@ class PackedPanels {
 #else
   static constexpr int kRows = 6;
   static constexpr int kFewRowPanels[4] = {0, 4, 3, 2};
-  // 16 KiB, 256 steps of depth: the AVX2 machines (Zen 3) were not measured with longer slices.
+  // 16 KiB, 256 steps of depth: the AVX2 build showed no clear gain from 64 KiB on the same Zen 4
+  // (bench/README.md), and the AVX2 machine (Zen 3) was not measured.
   static constexpr int64_t kSliceBytes = 16384;
 #endif
   // Fewer rows than this go to the few-row kernel: a row block of them would hold fewer than
