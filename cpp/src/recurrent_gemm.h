@@ -48,8 +48,8 @@ class PackedPanels {
   // ends with the tile's accumulators added to the output, so fewer slices mean fewer passes
   // over the output and fewer micro-kernel calls; the panel slice then sits in L2, not L1, which
   // its stream (128 bytes per 16 FMAs) does not notice. Measured on the 2-vCPU AMD EPYC Zen 4 VM
-  // against 16 KiB (paired in one process, a control run as the baseline): LSTM inference 2-6%
-  // faster at H >= 256 (7% at 512x16x25), training 2-10% (LSTM 1024x1x50), no shape slower.
+  // against 16 KiB (paired in one process, a control run as the baseline): inference 2-8% faster
+  // at H >= 256, training 0.5-10%, no shape slower (bench/README.md, "Depth slices of 64 KiB").
   static constexpr int64_t kSliceBytes = 65536;
 #else
   static constexpr int kRows = 6;
