@@ -348,6 +348,24 @@ def test_bench_shapes_take_an_input_size():
 
 
 @pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
+def test_bench_times_onnx_runtimes_own_matmul():
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from rnncore import benchmark
+
+    rate = benchmark.ort_matmul_gflops(ort, 1, shape=(64, 48, 32), repeats=1)
+    assert rate is not None and 0 < rate < 1e5
+
+
+@pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
+def test_bench_leaves_out_the_ort_matmul_without_onnx(monkeypatch):
+    from rnncore import benchmark
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` now raises ImportError
+    assert benchmark.ort_matmul_gflops(object(), 1, shape=(8, 8, 8), repeats=1) is None
+
+
+@pytest.mark.skipif(not HAS_BENCHMARK, reason="rnncore.benchmark is not installed")
 @pytest.mark.parametrize("text", ["20x3", "20x3x7x5x1", "20x0x7", "20xax7"])
 def test_bench_rejects_malformed_shapes(capsys, text):
     from rnncore import benchmark

@@ -9,8 +9,9 @@ Every case runs each implementation in turn, `--repeats` rounds interleaved (so 
 processes hits all of them alike), and reports medians: milliseconds, GFLOP/s (multiply-adds
 count 2; training = forward + backward with every gradient counts 3x the forward), the percent
 of the float32 GEMM rate of Eigen measured in the same run at the same threads ("% peak"), and
-peer/rnncore time ratios (above 1: rnncore is faster). PyTorch and ONNX Runtime are optional: a
-missing one becomes an empty column and a note.
+peer/rnncore time ratios (above 1: rnncore is faster). With ONNX Runtime (and `onnx`) present, its
+own MatMul is timed on the yardstick's shape too: its LSTM and GRU run on that GEMM, not Eigen's.
+PyTorch and ONNX Runtime are optional: a missing one becomes an empty column and a note.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import numpy as np
 from .._cli import OneLineParser, add_pin_option, pin_if_asked
 from .._isa import cpu_model_name
 
-__all__ = ["Case", "main", "run_cases", "measure_interleaved", "format_table", "QUICK_SHAPES", "FULL_SHAPES"]
+__all__ = ["Case", "main", "run_cases", "measure_interleaved", "format_table", "ort_matmul_gflops",
+           "QUICK_SHAPES", "FULL_SHAPES"]
 
 # (hidden H, batch N, steps T); input size = H.
 FULL_SHAPES = [(256, 32, 100), (512, 64, 50), (1024, 16, 25), (128, 1, 1000), (64, 8, 200),
@@ -140,6 +142,32 @@ def measure_peak(threads: int, repeats: int = 5) -> tuple[float, str]:
     b = np.random.rand(n, k).astype(np.float32)
     best = min(_timeit(lambda: a @ b.T) for _ in range(repeats))
     return 2.0 * m * n * k / best * 1e-9, "NumPy matmul (this rnncore build has no gemm_gflops)"
+
+
+def ort_matmul_gflops(ort, threads: int, shape: tuple = PEAK_SHAPE, repeats: int = 5) -> Optional[float]:
+    """ONNX Runtime's own float32 MatMul rate at `threads`, GFLOP/s, on the yardstick's shape
+    (C[m, n] = A[m, k] B[k, n], B a constant as an LSTM's weights are): the GEMM the ORT column's
+    LSTM and GRU run on (MLAS), which is not Eigen's. None where the `onnx` package is missing."""
+    try:
+        from onnx import TensorProto, helper, numpy_helper
+    except Exception:  # noqa: BLE001 - an optional extra
+        return None
+    m, n, k = shape
+    b = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "B"], ["C"])], "yardstick",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("C", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = {"A": np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)}
+    session.run(None, a)
+    best = min(_timeit(lambda: session.run(None, a)) for _ in range(3 * repeats))
+    return 2.0 * m * n * k / best * 1e-9
 
 
 def _timeit(fn: Callable[[], object], inner: int = 1) -> float:
@@ -287,6 +315,15 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
     for threads in sorted({c.threads for c in cases}):
         peaks[threads], peak_source = measure_peak(threads)
         log(f"# float32 GEMM peak at {threads} thread(s): {peaks[threads]:.1f} GFLOP/s ({peak_source})")
+    # ONNX Runtime's LSTM and GRU run on its own GEMM (MLAS), not on Eigen's: its rate on the same
+    # shape says how much of an ORT lead is its matrix kernel rather than its recurrence.
+    ort_peaks = {}
+    if ort is not None:
+        for threads in sorted(peaks):
+            rate = ort_matmul_gflops(ort, threads)
+            if rate is not None:
+                ort_peaks[threads] = rate
+                log(f"# ONNX Runtime MatMul, same shape, {threads} thread(s): {rate:.1f} GFLOP/s")
     results = []
     for case in cases:
         _set_threads(case.threads, torch)
@@ -308,7 +345,7 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
         r.peak_gflops = max(peaks[r.case.threads], end_peaks[r.case.threads])
     meta = {
         "peak_gflops_start": peaks, "peak_gflops_end": end_peaks, "peak_source": peak_source,
-        "peak_shape": PEAK_SHAPE, "notes": notes, "repeats": repeats, "python": sys.version.split()[0],
+        "peak_shape": PEAK_SHAPE, "ort_matmul_gflops": ort_peaks, "notes": notes, "repeats": repeats, "python": sys.version.split()[0],
         "rnncore_inference": "model.prepare()" if prepared else "model call",
         "machine": platform.machine(), "processor": platform.processor(), "cpu": cpu_model_name(),
         "torch": getattr(torch, "__version__", None), "onnxruntime": getattr(ort, "__version__", None),
