@@ -160,10 +160,8 @@ def ort_matmul_gflops(ort, threads: int, shape: tuple = PEAK_SHAPE, repeats: int
         [helper.make_tensor_value_info("C", TensorProto.FLOAT, [m, n])],
         [numpy_helper.from_array(b, "B")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), _ort_options(ort, threads),
+                                   providers=["CPUExecutionProvider"])
     a = {"A": np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)}
     session.run(None, a)
     best = min(_timeit(lambda: session.run(None, a)) for _ in range(3 * repeats))
@@ -200,11 +198,17 @@ def _ort_session(torch, ort, model, x, threads: int):
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.from_numpy(x),), buf, dynamo=False, input_names=["x"],
                           opset_version=17)
+    options = _ort_options(ort, threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_options(ort, threads: int):
+    """Session options running ONNX Runtime on `threads` threads, one operator at a time."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    return options
 
 
 def _runners(case: Case, torch, ort, notes: list, prepared: bool = False) -> dict:
@@ -345,7 +349,8 @@ def run_cases(cases: list[Case], repeats: int = 5, min_seconds: float = 0.05,
         r.peak_gflops = max(peaks[r.case.threads], end_peaks[r.case.threads])
     meta = {
         "peak_gflops_start": peaks, "peak_gflops_end": end_peaks, "peak_source": peak_source,
-        "peak_shape": PEAK_SHAPE, "ort_matmul_gflops": ort_peaks, "notes": notes, "repeats": repeats, "python": sys.version.split()[0],
+        "peak_shape": PEAK_SHAPE, "ort_matmul_gflops": ort_peaks, "notes": notes, "repeats": repeats,
+        "python": sys.version.split()[0],
         "rnncore_inference": "model.prepare()" if prepared else "model call",
         "machine": platform.machine(), "processor": platform.processor(), "cpu": cpu_model_name(),
         "torch": getattr(torch, "__version__", None), "onnxruntime": getattr(ort, "__version__", None),
