@@ -124,6 +124,36 @@ def test_lengths_on_threaded_time_loop_match_reference(cell, lengths, threads):
 
 
 @pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("steps,lengths", [(2, [1, 2]), (3, [3, 1]), (2, [2, 1, 1]),
+                                           (7, [1, 7, 2, 7, 4, 1, 6, 3, 5])],
+                         ids=["3rows", "4rows", "4rows-n3", "36rows"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_lengths_read_x_and_write_y_where_they_lie(cell, steps, lengths, n_threads, threads):
+    # With lengths the first layer's input product reads x's rows in the caller's order (no
+    # gathered copy; the training cache still keeps one) and the top layer writes h straight into
+    # y's rows, dL/dy read the same way: 3 packed rows go through the few-row kernel, 4 through one
+    # row block, 36 through several. Inference (the call) and training (forward + backward).
+    _core.set_num_threads(n_threads)
+    kw = dict(num_layers=2, bidirectional=True)
+    check_against_reference(cell, input_size=11, hidden_size=21, steps=steps, batch=len(lengths),
+                            lengths=lengths, **kw)
+    x = np.random.default_rng(3).standard_normal((steps, len(lengths), 11))
+    m64 = model_for(cell, 11, 21, np.float64, **kw)
+    want_y, want_state = m64(x, None, lengths, backend="numpy")
+    for model, data, tol in ((m64, x, 1e-10), (m64.astype(np.float32), x.astype(np.float32), 1e-5)):
+        for _ in range(2):  # repeated calls
+            y, state = model(data, None, lengths)
+            assert_close(call_outputs(y, state), call_outputs(want_y, want_state), tol,
+                         what=f"call {cell} {model.dtype}")
+
+
+def call_outputs(y, state):
+    states = state if isinstance(state, tuple) else (state,)
+    out = {"y": y, **{f"state{i}": s for i, s in enumerate(states)}}
+    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("hidden_size,batch", [(96, 16), (67, 1), (40, 3)])
 def test_one_and_two_threads_agree(cell, hidden_size, batch, threads):
     rng = np.random.default_rng(2)

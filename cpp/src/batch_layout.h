@@ -78,6 +78,12 @@ class BatchLayout {
       while (running > 0 && lengths[order_[static_cast<std::size_t>(running - 1)]] <= t) --running;
       offsets_[static_cast<std::size_t>(t) + 1] = offsets_[static_cast<std::size_t>(t)] + running;
     }
+    caller_rows_.resize(static_cast<std::size_t>(rows()));
+    for (int64_t t = 0; t < steps; ++t) {
+      for (int64_t j = 0; j < count(t); ++j) {
+        caller_rows_[static_cast<std::size_t>(row0(t) + j)] = t * batch + sequence(j);
+      }
+    }
   }
   bool packed() const noexcept { return !offsets_.empty(); }
   int64_t steps() const noexcept { return steps_; }
@@ -90,27 +96,34 @@ class BatchLayout {
                     : batch_;
   }
   int64_t rows() const noexcept { return row0(steps_); }
+  // Where packed(): the caller's row (t * N + sequence) of each packed row [rows()], so that a
+  // pass can read its input and write its output in the caller's [T, N, width] arrays with no
+  // gathered copy (DirectionRun::in_rows, out_rows). nullptr where dense.
+  const int64_t* caller_rows() const noexcept { return packed() ? caller_rows_.data() : nullptr; }
 
   // Packed rows [rows(), width] from the caller's [T, N, width] (only where packed()).
   template <typename S>
   void gather(const S* dense, int64_t width, S* packed) const {
-    for (int64_t t = 0; t < steps_; ++t) {
-      for (int64_t j = 0; j < count(t); ++j) {
-        copy_rows(dense + (t * batch_ + sequence(j)) * width, packed + (row0(t) + j) * width, width);
-      }
+    for (int64_t r = 0; r < rows(); ++r) {
+      copy_rows(dense + caller_rows_[static_cast<std::size_t>(r)] * width, packed + r * width, width);
     }
   }
   // The caller's [T, N, width] from packed rows, zero where a sequence has ended.
   template <typename S>
   void scatter(const S* packed, int64_t width, S* dense) const {
+    for (int64_t r = 0; r < rows(); ++r) {
+      copy_rows(packed + r * width, dense + caller_rows_[static_cast<std::size_t>(r)] * width, width);
+    }
+    zero_ended(dense, width);
+  }
+  // Zeros in the caller's [T, N, width] rows of the (step, sequence) pairs past a sequence's end
+  // (only where packed()).
+  template <typename S>
+  void zero_ended(S* dense, int64_t width) const {
     for (int64_t t = 0; t < steps_; ++t) {
-      for (int64_t j = 0; j < batch_; ++j) {
+      for (int64_t j = count(t); j < batch_; ++j) {
         S* row = dense + (t * batch_ + sequence(j)) * width;
-        if (j < count(t)) {
-          copy_rows(packed + (row0(t) + j) * width, row, width);
-        } else {
-          std::fill(row, row + width, S(0));
-        }
+        std::fill(row, row + width, S(0));
       }
     }
   }
@@ -138,6 +151,7 @@ class BatchLayout {
   int64_t steps_, batch_;
   std::vector<int64_t> order_;    // sorted position -> the caller's sequence
   std::vector<int64_t> offsets_;  // [T + 1]: row0(t)
+  std::vector<int64_t> caller_rows_;  // [rows()], see caller_rows()
 };
 
 // Rows [begin, end) of a time loop's [N, H] buffer `from` copied to `to`, units [j0, j0 + n):
@@ -156,6 +170,11 @@ struct DirectionRun {
   const BatchLayout* layout;  // where each step's rows are; only their first count(t) run
   DirectionWeights<S> w;      // with `prepared`, only the biases (w_ih, w_hh are nullptr)
   const detail::PreparedDirection<S>* prepared = nullptr;
+  // Where the layout is packed, the pass's input (forward) and its output (forward: y; backward:
+  // dL/dy) may be the caller's [T, N, width] arrays, not packed ones: packed row r is then row
+  // in_rows[r] / out_rows[r] of them (BatchLayout::caller_rows). nullptr: packed rows.
+  const int64_t* in_rows = nullptr;
+  const int64_t* out_rows = nullptr;
 
   int64_t gate_rows() const { return gate_count(cell) * hidden_size; }
   int64_t time_of(int64_t s) const { return reverse ? steps - 1 - s : s; }

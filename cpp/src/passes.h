@@ -184,20 +184,21 @@ class ForwardPass : public RecurrentPass<S> {
   }
 
   // The input projection (plus folded bias) of time steps [t0, t1), from in [rows, input_size]
-  // (BatchLayout). Runs on the calling thread when called inside a parallel region, else may use
-  // a team.
+  // (BatchLayout; with run.in_rows, the caller's [T, N, input_size]). Runs on the calling thread
+  // when called inside a parallel region, else may use a team.
   void project(const S* in, int64_t t0, int64_t t1) {
     const int64_t I = run_.input_size, gh = run_.gate_rows();
     const int64_t r0 = run_.row0(t0), r1 = run_.row0(t1);
+    const RowsOf<S> rows{in, I, run_.in_rows};
     if (direct_) {
       for (int64_t r = r0; r < r1; ++r) {
         Eigen::Map<RowVec<S>> g(gates_ + r * gh, gh);
-        g.noalias() = Eigen::Map<const RowVec<S>>(in + r * I, I) * weights(run_.w.w_ih, I).transpose();
+        g.noalias() = Eigen::Map<const RowVec<S>>(rows.row(r), I) * weights(run_.w.w_ih, I).transpose();
         if (bias_.size() > 0) g += bias_;
       }
       return;
     }
-    packed_product(*w_ih_t_, gh, in + r0 * I, I, r1 - r0, gates_ + r0 * gh, gh, false,
+    packed_product(*w_ih_t_, gh, rows.from(r0), r1 - r0, gates_ + r0 * gh, gh, false,
                    bias_.size() > 0 ? bias_.data() : nullptr);
   }
 
@@ -206,7 +207,8 @@ class ForwardPass : public RecurrentPass<S> {
   // project_scratch_size() elements. Only where !is_direct().
   void project_share(const S* in, int thread, int team, S* scratch) {
     const int64_t gh = run_.gate_rows();
-    packed_product_share(*w_ih_t_, gh, in, run_.input_size, run_.rows(), gates_, gh, false,
+    packed_product_share(*w_ih_t_, gh, RowsOf<S>{in, run_.input_size, run_.in_rows}, run_.rows(),
+                         gates_, gh, false,
                          bias_.size() > 0 ? bias_.data() : nullptr, thread, team, scratch);
   }
   std::size_t project_scratch_size() const {
@@ -215,7 +217,8 @@ class ForwardPass : public RecurrentPass<S> {
   bool is_direct() const { return direct_; }
 
   // Steps s in [s0, s1) (processing order), thread `thread` of `team` taking its share (units or
-  // sequences, see TimeLoopSplit); the steps' projections must be done. `scratch` holds
+  // sequences, see TimeLoopSplit); the steps' projections must be done. h goes to out's rows
+  // (row stride out_stride; with run.out_rows, the caller's [T, N, *]). `scratch` holds
   // scratch_size() elements.
   void run_steps(int64_t s0, int64_t s1, S* out, int64_t out_stride, int thread, int team,
                  StepBarrier& barrier, S* scratch) {
@@ -277,7 +280,8 @@ class ForwardPass : public RecurrentPass<S> {
       }
 
       for (int64_t b = b0; b < b1; ++b) {
-        S* y_part = out + (r0 + b) * out_stride + j0;
+        const int64_t row = run_.out_rows != nullptr ? run_.out_rows[r0 + b] : r0 + b;
+        S* y_part = out + row * out_stride + j0;
         const int64_t o = b * H + j0;
         S* g = gates_t + b * gh + j0;
         switch (run_.cell) {
@@ -392,8 +396,9 @@ class BackwardPass : public RecurrentPass<S> {
   }
 
   // Processing steps s = s1 - 1 down to s0, thread `thread` of `team` taking its share (units or
-  // sequences, see TimeLoopSplit). grad_out [T, N, *] (row stride grad_out_stride) is dL/d(this
-  // pass's output), or nullptr; its rows for these steps must be ready.
+  // sequences, see TimeLoopSplit). grad_out [T, N, *] (row stride grad_out_stride; BatchLayout's
+  // rows, or with run.out_rows the caller's) is dL/d(this pass's output), or nullptr; its rows
+  // for these steps must be ready.
   void run_steps(int64_t s0, int64_t s1, const S* grad_out, int64_t grad_out_stride, int thread,
                  int team, StepBarrier& barrier, S* scratch) {
     const int64_t T = run_.steps, H = run_.hidden_size, gh = run_.gate_rows();
@@ -433,7 +438,8 @@ class BackwardPass : public RecurrentPass<S> {
         S* dgh = dgh_t + b * gh + j0;
         S* dht = dh_total + o;
         if (grad_out != nullptr) {
-          const S* gy = grad_out + (r0 + b) * grad_out_stride + j0;
+          const int64_t row = run_.out_rows != nullptr ? run_.out_rows[r0 + b] : r0 + b;
+          const S* gy = grad_out + row * grad_out_stride + j0;
           for (int64_t j = 0; j < n; ++j) dht[j] = dh[o + j] + gy[j];
         } else {
           copy_rows(dh + o, dht, n);

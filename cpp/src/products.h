@@ -16,7 +16,7 @@ namespace rnncore {
 namespace detail {
 
 // A product over all T*N rows (the hoisted input projection, dL/dx): out[rows, cols] (+)= a * B
-// with B packed. Each thread takes an even share of the rows (in whole micro-kernel row blocks)
+// with B packed, row r of a at a.row(r). Each thread takes an even share of the rows (in whole micro-kernel row blocks)
 // and works through it kRowBlock rows at a time: their packed copy stays in L2 while every panel
 // of B streams past. `bias`, when given, is added to each block while it is still in cache.
 // (Why not Eigen's GEMM: bench/README.md, "The numbers behind the thread rules".)
@@ -24,9 +24,9 @@ constexpr int64_t kRowBlock = 96;
 // Thread `thread` of `team`'s share of packed_product below: an even share of the rows, in whole
 // micro-kernel row blocks. `scratch` holds product_scratch_size(b, rows) elements.
 template <typename S>
-void packed_product_share(const detail::PackedPanels<S>& b, int64_t cols, const S* a,
-                          int64_t a_stride, int64_t rows, S* out, int64_t out_stride,
-                          bool accumulate, const S* bias, int thread, int team, S* scratch) {
+void packed_product_share(const detail::PackedPanels<S>& b, int64_t cols, const RowsOf<S>& a,
+                          int64_t rows, S* out, int64_t out_stride, bool accumulate,
+                          const S* bias, int thread, int team, S* scratch) {
   constexpr int64_t unit = detail::PackedPanels<S>::kRows;
   const int64_t units = (rows + unit - 1) / unit;
   const int64_t begin = std::min(rows, units * thread / team * unit);
@@ -34,7 +34,7 @@ void packed_product_share(const detail::PackedPanels<S>& b, int64_t cols, const 
   for (int64_t r0 = begin; r0 < end; r0 += kRowBlock) {
     const int64_t n = std::min(kRowBlock, end - r0);
     S* o = out + r0 * out_stride;
-    b.multiply(a + r0 * a_stride, a_stride, n, o, out_stride, accumulate, 0, b.slots(), scratch);
+    b.multiply(a.from(r0), n, o, out_stride, accumulate, 0, b.slots(), scratch);
     if (bias != nullptr) {
       for (int64_t r = 0; r < n; ++r) {
         Eigen::Map<RowVec<S>>(o + r * out_stride, cols) += Eigen::Map<const RowVec<S>>(bias, cols);
@@ -49,7 +49,7 @@ int64_t product_scratch_size(const detail::PackedPanels<S>& b, int64_t rows) {
 }
 
 template <typename S>
-void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, int64_t a_stride,
+void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const RowsOf<S>& a,
                     int64_t rows, S* out, int64_t out_stride, bool accumulate, const S* bias) {
   constexpr int64_t unit = detail::PackedPanels<S>::kRows;
   const int64_t units = (rows + unit - 1) / unit;
@@ -59,7 +59,7 @@ void packed_product(const detail::PackedPanels<S>& b, int64_t cols, const S* a, 
   std::vector<Buffer<S>> scratch(static_cast<std::size_t>(threads));
   for (auto& buf : scratch) buf.resize(static_cast<std::size_t>(product_scratch_size(b, rows)));
   parallel_team(threads, [&](int thread, int team, StepBarrier&) {
-    packed_product_share(b, cols, a, a_stride, rows, out, out_stride, accumulate, bias, thread,
+    packed_product_share(b, cols, a, rows, out, out_stride, accumulate, bias, thread,
                          team, scratch[static_cast<std::size_t>(thread)].data());
   });
 }

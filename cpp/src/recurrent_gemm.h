@@ -30,6 +30,22 @@
 namespace rnncore {
 namespace detail {
 
+// The rows of a row-major operand `a` of a product: row r starts at
+// base + (index != nullptr ? index[r] : r) * stride. With an index a product reads its rows
+// where they lie, e.g. a call's inputs in the caller's order for a product over the rows sorted
+// by length (BatchLayout::caller_rows), with no gathered copy.
+template <typename S>
+struct RowsOf {
+  const S* base;
+  int64_t stride;
+  const int64_t* index = nullptr;
+  const S* row(int64_t r) const noexcept { return base + (index != nullptr ? index[r] : r) * stride; }
+  // The rows from r0 on.
+  RowsOf from(int64_t r0) const noexcept {
+    return index != nullptr ? RowsOf{base, stride, index + r0} : RowsOf{base + r0 * stride, stride, nullptr};
+  }
+};
+
 template <typename S>
 class PackedPanels {
  public:
@@ -165,11 +181,16 @@ class PackedPanels {
   // `scratch` holds at least scratch_size(rows) elements, private to the calling thread.
   void multiply(const S* a, int64_t a_stride, int64_t rows, S* out, int64_t out_stride,
                 bool accumulate, int64_t slot_from, int64_t slot_to, S* scratch) const noexcept {
+    multiply(RowsOf<S>{a, a_stride}, rows, out, out_stride, accumulate, slot_from, slot_to, scratch);
+  }
+  // The same with row r of `a` at a.row(r): the same bits as on a copy of those rows.
+  void multiply(const RowsOf<S>& a, int64_t rows, S* out, int64_t out_stride, bool accumulate,
+                int64_t slot_from, int64_t slot_to, S* scratch) const noexcept {
     if (rows < kMinBlockRows) {
       switch (rows) {
-        case 1: return few_rows<1>(a, a_stride, out, out_stride, accumulate, slot_from, slot_to);
-        case 2: return few_rows<2>(a, a_stride, out, out_stride, accumulate, slot_from, slot_to);
-        case 3: return few_rows<3>(a, a_stride, out, out_stride, accumulate, slot_from, slot_to);
+        case 1: return few_rows<1>(a, out, out_stride, accumulate, slot_from, slot_to);
+        case 2: return few_rows<2>(a, out, out_stride, accumulate, slot_from, slot_to);
+        case 3: return few_rows<3>(a, out, out_stride, accumulate, slot_from, slot_to);
         default: return;
       }
     }
@@ -181,7 +202,7 @@ class PackedPanels {
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t r0 = block_start(rows, blocks, b);
       const int64_t block_rows = block_start(rows, blocks, b + 1) - r0;
-      copy_block(a + r0 * a_stride, a_stride, static_cast<int>(block_rows), scratch + r0 * depth_);
+      copy_block(a.from(r0), static_cast<int>(block_rows), scratch + r0 * depth_);
     }
     for (int64_t c = slot_from / 2; 2 * c < slot_to; ++c) {
       const Piece piece = piece_of(c, slot_from, slot_to);
@@ -255,7 +276,7 @@ class PackedPanels {
     return rows / blocks * b + std::min(b, rows % blocks);
   }
 
-  // `rows` (<= kRows) rows of a (row stride a_stride), depth_ deep, copied k-major:
+  // `rows` (<= kRows) rows of a, depth_ deep, copied k-major:
   // dst[k * rows + r]. Square tiles of a packet with at least kRows lanes (AVX-512: a half
   // packet of 8 floats; AVX2: the 8-float packet for kRows = 6) are transposed in registers, the
   // rows missing from the tile taken as zeros, and each of the tile's columns is stored whole:
@@ -263,8 +284,10 @@ class PackedPanels {
   // RNN 160x128x20 training step; on AVX2, where no packet held exactly kRows lanes, it stayed
   // element by element and took ~15% of the BPTT product of an LSTM 64x8x200 (rows: N = 8, in
   // two blocks of 4, depth 4H).
-  void copy_block(const S* a, int64_t a_stride, int rows, S* dst) const noexcept {
+  void copy_block(const RowsOf<S>& a, int rows, S* dst) const noexcept {
     using namespace Eigen::internal;
+    const S* row[kRows];
+    for (int r = 0; r < rows; ++r) row[r] = a.row(r);
     using Half = typename unpacket_traits<Packet>::half;
     using RowPacket = std::conditional_t<(unpacket_traits<Half>::size >= kRows), Half, Packet>;
     constexpr int kLanes = unpacket_traits<RowPacket>::size;
@@ -274,14 +297,14 @@ class PackedPanels {
       for (; k + kLanes <= depth_ && (k + kLanes - 1) * rows + kLanes <= depth_ * rows; k += kLanes) {
         PacketBlock<RowPacket, kLanes> tile;
         for (int r = 0; r < kLanes; ++r) {
-          tile.packet[r] = r < rows ? ploadu<RowPacket>(a + r * a_stride + k) : pset1<RowPacket>(S(0));
+          tile.packet[r] = r < rows ? ploadu<RowPacket>(row[r] + k) : pset1<RowPacket>(S(0));
         }
         ptranspose(tile);
         for (int q = 0; q < kLanes; ++q) pstoreu(dst + (k + q) * rows, tile.packet[q]);
       }
     }
     for (; k < depth_; ++k) {
-      for (int r = 0; r < rows; ++r) dst[k * rows + r] = a[r * a_stride + k];
+      for (int r = 0; r < rows; ++r) dst[k * rows + r] = row[r][k];
     }
   }
 
@@ -335,9 +358,11 @@ class PackedPanels {
   // weights twice and took twice the time of 1). Pieces of one packet (a group's last slot,
   // or a thread's share starting or ending mid-chunk) go through the same kernel with NP = 1.
   template <int R>
-  void few_rows(const S* a, int64_t a_stride, S* out, int64_t out_stride, bool accumulate,
+  void few_rows(const RowsOf<S>& rows_of_a, S* out, int64_t out_stride, bool accumulate,
                 int64_t slot_from, int64_t slot_to) const noexcept {
     constexpr int P = kFewRowPanels[R];
+    const S* a[R];
+    for (int r = 0; r < R; ++r) a[r] = rows_of_a.row(r);
     PanelRefs<P> full, half;
     for (int64_t c = slot_from / 2; 2 * c < slot_to; ++c) {
       const Piece piece = piece_of(c, slot_from, slot_to);
@@ -347,16 +372,16 @@ class PackedPanels {
                  piece.width);
         if (refs.n == P) {
           if (piece.packets == 2) {
-            panel_group<R, P, 2>(a, a_stride, refs, out_stride, accumulate);
+            panel_group<R, P, 2>(a, refs, out_stride, accumulate);
           } else {
-            panel_group<R, P, 1>(a, a_stride, refs, out_stride, accumulate);
+            panel_group<R, P, 1>(a, refs, out_stride, accumulate);
           }
           refs.n = 0;
         }
       }
     }
-    if (full.n > 0) partial_group<R, P - 1, 2>(full.n, a, a_stride, full, out_stride, accumulate);
-    if (half.n > 0) partial_group<R, P - 1, 1>(half.n, a, a_stride, half, out_stride, accumulate);
+    if (full.n > 0) partial_group<R, P - 1, 2>(full.n, a, full, out_stride, accumulate);
+    if (half.n > 0) partial_group<R, P - 1, 1>(half.n, a, half, out_stride, accumulate);
   }
 
   template <int P>
@@ -375,21 +400,21 @@ class PackedPanels {
 
   // panel_group<R, n, NP> for a run-time n in 1..P.
   template <int R, int P, int NP, typename Refs>
-  void partial_group(int n, const S* a, int64_t a_stride, const Refs& refs, int64_t out_stride,
+  void partial_group(int n, const S* const* a, const Refs& refs, int64_t out_stride,
                      bool accumulate) const noexcept {
     if (n == P) {
-      panel_group<R, P, NP>(a, a_stride, refs, out_stride, accumulate);
+      panel_group<R, P, NP>(a, refs, out_stride, accumulate);
     } else if constexpr (P > 1) {
-      partial_group<R, P - 1, NP>(n, a, a_stride, refs, out_stride, accumulate);
+      partial_group<R, P - 1, NP>(n, a, refs, out_stride, accumulate);
     }
   }
 
-  // R rows of a against the first P panels of refs, NP packets of each. The depth is summed in
+  // R rows (row r at a[r]) against the first P panels of refs, NP packets of each. The depth is summed in
   // the row-block path's slices (each slice's sum added to the output), so that an output comes
   // out the same bit for bit whether its row went through this kernel or a row block: a time
   // loop split by sequences gives each thread fewer rows than one thread would have.
   template <int R, int P, int NP, typename Refs>
-  void panel_group(const S* a, int64_t a_stride, const Refs& refs, int64_t out_stride,
+  void panel_group(const S* const* a, const Refs& refs, int64_t out_stride,
                    bool accumulate) const noexcept {
     using namespace Eigen::internal;
     for (int64_t k0 = 0; k0 < depth_; k0 += kDepthSlice) {
@@ -402,7 +427,7 @@ class PackedPanels {
       }
       for (int64_t k = k0; k < k1; ++k) {
         Packet x[R];
-        for (int r = 0; r < R; ++r) x[r] = pset1<Packet>(a[r * a_stride + k]);
+        for (int r = 0; r < R; ++r) x[r] = pset1<Packet>(a[r][k]);
         for (int p = 0; p < P; ++p) {
           for (int q = 0; q < NP; ++q) {
             Packet w = ploadu<Packet>(refs.panels[p] + k * kPanel + q * kPacket);

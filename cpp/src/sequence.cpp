@@ -83,13 +83,16 @@ void check_call_sizes(const ModelConfig& config, int64_t steps, int64_t batch) {
 namespace {
 
 // The layers of forward_layers over the rows of `layout` (inputs, outputs and the cache's
-// arrays packed as it says; states in its sequence order). Training: the cache's layer inputs
-// (the first one filled) and directions, else nullptr. masks: none, or one per layer below the
-// top, in the layout's rows.
+// arrays packed as it says; states in its sequence order). first_rows / y_rows: where the
+// first layer's input and the top layer's output are the caller's arrays, not packed ones
+// (DirectionRun::in_rows, out_rows), else nullptr. Training: the cache's layer inputs (the first
+// one filled) and directions, else nullptr. masks: none, or one per layer below the top, in the
+// layout's rows.
 template <typename S>
 void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                    const typename PreparedWeights<S>::Impl* prepared, const BatchLayout& layout,
-                   const S* first_input, const S* h0, const S* c0, S* y, S* h_n, S* c_n,
+                   const S* first_input, const int64_t* first_rows, const S* h0, const S* c0,
+                   S* y, const int64_t* y_rows, S* h_n, S* c_n,
                    std::vector<Buffer<S>>* layer_inputs,
                    std::vector<typename TrainingCache<S>::Direction>* directions,
                    const std::vector<const S*>& masks) {
@@ -102,6 +105,13 @@ void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights
   const int64_t out_width = D * H;
   const bool lstm = config.cell == CellKind::Lstm;
   const WavefrontPlan plan = wavefront_plan<S>(config, steps, batch);
+  const auto layer_run = [&](int64_t k, int d) {
+    const int64_t slot = k * D + d;
+    DirectionRun<S> run = make_run(config, weights[slot], k, d, layout, prepared_at(slot));
+    if (k == 0) run.in_rows = first_rows;
+    if (k + 1 == L) run.out_rows = y_rows;
+    return run;
+  };
   if (plan.threads > 1) {
     // Every layer's output is needed at once: the cache's layer inputs when training, else
     // buffers of their own.
@@ -118,8 +128,7 @@ void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights
       } else {
         outputs[k] = y;
       }
-      const DirectionRun<S> run =
-          make_run(config, weights[k], k, 0, layout, prepared_at(k));
+      const DirectionRun<S> run = layer_run(k, 0);
       passes[k] = std::make_unique<ForwardPass<S>>(
           run, h0 != nullptr ? h0 + k * NH : nullptr, lstm && c0 != nullptr ? c0 + k * NH : nullptr,
           directions != nullptr ? &(*directions)[k] : nullptr, false);
@@ -145,8 +154,7 @@ void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights
     }
     parallel_directions(D, layer_flops(config, k, steps, batch), [&](int d) {
       const int64_t slot = k * D + d;
-      const DirectionRun<S> run =
-          make_run(config, weights[slot], k, d, layout, prepared_at(slot));
+      const DirectionRun<S> run = layer_run(k, d);
       direction_forward(run, in, h0 != nullptr ? h0 + slot * NH : nullptr,
                         lstm && c0 != nullptr ? c0 + slot * NH : nullptr, out + d * H, out_width,
                         h_n != nullptr ? h_n + slot * NH : nullptr,
@@ -204,17 +212,16 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
   const BatchLayout layout(steps, batch, lengths);
   const int64_t rows = layout.rows();
 
-  // Variable lengths: the stack runs on packed rows in length order (BatchLayout); the
-  // caller's arrays are converted on the way in and out.
-  Buffer<S> x_packed, h0_sorted, c0_sorted, y_packed, h_n_sorted, c_n_sorted;
-  S* y_run = y;
+  // Variable lengths: the stack runs on packed rows in length order (BatchLayout). The first
+  // layer reads x and the top layer writes y where they lie (the caller's rows of each packed
+  // row, caller_rows), except that training keeps x's packed rows in the cache for the weight
+  // gradients; the states are reordered on the way in and out.
+  Buffer<S> h0_sorted, c0_sorted, h_n_sorted, c_n_sorted;
   S* h_n_run = h_n;
   S* c_n_run = lstm ? c_n : nullptr;
   if (layout.packed()) {
     h0 = layout.reorder_states(h0, states, H, true, h0_sorted);
     c0 = lstm ? layout.reorder_states(c0, states, H, true, c0_sorted) : nullptr;
-    y_packed.resize(static_cast<std::size_t>(rows * out_width));
-    y_run = y_packed.data();
     if (h_n != nullptr) h_n_sorted.resize(static_cast<std::size_t>(states * batch * H));
     if (c_n_run != nullptr) c_n_sorted.resize(static_cast<std::size_t>(states * batch * H));
     h_n_run = h_n != nullptr ? h_n_sorted.data() : nullptr;
@@ -229,6 +236,7 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
     }
   };
   const S* first_input = x;
+  const int64_t* first_rows = layout.caller_rows();
   if (cache != nullptr) {
     cache->config_ = config;
     cache->steps_ = steps;
@@ -238,21 +246,20 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
     cache->directions_.assign(static_cast<std::size_t>(states), {});
     input_rows(cache->layer_inputs_[0]);
     first_input = cache->layer_inputs_[0].data();
-  } else if (layout.packed()) {
-    input_rows(x_packed);
-    first_input = x_packed.data();
+    first_rows = nullptr;
   }
   if (cache != nullptr) cache->dropout_masks_.clear();
   std::vector<Buffer<S>> own_masks;
   const std::vector<const S*> masks = layer_masks(layout, dropout_masks, config.num_layers - 1,
                                                   out_width, cache != nullptr ? cache->dropout_masks_ : own_masks);
 
-  forward_stack(config, weights, prepared, layout, first_input, h0, c0, y_run, h_n_run, c_n_run,
+  forward_stack(config, weights, prepared, layout, first_input, first_rows, h0, c0, y,
+                layout.caller_rows(), h_n_run, c_n_run,
                 cache != nullptr ? &cache->layer_inputs_ : nullptr,
                 cache != nullptr ? &cache->directions_ : nullptr, masks);
 
   if (layout.packed()) {
-    layout.scatter(static_cast<const S*>(y_run), out_width, y);
+    layout.zero_ended(y, out_width);
     if (h_n != nullptr) layout.reorder_states_into(static_cast<const S*>(h_n_run), states, H, false, h_n);
     if (c_n_run != nullptr) layout.reorder_states_into(static_cast<const S*>(c_n_run), states, H, false, c_n);
   }
@@ -323,7 +330,8 @@ void sequence_forward(const PreparedWeights<S>& prepared, int64_t steps, int64_t
 
 namespace {
 
-// The layers of sequence_backward over the rows of `layout` (as forward_stack).
+// The layers of sequence_backward over the rows of `layout` (as forward_stack); grad_y is the
+// caller's [T, N, D*H], read where it lies (the top layer's out_rows).
 template <typename S>
 void backward_stack(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                     const BatchLayout& layout, const std::vector<Buffer<S>>& layer_inputs,
@@ -354,7 +362,8 @@ void backward_stack(const ModelConfig& config, const std::vector<DirectionWeight
     const S* in = layer_inputs[k].data();
     parallel_directions(D, 2.0 * layer_flops(config, k, T, N), [&](int d) {
       const int64_t slot = k * D + d;
-      const DirectionRun<S> run = make_run(config, weights[slot], k, d, layout);
+      DirectionRun<S> run = make_run(config, weights[slot], k, d, layout);
+      if (k + 1 == config.num_layers) run.out_rows = layout.caller_rows();
       S* dgi = grad_in_gates[d].data();
       direction_backward(run, in, directions[slot],
                          grad_out != nullptr ? grad_out + d * H : nullptr, out_width,
@@ -377,8 +386,8 @@ void backward_stack(const ModelConfig& config, const std::vector<DirectionWeight
       const S* w_ih = weights[k * D + d].w_ih;
       detail::PackedPanels<S> w_ih_packed;
       w_ih_packed.pack(w_ih, in_width, false, gh, 1, in_width);
-      packed_product(w_ih_packed, in_width, static_cast<const S*>(grad_in_gates[d].data()), gh,
-                     rows, grad_in, in_width, d > 0, static_cast<const S*>(nullptr));
+      packed_product(w_ih_packed, in_width, RowsOf<S>{grad_in_gates[d].data(), gh}, rows, grad_in,
+                     in_width, d > 0, static_cast<const S*>(nullptr));
     }
     if (k > 0 && !masks.empty()) apply_mask(grad_in, masks[k - 1].data(), rows * in_width);
     grad_out = grad_in;
@@ -402,7 +411,6 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   }
   const int64_t T = cache.steps_, N = cache.batch_, H = config.hidden_size;
   const int64_t states = config.num_layers * config.directions(), I = config.input_size;
-  const int64_t out_width = config.directions() * H;
   const bool lstm = config.cell == CellKind::Lstm;
   const int64_t* lengths = cache.has_lengths() ? cache.lengths_.data() : nullptr;
   detail::MeasuredCall measured(detail::PassKind::Backward, config, static_cast<int>(sizeof(S)),
@@ -417,17 +425,13 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
     return;
   }
   // Variable lengths: as forward_layers, on packed rows in length order.
-  Buffer<S> grad_y_packed, grad_h_n_sorted, grad_c_n_sorted, grad_x_packed, grad_h0_sorted, grad_c0_sorted;
-  if (grad_y != nullptr) {
-    grad_y_packed.resize(static_cast<std::size_t>(layout.rows() * out_width));
-    layout.gather(grad_y, out_width, grad_y_packed.data());
-  }
+  // (dL/dy is read where it lies, see backward_stack.)
+  Buffer<S> grad_h_n_sorted, grad_c_n_sorted, grad_x_packed, grad_h0_sorted, grad_c0_sorted;
   if (grad_x != nullptr) grad_x_packed.resize(static_cast<std::size_t>(layout.rows() * I));
   if (grad_h0 != nullptr) grad_h0_sorted.resize(static_cast<std::size_t>(states * N * H));
   if (lstm && grad_c0 != nullptr) grad_c0_sorted.resize(static_cast<std::size_t>(states * N * H));
   backward_stack(config, weights, layout, cache.layer_inputs_, cache.directions_,
-                 cache.dropout_masks_, grad_y != nullptr ? grad_y_packed.data() : nullptr,
-                 layout.reorder_states(grad_h_n, states, H, true, grad_h_n_sorted),
+                 cache.dropout_masks_, grad_y, layout.reorder_states(grad_h_n, states, H, true, grad_h_n_sorted),
                  lstm ? layout.reorder_states(grad_c_n, states, H, true, grad_c_n_sorted) : nullptr,
                  grad_x != nullptr ? grad_x_packed.data() : nullptr,
                  grad_h0 != nullptr ? grad_h0_sorted.data() : nullptr,

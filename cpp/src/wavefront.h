@@ -152,7 +152,8 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
     if (k + 1 < L) grad_between[at(k)].resize(static_cast<std::size_t>(rows * H));
     const int64_t in_width = config.layer_input_size(k);
     w_ih_packed[at(k)].pack(weights[at(k)].w_ih, in_width, false, gh, 1, in_width);
-    const DirectionRun<S> run = make_run(config, weights[at(k)], k, 0, layout);
+    DirectionRun<S> run = make_run(config, weights[at(k)], k, 0, layout);
+    if (k + 1 == L) run.out_rows = layout.caller_rows();  // grad_y: the caller's rows
     S* dgi = grad_in_gates[at(k)].data();
     passes[at(k)] = std::make_unique<BackwardPass<S>>(
         run, directions[at(k)], grad_h_n != nullptr ? grad_h_n + k * NH : nullptr,
@@ -172,7 +173,7 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
         if (grad_in == nullptr) return;  // dL/dx not wanted
         const int64_t r0 = layout.row0(s0), r1 = layout.row0(s1);
         packed_product(w_ih_packed[at(k)], in_width,
-                       static_cast<const S*>(grad_in_gates[at(k)].data()) + r0 * gh, gh, r1 - r0,
+                       RowsOf<S>{grad_in_gates[at(k)].data() + r0 * gh, gh}, r1 - r0,
                        grad_in + r0 * in_width, in_width, false, static_cast<const S*>(nullptr));
         if (k > 0 && !masks.empty()) {
           apply_mask(grad_in + r0 * in_width, masks[at(k - 1)].data() + r0 * in_width,

@@ -2,8 +2,9 @@
 // row count from 1 to 21 (the few-row kernel for 1-3 rows, then row blocks split as evenly as
 // possible), widths around the panel width, one or several panel groups, both packing layouts,
 // overwrite and accumulate, and ranges of slots (SIMD packets of columns: one thread's share)
-// that start or end mid-panel; and that a row's result does not depend on how many rows it was
-// multiplied with (a time loop split by sequences hands each thread fewer rows).
+// that start or end mid-panel; that a row's result does not depend on how many rows it was
+// multiplied with (a time loop split by sequences hands each thread fewer rows); and that rows
+// read through an index give the bits of a gathered copy.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -117,6 +118,56 @@ TYPED_TEST(RecurrentGemm, ARowsResultDoesNotDependOnItsNeighbours) {
           ASSERT_EQ(pieces, whole) << "depth " << depth << " rows " << rows << " in pieces of "
                                    << piece << " accumulate " << accumulate;
         }
+      }
+    }
+  }
+}
+
+// Rows read through an index (RowsOf::index: a product over rows sorted by length reading the
+// caller's rows where they lie) give the same bits as the same rows gathered into a copy first,
+// at every row count of the few-row kernel and the row blocks, with rows repeated and reversed.
+TYPED_TEST(RecurrentGemm, IndexedRowsMatchAGatheredCopyBitForBit) {
+  using S = TypeParam;
+  using Packed = rnncore::detail::PackedPanels<S>;
+  std::mt19937 rng(13);
+  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+  const int64_t cols = 45, pool = 30;
+  for (int64_t depth : {int64_t{7}, int64_t{64}, Packed::kDepthSlice + 9}) {
+    std::vector<S> source(static_cast<std::size_t>(cols * depth));
+    for (auto& v : source) v = static_cast<S>(uniform(rng));
+    Packed packed;
+    packed.pack(source.data(), depth, true, depth, 1, cols);
+    const int64_t lda = depth + 1;  // the caller's rows, a stride wider than the depth
+    std::vector<S> a(static_cast<std::size_t>(pool * lda));
+    for (auto& v : a) v = static_cast<S>(uniform(rng));
+    for (int64_t rows = 1; rows <= 21; ++rows) {
+      std::vector<int64_t> index(static_cast<std::size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) index[r] = (pool - 1 - 3 * r % pool + pool) % pool;  // reversed
+      if (rows > 2) index[2] = index[0];                                       // a row twice
+      std::vector<S> gathered(static_cast<std::size_t>(rows * depth));
+      for (int64_t r = 0; r < rows; ++r) {
+        std::copy_n(a.data() + index[r] * lda, depth, gathered.data() + r * depth);
+      }
+      std::vector<S> scratch(static_cast<std::size_t>(packed.scratch_size(rows)));
+      for (bool accumulate : {false, true}) {
+        std::vector<S> start(static_cast<std::size_t>(rows * cols));
+        for (auto& v : start) v = static_cast<S>(uniform(rng));
+        std::vector<S> want = start, got = start;
+        packed.multiply(gathered.data(), depth, rows, want.data(), cols, accumulate, 0,
+                        packed.slots(), scratch.data());
+        packed.multiply(rnncore::detail::RowsOf<S>{a.data(), lda, index.data()}, rows, got.data(),
+                        cols, accumulate, 0, packed.slots(), scratch.data());
+        ASSERT_EQ(got, want) << "depth " << depth << " rows " << rows << " accumulate " << accumulate;
+        // from(r0): the rows from r0 on, through the index and without one.
+        const int64_t r0 = rows / 2;
+        std::vector<S> tail = start;
+        packed.multiply(rnncore::detail::RowsOf<S>{a.data(), lda, index.data()}.from(r0), rows - r0,
+                        tail.data() + r0 * cols, cols, accumulate, 0, packed.slots(), scratch.data());
+        std::vector<S> tail_want = start;
+        packed.multiply(rnncore::detail::RowsOf<S>{gathered.data(), depth}.from(r0), rows - r0,
+                        tail_want.data() + r0 * cols, cols, accumulate, 0, packed.slots(),
+                        scratch.data());
+        ASSERT_EQ(tail, tail_want) << "depth " << depth << " rows " << rows << " from " << r0;
       }
     }
   }
