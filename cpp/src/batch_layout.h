@@ -78,6 +78,10 @@ class BatchLayout {
       while (running > 0 && lengths[order_[static_cast<std::size_t>(running - 1)]] <= t) --running;
       offsets_[static_cast<std::size_t>(t) + 1] = offsets_[static_cast<std::size_t>(t)] + running;
     }
+    work_before_.assign(static_cast<std::size_t>(batch) + 1, 0);
+    for (int64_t j = 0; j < batch; ++j) {
+      work_before_[static_cast<std::size_t>(j) + 1] = work_before_[static_cast<std::size_t>(j)] + lengths[sequence(j)];
+    }
     caller_rows_.resize(static_cast<std::size_t>(rows()));
     for (int64_t t = 0; t < steps; ++t) {
       for (int64_t j = 0; j < count(t); ++j) {
@@ -100,6 +104,19 @@ class BatchLayout {
   // pass can read its input and write its output in the caller's [T, N, width] arrays with no
   // gathered copy (DirectionRun::in_rows, out_rows). nullptr where dense.
   const int64_t* caller_rows() const noexcept { return packed() ? caller_rows_.data() : nullptr; }
+
+  // The first sequence (in the layout's order) of thread `thread` of `team` when a time loop
+  // splits by sequences (thread == team: N): dense, an even share; packed, shares of about equal
+  // (step, sequence) pairs. Packed sequences are sorted longest first, so even shares of
+  // sequences would hand the first thread most of the work (lengths uniform in T/10..T: ~70%).
+  int64_t share_begin(int thread, int team) const noexcept {
+    if (!packed()) return batch_ * thread / team;
+    // The boundary nearest to an even share of the work.
+    const int64_t target = rows() * thread / team;
+    const auto at = std::lower_bound(work_before_.begin(), work_before_.end(), target);
+    const int64_t b = at - work_before_.begin();
+    return b > 0 && target - *(at - 1) < *at - target ? b - 1 : b;
+  }
 
   // Packed rows [rows(), width] from the caller's [T, N, width] (only where packed()).
   template <typename S>
@@ -152,6 +169,7 @@ class BatchLayout {
   std::vector<int64_t> order_;    // sorted position -> the caller's sequence
   std::vector<int64_t> offsets_;  // [T + 1]: row0(t)
   std::vector<int64_t> caller_rows_;  // [rows()], see caller_rows()
+  std::vector<int64_t> work_before_;  // [N + 1]: the lengths of the first j sequences, summed
 };
 
 // Rows [begin, end) of a time loop's [N, H] buffer `from` copied to `to`, units [j0, j0 + n):

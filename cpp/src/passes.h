@@ -62,7 +62,9 @@ class RecurrentPass {
   Share share(int thread, int team) const {
     const int64_t N = run_.batch, H = run_.hidden_size;
     if (plan_.by_rows && team > 1) {
-      return {N * thread / team, N * (thread + 1) / team, unit_range(w_hh(), H, 0, 1), true};
+      const BatchLayout& layout = *run_.layout;
+      return {layout.share_begin(thread, team), layout.share_begin(thread + 1, team),
+              unit_range(w_hh(), H, 0, 1), true};
     }
     return {0, N, unit_range(w_hh(), H, thread, team), false};
   }

@@ -1,14 +1,16 @@
 // Whole-sequence kernels through the C++ API (sequence.h): the wavefront over stacked layers
 // against the layer-by-layer path, the time loop split by sequences or by hidden units against
-// one thread, and when each is chosen.
+// one thread, and when each is chosen; the layout of a call with variable lengths.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "batch_layout.h"
 #include "parallel.h"
 #include "rnncore/sequence.h"
 #include "scoped_setting.h"
@@ -263,3 +265,56 @@ TEST(FlushDenormals, EveryThreadFlushesAndTheCallerIsRestored) {
   rnncore::set_flush_denormals(true);
 }
 #endif
+
+namespace {
+
+// BatchLayout with variable lengths: each packed row maps to the caller's row of a sequence still
+// running at its step (each running (step, sequence) pair once), and a time loop split by
+// sequences hands its threads shares of about equal work (sequences sorted longest first: even
+// shares of sequences would give the first thread most of it); without lengths, even shares.
+TEST(BatchLayout, CallerRowsAndSharesOfEqualWork) {
+  const int64_t T = 50, N = 40;
+  std::mt19937 rng(5);
+  std::vector<int64_t> lengths(N);
+  for (auto& l : lengths) l = std::uniform_int_distribution<int64_t>(T / 10, T)(rng);
+  const rnncore::detail::BatchLayout layout(T, N, lengths.data());
+  ASSERT_TRUE(layout.packed());
+  std::vector<int> seen(static_cast<std::size_t>(T * N), 0);
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t j = 0; j < layout.count(t); ++j) {
+      const int64_t row = layout.caller_rows()[layout.row0(t) + j];
+      ASSERT_EQ(row / N, t);
+      ASSERT_LT(t, lengths[static_cast<std::size_t>(row % N)]) << "a sequence past its end";
+      ++seen[static_cast<std::size_t>(row)];
+    }
+  }
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t b = 0; b < N; ++b) {
+      ASSERT_EQ(seen[static_cast<std::size_t>(t * N + b)], t < lengths[static_cast<std::size_t>(b)] ? 1 : 0);
+    }
+  }
+  // Work of sorted sequences [begin, end): the steps they run.
+  const auto work = [&](int64_t begin, int64_t end) {
+    int64_t w = 0;
+    for (int64_t t = 0; t < T; ++t) w += std::max<int64_t>(0, std::min(end, layout.count(t)) - begin);
+    return w;
+  };
+  for (int team : {1, 2, 3}) {
+    EXPECT_EQ(layout.share_begin(0, team), 0);
+    EXPECT_EQ(layout.share_begin(team, team), N);
+    for (int thread = 0; thread < team; ++thread) {
+      const int64_t begin = layout.share_begin(thread, team), end = layout.share_begin(thread + 1, team);
+      ASSERT_LE(begin, end);
+      // Within one sequence's length of an even share, at each boundary.
+      EXPECT_NEAR(static_cast<double>(work(begin, end)), static_cast<double>(layout.rows()) / team, T)
+          << "thread " << thread << " of " << team;
+    }
+  }
+  const rnncore::detail::BatchLayout dense(T, N, nullptr);
+  EXPECT_FALSE(dense.packed());
+  EXPECT_EQ(dense.caller_rows(), nullptr);
+  EXPECT_EQ(dense.share_begin(1, 2), N / 2);
+  EXPECT_EQ(dense.share_begin(1, 3), N / 3);
+}
+
+}  // namespace
