@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -78,6 +79,17 @@ Result run(const ModelConfig& config, int64_t T, int64_t N, const std::vector<in
   rnncore::sequence_backward(config, weights, cache, grad_y.data(), grad_h_n.data(),
                              static_cast<const float*>(nullptr),
                              r.grad_x.data(), r.grad_h0.data(), r.grad_c0.data(), grads);
+  // Inference (no cache; with lengths its first layer reads x's rows where they lie, where
+  // training reads the cache's packed copy): the same bits as the training forward. y is filled
+  // with NaNs first: every element, zeros past each length included, must be written.
+  std::vector<float> y(r.y.size(), std::numeric_limits<float>::quiet_NaN()), h_n(r.h_n.size()),
+      c_n(r.c_n.size());
+  rnncore::TrainingCache<float>* no_cache = nullptr;
+  rnncore::sequence_forward(config, weights, T, N, x.data(), h0.data(), c0.data(), lens, y.data(),
+                            h_n.data(), c_n.data(), no_cache);
+  EXPECT_EQ(y, r.y) << "inference y against the training forward's";
+  EXPECT_EQ(h_n, r.h_n) << "inference h_n against the training forward's";
+  EXPECT_EQ(c_n, r.c_n) << "inference c_n against the training forward's";
   return r;
 }
 
