@@ -81,6 +81,9 @@ class PackedPanels {
   // slice's sum added to the output), so an output has the same bits whichever kernel computes it.
   // Prefetch distance: 4 KiB of panel ahead (measured best among 2, 4 and 8 KiB at H = 1024).
   static constexpr int64_t kPrefetch = 4096 / (kPanel * static_cast<int64_t>(sizeof(S)));
+  // Scalars per 64-byte cache line, and lines per panel row (1 with AVX2, 2 with AVX-512).
+  static constexpr int kLineScalars = 64 / static_cast<int>(sizeof(S));
+  static constexpr int kLinesPerRow = (kPanel + kLineScalars - 1) / kLineScalars;
   static constexpr int64_t kDepthSlice = kSliceBytes / (kPanel * static_cast<int64_t>(sizeof(S)));
 
   // Packs B[k, col] = source[col * ld + k] (transposed = true: B is a row-major matrix's
@@ -341,7 +344,13 @@ class PackedPanels {
     for (int64_t k = 0; k < depth; ++k) {
       // Large weights stream from L3 once per step; the hardware prefetcher alone leaves the
       // micro-kernel waiting on them (measured: H = 1024 LSTM at 60% of the L2-resident rate).
-      __builtin_prefetch(panel + (k + kPrefetch) * kPanel);
+      // Every cache line of the panel row: with AVX-512 a row is two lines, and with only the
+      // first prefetched, products over weights of 4-16 MB took 1.04-1.07x this time at 400 rows
+      // and 1.03-1.4x at 16 (paired in one process on the Zen 4; an LSTM 1024x8x25 inference
+      // 1.5x: bench/README.md, "Prefetching the whole panel row").
+      for (int line = 0; line < kLinesPerRow; ++line) {
+        __builtin_prefetch(panel + (k + kPrefetch) * kPanel + line * kLineScalars);
+      }
       Packet w[NP];
       for (int q = 0; q < NP; ++q) w[q] = ploadu<Packet>(panel + k * kPanel + q * kPacket);
       for (int r = 0; r < R; ++r) {
