@@ -331,15 +331,17 @@ class PackedPanels {
     for (int r = 0; r < R; ++r) {
       for (int q = 0; q < NP; ++q) acc[r][q] = pset1<Packet>(S(0));
     }
-    if (accumulate) {
-      // The tile accumulated into is usually cold (the hoisted input projection wrote it a whole
-      // sequence earlier) and its rows are a gate row apart, a stride the hardware prefetcher
-      // does not follow: fetched now, it arrives while the depth loop runs (measured 7% of an
-      // H = 256 LSTM's forward stalled on these loads).
-      for (int r = 0; r < R; ++r) {
-        __builtin_prefetch(o + r * out_stride);
-        __builtin_prefetch(o + r * out_stride + NP * kPacket - 1);
-      }
+    // The output tile is usually cold and its rows are a gate row apart, a stride the hardware
+    // prefetcher does not follow: fetched now, it arrives while the depth loop runs. Accumulated
+    // into (the time loop's product: the hoisted input projection wrote the tile a whole sequence
+    // earlier), 7% of an H = 256 LSTM's forward stalled on these loads without it; overwritten
+    // (the input projection of all T*N rows, whose output is larger than the caches), each store
+    // still waits for its line, and prefetching it too made that product 1.07-1.16x faster at
+    // 3200-6400 rows (H = 64-256; paired in one process on the Zen 4: bench/README.md,
+    // "Prefetching the whole panel row").
+    for (int r = 0; r < R; ++r) {
+      __builtin_prefetch(o + r * out_stride);
+      __builtin_prefetch(o + r * out_stride + NP * kPacket - 1);
     }
     for (int64_t k = 0; k < depth; ++k) {
       // Large weights stream from L3 once per step; the hardware prefetcher alone leaves the
