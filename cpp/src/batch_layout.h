@@ -190,7 +190,8 @@ struct DirectionRun {
   const detail::PreparedDirection<S>* prepared = nullptr;
   // Where the layout is packed, the pass's input (forward) and its output (forward: y; backward:
   // dL/dy) may be the caller's [T, N, width] arrays, not packed ones: packed row r is then row
-  // in_rows[r] / out_rows[r] of them (BatchLayout::caller_rows). nullptr: packed rows.
+  // in_rows[r] / out_rows[r] of them (BatchLayout::caller_rows). nullptr: packed rows. make_run
+  // sets out_rows for the top layer; the forward stack sets in_rows where the first layer reads x.
   const int64_t* in_rows = nullptr;
   const int64_t* out_rows = nullptr;
 
@@ -222,8 +223,12 @@ DirectionRun<S> make_run(const ModelConfig& config, const DirectionWeights<S>& w
                          const detail::PreparedDirection<S>* prepared = nullptr) {
   DirectionWeights<S> used = w;
   if (!config.bias) used.b_ih = used.b_hh = nullptr;
-  return DirectionRun<S>{config.cell,        layout.steps(), layout.batch(), config.layer_input_size(layer),
-                         config.hidden_size, direction == 1, &layout, used, prepared};
+  DirectionRun<S> run{config.cell,        layout.steps(), layout.batch(), config.layer_input_size(layer),
+                      config.hidden_size, direction == 1, &layout, used, prepared};
+  // The top layer's output (y; dL/dy in BPTT) is always the caller's [T, N, D*H]: with a packed
+  // layout its rows are written and read where they lie.
+  if (layer + 1 == config.num_layers) run.out_rows = layout.caller_rows();
+  return run;
 }
 
 }  // namespace detail

@@ -83,16 +83,16 @@ void check_call_sizes(const ModelConfig& config, int64_t steps, int64_t batch) {
 namespace {
 
 // The layers of forward_layers over the rows of `layout` (inputs, outputs and the cache's
-// arrays packed as it says; states in its sequence order). first_rows / y_rows: where the
-// first layer's input and the top layer's output are the caller's arrays, not packed ones
-// (DirectionRun::in_rows, out_rows), else nullptr. Training: the cache's layer inputs (the first
-// one filled) and directions, else nullptr. masks: none, or one per layer below the top, in the
+// arrays packed as it says, except y, the caller's (make_run); states in its sequence order).
+// first_rows: where the first layer's input is the caller's x, not packed rows
+// (DirectionRun::in_rows), else nullptr. Training: the cache's layer inputs (the first one
+// filled) and directions, else nullptr. masks: none, or one per layer below the top, in the
 // layout's rows.
 template <typename S>
 void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                    const typename PreparedWeights<S>::Impl* prepared, const BatchLayout& layout,
                    const S* first_input, const int64_t* first_rows, const S* h0, const S* c0,
-                   S* y, const int64_t* y_rows, S* h_n, S* c_n,
+                   S* y, S* h_n, S* c_n,
                    std::vector<Buffer<S>>* layer_inputs,
                    std::vector<typename TrainingCache<S>::Direction>* directions,
                    const std::vector<const S*>& masks) {
@@ -109,7 +109,6 @@ void forward_stack(const ModelConfig& config, const std::vector<DirectionWeights
     const int64_t slot = k * D + d;
     DirectionRun<S> run = make_run(config, weights[slot], k, d, layout, prepared_at(slot));
     if (k == 0) run.in_rows = first_rows;
-    if (k + 1 == L) run.out_rows = y_rows;
     return run;
   };
   if (plan.threads > 1) {
@@ -253,8 +252,8 @@ void forward_layers(const ModelConfig& config, const std::vector<DirectionWeight
   const std::vector<const S*> masks = layer_masks(layout, dropout_masks, config.num_layers - 1,
                                                   out_width, cache != nullptr ? cache->dropout_masks_ : own_masks);
 
-  forward_stack(config, weights, prepared, layout, first_input, first_rows, h0, c0, y,
-                layout.caller_rows(), h_n_run, c_n_run,
+  forward_stack(config, weights, prepared, layout, first_input, first_rows, h0, c0, y, h_n_run,
+                c_n_run,
                 cache != nullptr ? &cache->layer_inputs_ : nullptr,
                 cache != nullptr ? &cache->directions_ : nullptr, masks);
 
@@ -331,7 +330,7 @@ void sequence_forward(const PreparedWeights<S>& prepared, int64_t steps, int64_t
 namespace {
 
 // The layers of sequence_backward over the rows of `layout` (as forward_stack); grad_y is the
-// caller's [T, N, D*H], read where it lies (the top layer's out_rows).
+// caller's [T, N, D*H], read where it lies (the top layer's out_rows, make_run).
 template <typename S>
 void backward_stack(const ModelConfig& config, const std::vector<DirectionWeights<S>>& weights,
                     const BatchLayout& layout, const std::vector<Buffer<S>>& layer_inputs,
@@ -362,8 +361,7 @@ void backward_stack(const ModelConfig& config, const std::vector<DirectionWeight
     const S* in = layer_inputs[k].data();
     parallel_directions(D, 2.0 * layer_flops(config, k, T, N), [&](int d) {
       const int64_t slot = k * D + d;
-      DirectionRun<S> run = make_run(config, weights[slot], k, d, layout);
-      if (k + 1 == config.num_layers) run.out_rows = layout.caller_rows();
+      const DirectionRun<S> run = make_run(config, weights[slot], k, d, layout);
       S* dgi = grad_in_gates[d].data();
       direction_backward(run, in, directions[slot],
                          grad_out != nullptr ? grad_out + d * H : nullptr, out_width,
@@ -431,7 +429,8 @@ void sequence_backward(const ModelConfig& config, const std::vector<DirectionWei
   if (grad_h0 != nullptr) grad_h0_sorted.resize(static_cast<std::size_t>(states * N * H));
   if (lstm && grad_c0 != nullptr) grad_c0_sorted.resize(static_cast<std::size_t>(states * N * H));
   backward_stack(config, weights, layout, cache.layer_inputs_, cache.directions_,
-                 cache.dropout_masks_, grad_y, layout.reorder_states(grad_h_n, states, H, true, grad_h_n_sorted),
+                 cache.dropout_masks_, grad_y,
+                 layout.reorder_states(grad_h_n, states, H, true, grad_h_n_sorted),
                  lstm ? layout.reorder_states(grad_c_n, states, H, true, grad_c_n_sorted) : nullptr,
                  grad_x != nullptr ? grad_x_packed.data() : nullptr,
                  grad_h0 != nullptr ? grad_h0_sorted.data() : nullptr,

@@ -152,8 +152,7 @@ void wavefront_backward(const WavefrontPlan& plan, const ModelConfig& config,
     if (k + 1 < L) grad_between[at(k)].resize(static_cast<std::size_t>(rows * H));
     const int64_t in_width = config.layer_input_size(k);
     w_ih_packed[at(k)].pack(weights[at(k)].w_ih, in_width, false, gh, 1, in_width);
-    DirectionRun<S> run = make_run(config, weights[at(k)], k, 0, layout);
-    if (k + 1 == L) run.out_rows = layout.caller_rows();  // grad_y: the caller's rows
+    const DirectionRun<S> run = make_run(config, weights[at(k)], k, 0, layout);
     S* dgi = grad_in_gates[at(k)].data();
     passes[at(k)] = std::make_unique<BackwardPass<S>>(
         run, directions[at(k)], grad_h_n != nullptr ? grad_h_n + k * NH : nullptr,
