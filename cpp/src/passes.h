@@ -274,11 +274,13 @@ class ForwardPass : public RecurrentPass<S> {
           }
         }
       } else if (gru) {
+        // Every other step walks W_hh backwards (PackedPanels::multiply): it starts on the
+        // panels the previous step read last.
         w_hh().multiply(h + b0 * H, H, b1 - b0, hidden_proj_.data() + b0 * gh, gh, false,
-                       u.slot_begin, u.slot_end, scratch);
+                       u.slot_begin, u.slot_end, scratch, s % 2 == 1);
       } else {
         w_hh().multiply(h + b0 * H, H, b1 - b0, gates_t + b0 * gh, gh, true, u.slot_begin,
-                       u.slot_end, scratch);
+                       u.slot_end, scratch, s % 2 == 1);
       }
 
       for (int64_t b = b0; b < b1; ++b) {
@@ -471,7 +473,7 @@ class BackwardPass : public RecurrentPass<S> {
       // units and rows of dh, dc and dh_next.
       if (!part.by_rows) barrier.wait();
       w_hh().multiply(dgh_t + b0 * gh, gh, b1 - b0, dh_next + b0 * H, H, true, u.slot_begin,
-                     u.slot_end, scratch);
+                     u.slot_end, scratch, s % 2 == 1);  // (alternating, as in the forward pass)
     }
     // (the next call's first step reads only this thread's units of dh: no barrier needed)
   }

@@ -182,18 +182,25 @@ class PackedPanels {
   // out[r, g * group_width + j] (+)= sum_k a[r * a_stride + k] * B[k, ...] for rows r < rows and
   // the columns of slots [slot_from, slot_to) of every group. `out` may not alias `a`.
   // `scratch` holds at least scratch_size(rows) elements, private to the calling thread.
+  // `backwards` walks the panels last to first: the same arithmetic for every output (the same
+  // bits), but a time loop that alternates the direction from step to step starts each step on
+  // the panels the last one read most recently, which are still in L1 (or L2) rather than L2
+  // (or L3).
   void multiply(const S* a, int64_t a_stride, int64_t rows, S* out, int64_t out_stride,
-                bool accumulate, int64_t slot_from, int64_t slot_to, S* scratch) const noexcept {
-    multiply(RowsOf<S>{a, a_stride}, rows, out, out_stride, accumulate, slot_from, slot_to, scratch);
+                bool accumulate, int64_t slot_from, int64_t slot_to, S* scratch,
+                bool backwards = false) const noexcept {
+    multiply(RowsOf<S>{a, a_stride}, rows, out, out_stride, accumulate, slot_from, slot_to, scratch,
+             backwards);
   }
   // The same with row r of `a` at a.row(r): the same bits as on a copy of those rows.
   void multiply(const RowsOf<S>& a, int64_t rows, S* out, int64_t out_stride, bool accumulate,
-                int64_t slot_from, int64_t slot_to, S* scratch) const noexcept {
+                int64_t slot_from, int64_t slot_to, S* scratch,
+                bool backwards = false) const noexcept {
     if (rows < kMinBlockRows) {
       switch (rows) {
-        case 1: return few_rows<1>(a, out, out_stride, accumulate, slot_from, slot_to);
-        case 2: return few_rows<2>(a, out, out_stride, accumulate, slot_from, slot_to);
-        case 3: return few_rows<3>(a, out, out_stride, accumulate, slot_from, slot_to);
+        case 1: return few_rows<1>(a, out, out_stride, accumulate, slot_from, slot_to, backwards);
+        case 2: return few_rows<2>(a, out, out_stride, accumulate, slot_from, slot_to, backwards);
+        case 3: return few_rows<3>(a, out, out_stride, accumulate, slot_from, slot_to, backwards);
         default: return;
       }
     }
@@ -207,27 +214,28 @@ class PackedPanels {
       const int64_t block_rows = block_start(rows, blocks, b + 1) - r0;
       copy_block(a.from(r0), static_cast<int>(block_rows), scratch + r0 * depth_);
     }
-    for (int64_t c = slot_from / 2; 2 * c < slot_to; ++c) {
+    const int64_t first_chunk = slot_from / 2, chunks = (slot_to + 1) / 2 - first_chunk;
+    for (int64_t i = 0; i < chunks * groups_; ++i) {
+      const int64_t step = backwards ? chunks * groups_ - 1 - i : i;
+      const int64_t c = first_chunk + step / groups_, g = step % groups_;
       const Piece piece = piece_of(c, slot_from, slot_to);
-      for (int64_t g = 0; g < groups_; ++g) {
-        S* o = out + g * group_width_ + slot_begin(piece.slot);
-        // The depth is cut into slices (kDepthSlice); every row block reads the slice's panel
-        // part, the first from L2 or L3, the others from L1 (16 KiB slices) or L2 (64 KiB).
-        for (int64_t k0 = 0; k0 < depth_; k0 += kDepthSlice) {
-          const int64_t k1 = std::min<int64_t>(depth_, k0 + kDepthSlice);
-          const S* panel = panel_data(g, c) + k0 * kPanel + piece.offset;
-          const bool acc = accumulate || k0 > 0;
-          for (int64_t b = 0; b < blocks; ++b) {
-            const int64_t r = block_start(rows, blocks, b);
-            const int block_rows = static_cast<int>(block_start(rows, blocks, b + 1) - r);
-            const S* rows_k = scratch + r * depth_ + k0 * block_rows;
-            if (piece.packets == 2) {
-              sized_block<kRows, 2>(block_rows, rows_k, panel, k1 - k0, o + r * out_stride,
-                                    out_stride, piece.width, acc);
-            } else {
-              sized_block<kRows, 1>(block_rows, rows_k, panel, k1 - k0, o + r * out_stride,
-                                    out_stride, piece.width, acc);
-            }
+      S* o = out + g * group_width_ + slot_begin(piece.slot);
+      // The depth is cut into slices (kDepthSlice); every row block reads the slice's panel
+      // part, the first from L2 or L3, the others from L1 (16 KiB slices) or L2 (64 KiB).
+      for (int64_t k0 = 0; k0 < depth_; k0 += kDepthSlice) {
+        const int64_t k1 = std::min<int64_t>(depth_, k0 + kDepthSlice);
+        const S* panel = panel_data(g, c) + k0 * kPanel + piece.offset;
+        const bool acc = accumulate || k0 > 0;
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int64_t r = block_start(rows, blocks, b);
+          const int block_rows = static_cast<int>(block_start(rows, blocks, b + 1) - r);
+          const S* rows_k = scratch + r * depth_ + k0 * block_rows;
+          if (piece.packets == 2) {
+            sized_block<kRows, 2>(block_rows, rows_k, panel, k1 - k0, o + r * out_stride,
+                                  out_stride, piece.width, acc);
+          } else {
+            sized_block<kRows, 1>(block_rows, rows_k, panel, k1 - k0, o + r * out_stride,
+                                  out_stride, piece.width, acc);
           }
         }
       }
@@ -370,25 +378,26 @@ class PackedPanels {
   // or a thread's share starting or ending mid-chunk) go through the same kernel with NP = 1.
   template <int R>
   void few_rows(const RowsOf<S>& rows_of_a, S* out, int64_t out_stride, bool accumulate,
-                int64_t slot_from, int64_t slot_to) const noexcept {
+                int64_t slot_from, int64_t slot_to, bool backwards) const noexcept {
     constexpr int P = kFewRowPanels[R];
     const S* a[R];
     for (int r = 0; r < R; ++r) a[r] = rows_of_a.row(r);
     PanelRefs<P> full, half;
-    for (int64_t c = slot_from / 2; 2 * c < slot_to; ++c) {
+    const int64_t first_chunk = slot_from / 2, chunks = (slot_to + 1) / 2 - first_chunk;
+    for (int64_t i = 0; i < chunks * groups_; ++i) {
+      const int64_t step = backwards ? chunks * groups_ - 1 - i : i;
+      const int64_t c = first_chunk + step / groups_, g = step % groups_;
       const Piece piece = piece_of(c, slot_from, slot_to);
       PanelRefs<P>& refs = piece.packets == 2 ? full : half;
-      for (int64_t g = 0; g < groups_; ++g) {
-        refs.add(panel_data(g, c) + piece.offset, out + g * group_width_ + slot_begin(piece.slot),
-                 piece.width);
-        if (refs.n == P) {
-          if (piece.packets == 2) {
-            panel_group<R, P, 2>(a, refs, out_stride, accumulate);
-          } else {
-            panel_group<R, P, 1>(a, refs, out_stride, accumulate);
-          }
-          refs.n = 0;
+      refs.add(panel_data(g, c) + piece.offset, out + g * group_width_ + slot_begin(piece.slot),
+               piece.width);
+      if (refs.n == P) {
+        if (piece.packets == 2) {
+          panel_group<R, P, 2>(a, refs, out_stride, accumulate);
+        } else {
+          panel_group<R, P, 1>(a, refs, out_stride, accumulate);
         }
+        refs.n = 0;
       }
     }
     if (full.n > 0) partial_group<R, P - 1, 2>(full.n, a, full, out_stride, accumulate);

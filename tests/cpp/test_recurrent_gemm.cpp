@@ -3,8 +3,9 @@
 // possible), widths around the panel width, one or several panel groups, both packing layouts,
 // overwrite and accumulate, and ranges of slots (SIMD packets of columns: one thread's share)
 // that start or end mid-panel; that a row's result does not depend on how many rows it was
-// multiplied with (a time loop split by sequences hands each thread fewer rows); and that rows
-// read through an index give the bits of a gathered copy.
+// multiplied with (a time loop split by sequences hands each thread fewer rows); that rows
+// read through an index give the bits of a gathered copy; and that walking the panels backwards
+// (every other step of a time loop) gives the bits of the forward walk.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -168,6 +169,51 @@ TYPED_TEST(RecurrentGemm, IndexedRowsMatchAGatheredCopyBitForBit) {
                         tail_want.data() + r0 * cols, cols, accumulate, 0, packed.slots(),
                         scratch.data());
         ASSERT_EQ(tail, tail_want) << "depth " << depth << " rows " << rows << " from " << r0;
+      }
+    }
+  }
+}
+
+// Walking the panels last to first (`backwards`, every other step of a time loop) gives the
+// bits of the forward walk: at every row count of the few-row kernel and the row blocks, one or
+// several panel groups, depths of one and two slices, and slot ranges that start or end
+// mid-chunk (one thread's share).
+TYPED_TEST(RecurrentGemm, WalkingThePanelsBackwardsGivesTheSameBits) {
+  using S = TypeParam;
+  using Packed = rnncore::detail::PackedPanels<S>;
+  std::mt19937 rng(17);
+  std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+  for (int64_t width : {5, 37, 100}) {
+    for (int64_t groups : {1, 4}) {
+      for (int64_t depth : {int64_t{9}, Packed::kDepthSlice + 3}) {
+        const int64_t cols = groups * width;
+        std::vector<S> source(static_cast<std::size_t>(cols * depth));
+        for (auto& v : source) v = static_cast<S>(uniform(rng));
+        Packed packed;
+        packed.pack(source.data(), depth, true, depth, groups, width);
+        const int64_t slots = packed.slots();
+        for (int64_t rows = 1; rows <= 21; rows += rows < 10 ? 1 : 5) {
+          std::vector<S> a(static_cast<std::size_t>(rows * depth));
+          for (auto& v : a) v = static_cast<S>(uniform(rng));
+          std::vector<S> scratch(static_cast<std::size_t>(packed.scratch_size(rows)));
+          for (auto [slot_from, slot_to] : {std::pair<int64_t, int64_t>{0, slots},
+                                            {1, slots},
+                                            {0, std::max<int64_t>(1, slots - 1)}}) {
+            for (bool accumulate : {false, true}) {
+              std::vector<S> start(static_cast<std::size_t>(rows * cols));
+              for (auto& v : start) v = static_cast<S>(uniform(rng));
+              std::vector<S> forwards = start, backwards = start;
+              packed.multiply(a.data(), depth, rows, forwards.data(), cols, accumulate, slot_from,
+                              slot_to, scratch.data());
+              packed.multiply(a.data(), depth, rows, backwards.data(), cols, accumulate, slot_from,
+                              slot_to, scratch.data(), true);
+              ASSERT_EQ(backwards, forwards)
+                  << "width " << width << " groups " << groups << " depth " << depth << " rows "
+                  << rows << " slots " << slot_from << "-" << slot_to << " accumulate "
+                  << accumulate;
+            }
+          }
+        }
       }
     }
   }
