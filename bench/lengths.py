@@ -11,6 +11,12 @@ Training is forward + BPTT with every gradient (rnncore: forward + backward with
 torch: forward, sum, backward). Columns: 'useful' = sum(lengths) / (T * N); 'vs padded' =
 rnncore's time with lengths / its padded time (the target is <= useful + 0.1); 'x torch packed'
 = torch's PackedSequence time / rnncore's time with lengths (> 1: rnncore faster).
+
+--tail K,K,... also measures what a step costs when only K sequences are left (the end of a
+batch with lengths, where the few-row kernels run): per shape and mode, a batch with K sequences
+of T steps and N - K of T/2, against all N of T/2, interleaved; the difference over the last
+T - T/2 steps is the cost of a K-row step, printed per step and per row beside a padded step's
+cost per row (the padded call's time / (T * N)).
 """
 
 from __future__ import annotations
@@ -105,6 +111,31 @@ def contenders(cell, H, N, T, mode, lengths, torch):
     return out
 
 
+def tail_costs(cell, H, N, T, mode, ks, repeats):
+    """Microseconds per step with k sequences left, for each k in ks (see --tail), and a padded
+    step's cost per row."""
+    half = T // 2
+    model_calls = {}
+    base = contenders(cell, H, N, T, mode, [half] * N, None)
+    model_calls["half"] = base["rnncore lengths"]
+    model_calls["padded"] = base["rnncore padded"]
+    for k in ks:
+        model_calls[k] = contenders(cell, H, N, T, mode, [T] * k + [half] * (N - k),
+                                    None)["rnncore lengths"]
+    samples = {name: [] for name in model_calls}
+    for _ in range(repeats):
+        for name, fn in model_calls.items():
+            samples[name].append(timed(fn))
+    med = {name: statistics.median(v) for name, v in samples.items()}
+    per_row_padded = 1e6 * med["padded"] / (T * N)
+    rows = []
+    for k in ks:
+        per_step = 1e6 * (med[k] - med["half"]) / (T - half)
+        rows.append(dict(rows_left=k, us_per_step=per_step, us_per_row=per_step / k,
+                         padded_us_per_row=per_row_padded))
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="lstm:256x32x100,gru:128x64x200,lstm:64x16x1000",
@@ -114,8 +145,21 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default="inference,training")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--tail", metavar="K,K,...",
+                        help="also time a step with only K sequences left (see above), e.g. 1,2,3,4,8")
     add_pin_option(parser)
     args = parser.parse_args(argv)
+    tail_ks = []
+    if args.tail:
+        try:
+            tail_ks = [int(v) for v in args.tail.split(",")]
+        except ValueError:
+            parser.error(f"--tail takes row counts like 1,2,4, got {args.tail!r}")
+    shapes = parse_shapes(args.shapes)
+    for cell, H, N, T in shapes:
+        bad = [k for k in tail_ks if not 1 <= k <= N]
+        if bad:
+            parser.error(f"--tail row counts must be 1..{N} for {cell}:{H}x{N}x{T}, got {bad}")
     pin_if_asked(parser, args.pin_cpu, [args.threads])
 
     torch = None
@@ -133,7 +177,7 @@ def main(argv=None) -> int:
               f"{'target':>6} {'torch pk':>9} {'x torch pk':>10}")
     print(header)
     results = []
-    for cell, H, N, T in parse_shapes(args.shapes):
+    for cell, H, N, T in shapes:
         rng = np.random.default_rng(2)
         lengths = rng.integers(max(1, T // 10), T + 1, N).tolist()
         useful = sum(lengths) / (T * N)
@@ -155,6 +199,12 @@ def main(argv=None) -> int:
                   f"{ms['rnncore padded']:9.2f} {ratio:9.2f} {useful + 0.1:6.2f} "
                   + (f"{torch_pk:9.2f} {row['x_torch_packed']:10.2f}" if torch_pk is not None else ""),
                   flush=True)
+            if tail_ks:
+                row["tail"] = tail_costs(cell, H, N, T, mode, tail_ks, args.repeats)
+                for t in row["tail"]:
+                    print(f"  {t['rows_left']:>2} sequence(s) left: {t['us_per_step']:8.2f} us per step, "
+                          f"{t['us_per_row']:7.2f} per row (a padded step: "
+                          f"{t['padded_us_per_row']:.2f} per row)", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"cpu": cpu_name(), "threads": args.threads, "results": results}, f, indent=1)

@@ -5,6 +5,7 @@ rnncore._compiled after issue 15's seams, failed only when somebody ran it) and 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,28 @@ def test_torch_train_counts_the_matrix_vector_work_inside_the_layer_count():
         assert module.recurrent_matvec_flops(kind, 64, 1, 50) == pytest.approx(total / 3)
         # larger H: the first layer's input side (64 wide) is smaller than its recurrent side
         assert module.recurrent_matvec_flops(kind, 256, 1, 50) > module.layer_flops(kind, 256, 1, 50, 1) / 3
+
+
+def test_lengths_tail_times_the_steps_with_few_sequences_left(tmp_path):
+    """bench/lengths.py --tail: one entry per asked row count, each with a per-step cost, that
+    cost per row, and a padded step's cost per row (positive: a padded call takes time); a row
+    count outside 1..N is refused before anything runs, naming the shape."""
+    out = tmp_path / "tail.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "lengths.py"), "--shapes",
+                           "lstm:16x4x20,gru:8x3x12", "--tail", "1,3", "--repeats", "1",
+                           "--modes", "inference", "--no-torch", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())["results"]
+    assert [r["cell"] for r in results] == ["lstm", "gru"]
+    for r in results:
+        assert [t["rows_left"] for t in r["tail"]] == [1, 3]
+        for t in r["tail"]:
+            assert t["padded_us_per_row"] > 0
+            assert t["us_per_row"] == pytest.approx(t["us_per_step"] / t["rows_left"])
+    assert done.stdout.count("sequence(s) left") == 4
+    refused = subprocess.run([sys.executable, str(ROOT / "bench" / "lengths.py"), "--shapes",
+                              "gru:8x3x12", "--tail", "4", "--no-torch"],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert refused.returncode == 2
+    assert "must be 1..3 for gru:8x3x12, got [4]" in refused.stderr
