@@ -160,6 +160,8 @@ def main(argv=None) -> int:
         bad = [k for k in tail_ks if not 1 <= k <= N]
         if bad:
             parser.error(f"--tail row counts must be 1..{N} for {cell}:{H}x{N}x{T}, got {bad}")
+        if tail_ks and T < 2:
+            parser.error(f"--tail needs at least 2 steps (T/2 of them shared), got {cell}:{H}x{N}x{T}")
     pin_if_asked(parser, args.pin_cpu, [args.threads])
 
     torch = None
