@@ -196,6 +196,8 @@ struct DirectionRun {
   const int64_t* out_rows = nullptr;
 
   int64_t gate_rows() const { return gate_count(cell) * hidden_size; }
+  // The row of the pass's output array (y, or dL/dy in BPTT) that holds packed row r.
+  int64_t out_row(int64_t r) const { return out_rows != nullptr ? out_rows[r] : r; }
   int64_t time_of(int64_t s) const { return reverse ? steps - 1 - s : s; }
   int64_t row0(int64_t t) const { return layout->row0(t); }
   int64_t count(int64_t t) const { return layout->count(t); }

@@ -284,8 +284,7 @@ class ForwardPass : public RecurrentPass<S> {
       }
 
       for (int64_t b = b0; b < b1; ++b) {
-        const int64_t row = run_.out_rows != nullptr ? run_.out_rows[r0 + b] : r0 + b;
-        S* y_part = out + row * out_stride + j0;
+        S* y_part = out + run_.out_row(r0 + b) * out_stride + j0;
         const int64_t o = b * H + j0;
         S* g = gates_t + b * gh + j0;
         switch (run_.cell) {
@@ -442,8 +441,7 @@ class BackwardPass : public RecurrentPass<S> {
         S* dgh = dgh_t + b * gh + j0;
         S* dht = dh_total + o;
         if (grad_out != nullptr) {
-          const int64_t row = run_.out_rows != nullptr ? run_.out_rows[r0 + b] : r0 + b;
-          const S* gy = grad_out + row * grad_out_stride + j0;
+          const S* gy = grad_out + run_.out_row(r0 + b) * grad_out_stride + j0;
           for (int64_t j = 0; j < n; ++j) dht[j] = dh[o + j] + gy[j];
         } else {
           copy_rows(dh + o, dht, n);

@@ -18,7 +18,8 @@ namespace detail {
 // A product over all T*N rows (the hoisted input projection, dL/dx): out[rows, cols] (+)= a * B
 // with B packed, row r of a at a.row(r). Each thread takes an even share of the rows (in whole
 // micro-kernel row blocks) and works through it kRowBlock rows at a time: their packed copy stays
-// in L2 while every panel of B streams past. `bias`, when given, is added to each block while it is still in cache.
+// in L2 while every panel of B streams past. `bias`, when given, is added to each block while it
+// is still in cache.
 // (Why not Eigen's GEMM: bench/README.md, "The numbers behind the thread rules".)
 constexpr int64_t kRowBlock = 96;
 // Thread `thread` of `team`'s share of packed_product below: an even share of the rows, in whole

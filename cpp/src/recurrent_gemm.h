@@ -214,11 +214,7 @@ class PackedPanels {
       const int64_t block_rows = block_start(rows, blocks, b + 1) - r0;
       copy_block(a.from(r0), static_cast<int>(block_rows), scratch + r0 * depth_);
     }
-    const int64_t first_chunk = slot_from / 2, chunks = (slot_to + 1) / 2 - first_chunk;
-    for (int64_t i = 0; i < chunks * groups_; ++i) {
-      const int64_t step = backwards ? chunks * groups_ - 1 - i : i;
-      const int64_t c = first_chunk + step / groups_, g = step % groups_;
-      const Piece piece = piece_of(c, slot_from, slot_to);
+    each_panel(slot_from, slot_to, backwards, [&](int64_t g, int64_t c, const Piece& piece) {
       S* o = out + g * group_width_ + slot_begin(piece.slot);
       // The depth is cut into slices (kDepthSlice); every row block reads the slice's panel
       // part, the first from L2 or L3, the others from L1 (16 KiB slices) or L2 (64 KiB).
@@ -239,7 +235,7 @@ class PackedPanels {
           }
         }
       }
-    }
+    });
   }
 
  private:
@@ -254,6 +250,18 @@ class PackedPanels {
     const int64_t last = std::min({slot_to, 2 * c + 2, slots()});
     const int64_t width = std::min<int64_t>((last - first) * kPacket, group_width_ - slot_begin(first));
     return {first, (first - 2 * c) * kPacket, static_cast<int>(last - first), static_cast<int>(width)};
+  }
+  // f(g, c, piece) for every group g's panel of every chunk c with a part in slots
+  // [slot_from, slot_to): chunk by chunk, the groups of a chunk in turn; `backwards`, the same
+  // panels last to first (multiply's `backwards`).
+  template <typename F>
+  void each_panel(int64_t slot_from, int64_t slot_to, bool backwards, F&& f) const {
+    const int64_t first = slot_from / 2, chunks = (slot_to + 1) / 2 - first;
+    for (int64_t i = 0; i < chunks; ++i) {
+      const int64_t c = backwards ? first + chunks - 1 - i : first + i;
+      const Piece piece = piece_of(c, slot_from, slot_to);
+      for (int64_t j = 0; j < groups_; ++j) f(backwards ? groups_ - 1 - j : j, c, piece);
+    }
   }
 
   int64_t chunk_width(int64_t c) const noexcept {
@@ -383,11 +391,7 @@ class PackedPanels {
     const S* a[R];
     for (int r = 0; r < R; ++r) a[r] = rows_of_a.row(r);
     PanelRefs<P> full, half;
-    const int64_t first_chunk = slot_from / 2, chunks = (slot_to + 1) / 2 - first_chunk;
-    for (int64_t i = 0; i < chunks * groups_; ++i) {
-      const int64_t step = backwards ? chunks * groups_ - 1 - i : i;
-      const int64_t c = first_chunk + step / groups_, g = step % groups_;
-      const Piece piece = piece_of(c, slot_from, slot_to);
+    each_panel(slot_from, slot_to, backwards, [&](int64_t g, int64_t c, const Piece& piece) {
       PanelRefs<P>& refs = piece.packets == 2 ? full : half;
       refs.add(panel_data(g, c) + piece.offset, out + g * group_width_ + slot_begin(piece.slot),
                piece.width);
@@ -399,7 +403,7 @@ class PackedPanels {
         }
         refs.n = 0;
       }
-    }
+    });
     if (full.n > 0) partial_group<R, P - 1, 2>(full.n, a, full, out_stride, accumulate);
     if (half.n > 0) partial_group<R, P - 1, 1>(half.n, a, half, out_stride, accumulate);
   }
