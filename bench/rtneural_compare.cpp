@@ -1,6 +1,9 @@
 // rnncore's streaming step against RTNeural's, in the same run, on the same weights.
 //
-//   rtneural_compare [--rounds N] [--quick]
+//   rtneural_compare [--rounds N] [--quick] [--odd]
+//
+// --odd: hidden sizes that are not a multiple of a SIMD register or between the powers of two
+// (LSTM and GRU 1 -> 8, 12, 20, 24, 40, 48, 80, 96) instead of the table.
 //
 // Built only when CMake is given an RTNeural checkout (-DRTNEURAL_DIR=/path/to/RTNeural; it is
 // BSD-licensed and fetched by the user, never part of this repository). RTNeural is compiled
@@ -20,7 +23,8 @@
 // gates derived from the last step's h), and `cell+mul` adds the product's flops at this core's
 // multiply-add peak measured at the start of the run (fma_peak): a step cannot take less, and
 // `floor` = max(read, cell+mul) / ModelT is the lowest ratio a step could reach with this cell
-// math and these bytes.
+// math and these bytes (the cell math of a size that is not whole packets is timed on its
+// packets, the last one padded, as the step runs it).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -159,7 +163,7 @@ template <bool Lstm, int H>
 class CellFloor {
   using Packet = Eigen::internal::packet_traits<float>::type;
   static constexpr int L = Eigen::internal::unpacket_traits<Packet>::size;
-  static_assert(H % L == 0, "whole packets");
+  static constexpr int HP = (H + L - 1) / L * L;  // H rounded up to whole packets
 
  public:
   CellFloor() {
@@ -169,9 +173,9 @@ class CellFloor {
   }
   const float* pass() {
     using namespace Eigen::internal;
-    for (int j = 0; j < H; j += L) {
+    for (int j = 0; j < HP; j += L) {
       const Packet h = pload<Packet>(h_ + j);
-      const auto gate = [&](int k) { return padd(h, pload<Packet>(bias_ + k * H + j)); };
+      const auto gate = [&](int k) { return padd(h, pload<Packet>(bias_ + k * HP + j)); };
       Packet h_new;
       if constexpr (Lstm) {
         Packet i = gate(0), f = gate(1), g = gate(2), o = gate(3), c, tanh_c;
@@ -188,9 +192,9 @@ class CellFloor {
   }
 
  private:
-  alignas(64) float bias_[4 * H];
-  alignas(64) float h_[H] = {};
-  alignas(64) float c_[H] = {};
+  alignas(64) float bias_[4 * HP];
+  alignas(64) float h_[HP] = {};
+  alignas(64) float c_[HP] = {};
 };
 
 // The floor a step cannot beat: reading every byte the stream holds (its packed weights, state
@@ -317,10 +321,24 @@ bool report(int rounds, double gflops) {
   return r.max_diff <= 1e-4;
 }
 
-// The cases of the table for one cell; false when any output disagreed.
+// The cases of the table for one cell, or (odd) hidden sizes that are not a multiple of
+// a SIMD register (8 floats with AVX2, 16 with AVX-512) and sizes between the powers of two;
+// false when any output disagreed.
 template <bool Lstm>
-bool report_cases(int rounds, double gflops) {
-  bool same = report<1, 16, Lstm>(rounds, gflops);
+bool report_cases(int rounds, double gflops, bool odd) {
+  bool same = true;
+  if (odd) {
+    same &= report<1, 8, Lstm>(rounds, gflops);
+    same &= report<1, 12, Lstm>(rounds, gflops);
+    same &= report<1, 20, Lstm>(rounds, gflops);
+    same &= report<1, 24, Lstm>(rounds, gflops);
+    same &= report<1, 40, Lstm>(rounds, gflops);
+    same &= report<1, 48, Lstm>(rounds, gflops);
+    same &= report<1, 80, Lstm>(rounds, gflops);
+    same &= report<1, 96, Lstm>(rounds, gflops);
+    return same;
+  }
+  same &= report<1, 16, Lstm>(rounds, gflops);
   same &= report<1, 32, Lstm>(rounds, gflops);
   same &= report<1, 64, Lstm>(rounds, gflops);
   same &= report<1, 128, Lstm>(rounds, gflops);
@@ -333,14 +351,17 @@ bool report_cases(int rounds, double gflops) {
 
 int main(int argc, char** argv) {
   int rounds = 2000;
+  bool odd = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--rounds" && i + 1 < argc) {
+    if (a == "--odd") {
+      odd = true;
+    } else if (a == "--rounds" && i + 1 < argc) {
       rounds = std::max(5, std::atoi(argv[++i]));
     } else if (a == "--quick") {
       rounds = 50;
     } else {
-      std::fprintf(stderr, "usage: %s [--rounds N] [--quick]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--rounds N] [--quick] [--odd]\n", argv[0]);
       return 2;
     }
   }
@@ -350,8 +371,8 @@ int main(int argc, char** argv) {
   std::printf("FMA peak (float32, 12 chains in registers, best of 9): %.1f GFLOP/s\n", gflops);
   std::printf("%-5s %5s %5s %9s %9s %9s %6s %9s %8s %6s %8s %8s %6s\n", "cell", "in", "H", "rnncore",
               "ModelT", "Model", "ratio", "max|diff|", "read", "KiB", "cell", "cell+mul", "floor");
-  const bool lstm_same = report_cases<true>(rounds, gflops);
-  const bool same = report_cases<false>(rounds, gflops) && lstm_same;
+  const bool lstm_same = report_cases<true>(rounds, gflops, odd);
+  const bool same = report_cases<false>(rounds, gflops, odd) && lstm_same;
   std::printf("ratio = rnncore / ModelT (< 1: rnncore faster); read = reading the stream's KiB once\n"
               "(its packed weights, state and scratch; no arithmetic); cell = the step's cell math alone;\n"
               "cell+mul = cell + the product's flops at the FMA peak; floor = max(read, cell+mul) /\n"

@@ -130,6 +130,52 @@ inline void store(S* p, const Lanes<Packet<S>>& x) {
   Eigen::internal::pstoreu(p, x.v);
 }
 
+// The first `count` (< width) values at p in a packet, the lanes past them zero; and the
+// first `count` lanes of a packet stored to p. The forward passes below run their last units
+// (H not a multiple of the packet: 12, 20, 40, ...) through the same packet math as the others,
+// so each unit gets the same bits wherever it sits, and a small layer is not left to scalar exp
+// and tanh: an LSTM 1 -> 12 streaming step took 4x the time of a 1 -> 16 one with the scalar
+// tail (the 2-vCPU Zen 4 VM, bench/README.md "Layers that are not whole packets").
+// Masked loads and stores where the packet is AVX-512's or AVX's float packet (a copy through
+// the stack, element by element, stalled on store forwarding: the 1 -> 12 step took 2.4x the
+// time of the 1 -> 16 one); elsewhere such a copy. No lane past `count` is read or written.
+template <typename S>
+inline Packet<S> load_first(const S* p, int64_t count) noexcept {
+#if defined(EIGEN_VECTORIZE_AVX512)
+  if constexpr (std::is_same<Packet<S>, __m512>::value) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
+  }
+#endif
+#if defined(EIGEN_VECTORIZE_AVX)
+  if constexpr (std::is_same<Packet<S>, __m256>::value) {
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
+                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+  }
+#endif
+  alignas(64) S lanes[width<S>()] = {};
+  for (int64_t j = 0; j < count; ++j) lanes[j] = p[j];
+  return Eigen::internal::pload<Packet<S>>(lanes);
+}
+template <typename S>
+inline void store_first(S* p, const Packet<S>& v, int64_t count) noexcept {
+#if defined(EIGEN_VECTORIZE_AVX512)
+  if constexpr (std::is_same<Packet<S>, __m512>::value) {
+    _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << count) - 1u), v);
+    return;
+  }
+#endif
+#if defined(EIGEN_VECTORIZE_AVX)
+  if constexpr (std::is_same<Packet<S>, __m256>::value) {
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
+    return;
+  }
+#endif
+  alignas(64) S lanes[width<S>()];
+  Eigen::internal::pstore(lanes, v);
+  for (int64_t j = 0; j < count; ++j) p[j] = lanes[j];
+}
+
 // Calls body(j) for each whole packet [j, j + width) of units in [0, count) where the fused
 // passes are enabled for S, and returns the first unit left to the caller's scalar loop.
 template <typename S, typename Body>
@@ -164,9 +210,14 @@ inline void rnn_forward_part(int64_t count, bool relu, S* gates, S* h_new) noexc
       pstoreu(gates + j, h);
       pstoreu(h_new + j, h);
     }
-    gates += j;
-    h_new += j;
-    count -= j;
+    if (j < count) {  // the last units: one packet padded with zeros (fused::load_first)
+      const int64_t n = count - j;
+      const P a = fused::load_first(gates + j, n);
+      const P h = relu ? pmax(a, pset1<P>(S(0))) : ptanh(a);
+      fused::store_first(gates + j, h, n);
+      fused::store_first(h_new + j, h, n);
+    }
+    return;
   }
   for (int64_t j = 0; j < count; ++j) {
     gates[j] = unit::rnn_forward<ScalarActivation>(gates[j], relu);
@@ -218,12 +269,22 @@ inline void lstm_forward_part(int64_t count, int64_t gate_stride, S* gates, cons
       pstoreu(tanh_c + j, tc);
       pstoreu(h_new + j, h);
     }
-    gates += j;
-    c_prev += j;
-    c_new += j;
-    tanh_c += j;
-    h_new += j;
-    count -= j;
+    if (j < count) {  // the last units: one packet padded with zeros (fused::load_first)
+      const int64_t n = count - j;
+      S* a = gates + j;
+      P i = fused::load_first(a, n), f = fused::load_first(a + gate_stride, n),
+        g = fused::load_first(a + 2 * gate_stride, n), o = fused::load_first(a + 3 * gate_stride, n),
+        c, tc, h;
+      fused::lstm_forward(i, f, g, o, fused::load_first(c_prev + j, n), c, tc, h);
+      fused::store_first(a, i, n);
+      fused::store_first(a + gate_stride, f, n);
+      fused::store_first(a + 2 * gate_stride, g, n);
+      fused::store_first(a + 3 * gate_stride, o, n);
+      fused::store_first(c_new + j, c, n);
+      fused::store_first(tanh_c + j, tc, n);
+      fused::store_first(h_new + j, h, n);
+    }
+    return;
   }
   for (int64_t j = 0; j < count; ++j) {
     unit::lstm_forward<ScalarActivation>(gates[j], gates[j + gate_stride],
@@ -303,13 +364,24 @@ inline void gru_forward_part(int64_t count, int64_t gate_stride, S* gates, const
       pstoreu(hn_out + j, hn);
       pstoreu(h_new + j, h);
     }
-    gates += j;
-    hidden_proj += j;
-    if (b_hn != nullptr) b_hn += j;
-    h_prev += j;
-    hn_out += j;
-    h_new += j;
-    count -= j;
+    if (j < count) {  // the last units: one packet padded with zeros (fused::load_first)
+      const int64_t n = count - j;
+      S* a = gates + j;
+      const S* hp = hidden_proj + j;
+      P hn = fused::load_first(hp + 2 * gate_stride, n);
+      if (b_hn != nullptr) hn = padd(hn, fused::load_first(b_hn + j, n));
+      P r, z, n_gate, h;
+      fused::gru_forward(fused::load_first(a, n), fused::load_first(a + gate_stride, n),
+                         fused::load_first(a + 2 * gate_stride, n), fused::load_first(hp, n),
+                         fused::load_first(hp + gate_stride, n), hn, fused::load_first(h_prev + j, n),
+                         r, z, n_gate, h);
+      fused::store_first(a, r, n);
+      fused::store_first(a + gate_stride, z, n);
+      fused::store_first(a + 2 * gate_stride, n_gate, n);
+      fused::store_first(hn_out + j, hn, n);
+      fused::store_first(h_new + j, h, n);
+    }
+    return;
   }
   for (int64_t j = 0; j < count; ++j) {
     const S hn_raw = hidden_proj[j + 2 * gate_stride];
