@@ -43,6 +43,12 @@ struct PanelShape {
   static constexpr int64_t packets(int64_t rows) noexcept { return (rows + kLanes - 1) / kLanes; }
 };
 
+// The hidden sizes up to kSlicedMax units take a one-pass step (Stream::sliced_frame) when they
+// have one (LSTM and GRU, float), where the panel step's scratch round trip costs most; a size
+// that is not whole packets then has a last slice part empty.
+template <typename S>
+constexpr int64_t kSlicedMax = std::min<int64_t>(64, 8 * PanelShape<S>::kLanes);
+
 // sum[j] = packet j of bias + W_panel v, for one panel NP registers tall (see Stream::Panel for
 // the storage). The summation order depends only on the panel, never on the batch row or batch
 // size: bias and the even columns in one chain, the odd columns in another, the two added last.
@@ -378,10 +384,25 @@ int64_t Stream<S>::bytes_needed(const ModelConfig& config, int64_t batch_size) {
                                  "batch_size * the stream's scratch values per row");
   for (int64_t k = 0; k < config.num_layers; ++k) {
     const int64_t I = config.layer_input_size(k);
+    int64_t packed = 0;
     for (const PanelBlock& block : panel_blocks(config.cell, I, H)) {
-      elements = checked_add(elements, packed_elements(block, PanelShape<S>::kHeight, PanelShape<S>::kLanes),
-                             "the stream's packed weights");
+      packed = checked_add(packed, packed_elements(block, PanelShape<S>::kHeight, PanelShape<S>::kLanes),
+                           "the stream's packed weights");
     }
+    // A one-pass step's slices (pack_sliced) hold as many values where H is whole packets, more
+    // where its last slice is part empty: the larger of the two, whichever the stream packs.
+    const bool sliced = cell::fused::enabled<S>() && H <= kSlicedMax<S> &&
+                        (config.cell == CellKind::Lstm || config.cell == CellKind::Gru);
+    if (sliced) {
+      constexpr int64_t L = PanelShape<S>::kLanes;
+      const int64_t lanes = (H + L - 1) / L * L;  // small: H <= kSlicedMax; I checked below
+      const int64_t cols = checked_add(I, H, "input_size + hidden_size");
+      const int64_t per_lane = config.cell == CellKind::Gru
+                                   ? checked_add(4, checked_mul(3, cols, "3 * (input_size + hidden_size)"), "a slice")
+                                   : checked_mul(4, checked_add(1, cols, "a slice"), "a slice");
+      packed = std::max(packed, checked_mul(lanes, per_lane, "the stream's packed weights"));
+    }
+    elements = checked_add(elements, packed, "the stream's packed weights");
     const int64_t state_per_row = config.cell == CellKind::Lstm ? I + 2 * H : I + H;  // [x; h], c
     elements = checked_add(elements,
                            checked_mul(batch_size, state_per_row,
@@ -500,7 +521,8 @@ void Stream<S>::add_panels(Layer& layer, const S* w_ih, const S* w_hh, const S* 
   }
 }
 
-// Per slice of kLanes units (H a multiple of kLanes): the LSTM's is one panel of the gate rows
+// Per slice of kLanes units (the last one part empty where H is not a multiple of kLanes: zero
+// weights and biases in its empty lanes): the LSTM's is one panel of the gate rows
 // i, f, g, o of those units (the bias, then each column of [x; h]); the GRU's holds the biases
 // of r, z, n_x and n_h, then r, z, n_x for each column of x, then r, z, n_h for each column of
 // h (gru_slice_sums). As many values as the panels hold for the same layer (bytes_needed).
@@ -511,7 +533,9 @@ void Stream<S>::pack_sliced(Layer& layer, const S* w_ih, const S* w_hh, const S*
   const int64_t I = layer.input_size, H = config_.hidden_size;
   const bool gru = config_.cell == CellKind::Gru;
   const int64_t per_slice = gru ? L * (4 + 3 * (I + H)) : 4 * L * (1 + I + H);
-  layer.packed.assign(static_cast<std::size_t>(H / L * per_slice), S(0));
+  // A last slice that is part empty keeps zeros in its empty lanes (their results are not kept).
+  const int64_t slices = (H + L - 1) / L;
+  layer.packed.assign(static_cast<std::size_t>(slices * per_slice), S(0));
   // The biases as add_panels sums them: a panel reading x takes b_ih, one reading h b_hh.
   const auto bias = [&](int64_t row, bool reads_x, bool reads_h) {
     S sum(0);
@@ -519,9 +543,9 @@ void Stream<S>::pack_sliced(Layer& layer, const S* w_ih, const S* w_hh, const S*
     if (reads_h && b_hh != nullptr) sum += b_hh[row];
     return sum;
   };
-  for (int64_t s = 0; s < H / L; ++s) {
+  for (int64_t s = 0; s < slices; ++s) {
     S* dst = layer.packed.data() + s * per_slice;
-    for (int64_t lane = 0; lane < L; ++lane) {
+    for (int64_t lane = 0; lane < std::min<int64_t>(L, H - s * L); ++lane) {
       const int64_t unit = s * L + lane;
       if (!gru) {
         for (int64_t g = 0; g < 4; ++g) {
@@ -698,14 +722,19 @@ typename Stream<S>::FrameFn Stream<S>::serial_frame_for(CellKind cell, int64_t h
 // registers and go straight into cell.h's packet math (the same functions the row passes call,
 // so the same bits), instead of a scratch row written by every panel and read back by the cell
 // math; a slice's cell math can then overlap the next slice's products. The new h goes to `out`
-// slice by slice and into [x; h] once every slice has read the old one.
+// slice by slice and into [x; h] once every slice has read the old one. HC = 0: a hidden size
+// read at run time in NS slices, whose last one may hold fewer units than a packet (its state is
+// read and written with masked loads and stores, cell.h's fused::load_first / store_first).
 template <typename S>
-template <CellKind C, int HC>
+template <CellKind C, int HC, int NS>
 RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
   using Packet = typename PanelShape<S>::Packet;
   using namespace Eigen::internal;
-  constexpr int64_t H = HC, L = PanelShape<S>::kLanes;
-  static_assert(H % L == 0, "whole slices");
+  constexpr int64_t L = PanelShape<S>::kLanes;
+  static_assert(HC % L == 0, "whole slices where the size is known to the compiler");
+  static_assert(HC > 0 || NS > 0, "a size or a slice count");
+  const int64_t H = HC > 0 ? HC : config_.hidden_size;
+  constexpr int64_t kSlices = HC > 0 ? HC / L : NS;
   const bool flush = flush_denormals();
   load_input(x, flush);
   const int64_t layers = config_.num_layers;
@@ -715,7 +744,6 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
     S* xh = layer.xh.data();
     S* out = k + 1 == layers ? y : layers_[static_cast<std::size_t>(k + 1)].xh.data();
     // Every other step walks the slices back to front, as the panel step does (reverse_).
-    constexpr int64_t kSlices = H / L;
     const int64_t per_slice = static_cast<int64_t>(layer.packed.size()) / kSlices;  // pack_sliced's
     const auto slice_at = [&](int64_t n) { return reverse_ ? kSlices - 1 - n : n; };
     const auto sums = [&](int64_t slice, Packet (&sum)[4]) {
@@ -730,21 +758,33 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
         gru_slice_sums<S>(w, xh, I, xh + I, config_.hidden_size, sum);
       }
     };
+    // Units [u, u + lanes) of a state array: whole packets, or the first `lanes` of one.
+    const auto load = [](const S* p, int64_t lanes) {
+      return lanes == L ? ploadu<Packet>(p) : cell::fused::load_first(p, lanes);
+    };
+    const auto store = [](S* p, const Packet& v, int64_t lanes) {
+      if (lanes == L) {
+        pstoreu(p, v);
+      } else {
+        cell::fused::store_first(p, v, lanes);
+      }
+    };
     const auto cell_math = [&](int64_t slice, Packet (&sum)[4]) {
       const int64_t u = slice * L;
+      const int64_t lanes = HC > 0 ? L : std::min(L, H - u);
       Packet h;
       if constexpr (C == CellKind::Lstm) {
         S* c_row = layer.cell.data() + u;
         Packet c, tanh_c;
-        cell::fused::lstm_forward(sum[0], sum[1], sum[2], sum[3], pload<Packet>(c_row), c, tanh_c, h);
-        pstore(c_row, flush ? flushed(c) : c);
+        cell::fused::lstm_forward(sum[0], sum[1], sum[2], sum[3], load(c_row, lanes), c, tanh_c, h);
+        store(c_row, flush ? flushed(c) : c, lanes);
       } else {
         const Packet zero = pset1<Packet>(S(0));  // the hidden r and z sums are in sum[0], sum[1]
         Packet r, z, n_gate;
-        cell::fused::gru_forward(sum[0], sum[1], sum[2], zero, zero, sum[3], ploadu<Packet>(xh + I + u),
+        cell::fused::gru_forward(sum[0], sum[1], sum[2], zero, zero, sum[3], load(xh + I + u, lanes),
                                  r, z, n_gate, h);
       }
-      pstoreu(out + u, flush ? flushed(h) : h);
+      store(out + u, flush ? flushed(h) : h, lanes);
     };
     // Two slices at a time, both products first: the second slice's product then runs while the
     // first one's cell math waits on its activations, and the two cell maths run side by side
@@ -763,7 +803,11 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
       sums(slice_at(n), last);
       cell_math(slice_at(n), last);
     }
-    std::memcpy(xh + I, out, static_cast<std::size_t>(H) * sizeof(S));
+    if constexpr (HC > 0) {
+      std::memcpy(xh + I, out, static_cast<std::size_t>(H) * sizeof(S));
+    } else {
+      for (int64_t u = 0; u < H; u += L) store(xh + I + u, load(out + u, std::min(L, H - u)), std::min(L, H - u));
+    }
   }
 }
 
@@ -771,19 +815,34 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
 // tanh only, and the sizes where it measured faster than the panel step (batch 1, one thread,
 // input 1, 2-vCPU Zen 3, paired in one process, 3 runs: time against the panel step's LSTM 16
 // 0.80-0.83, 32 0.86-0.88, 64 0.89-0.92, GRU 16 0.77-0.80, 32 0.88-0.94, 64 0.92-0.95; LSTM 128
-// 1.00-1.04, so 128 and up keep the panel step).
+// 1.00-1.04, so 128 and up keep the panel step). 16, 32 and 64 units get a step compiled for the
+// size; the others up to kSlicedMax one for their count of slices.
 template <typename S>
 typename Stream<S>::FrameFn Stream<S>::sliced_frame_for(CellKind cell, int64_t hidden_size) noexcept {
   if constexpr (cell::fused::enabled<S>()) {
+    constexpr int64_t L = PanelShape<S>::kLanes;
     const auto sized = [&](auto cell_constant) -> FrameFn {
       constexpr CellKind C = decltype(cell_constant)::value;
       switch (hidden_size) {
-        case 16: return &Stream::sliced_frame<C, 16>;
-        case 32: return &Stream::sliced_frame<C, 32>;
-        case 64: return &Stream::sliced_frame<C, 64>;
+        case 16: return &Stream::sliced_frame<C, 16, 0>;
+        case 32: return &Stream::sliced_frame<C, 32, 0>;
+        case 64: return &Stream::sliced_frame<C, 64, 0>;
+        default: break;
+      }
+      if (hidden_size > kSlicedMax<S>) return nullptr;
+      switch ((hidden_size + L - 1) / L) {
+        case 1: return &Stream::sliced_frame<C, 0, 1>;
+        case 2: return &Stream::sliced_frame<C, 0, 2>;
+        case 3: return &Stream::sliced_frame<C, 0, 3>;
+        case 4: return &Stream::sliced_frame<C, 0, 4>;
+        case 5: return &Stream::sliced_frame<C, 0, 5>;
+        case 6: return &Stream::sliced_frame<C, 0, 6>;
+        case 7: return &Stream::sliced_frame<C, 0, 7>;
+        case 8: return &Stream::sliced_frame<C, 0, 8>;
         default: return nullptr;
       }
     };
+    static_assert(kSlicedMax<S> / L <= 8, "a case per slice count");
     if (cell == CellKind::Lstm) return sized(std::integral_constant<CellKind, CellKind::Lstm>());
     if (cell == CellKind::Gru) return sized(std::integral_constant<CellKind, CellKind::Gru>());
   }

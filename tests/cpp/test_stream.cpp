@@ -276,9 +276,11 @@ void check_sized_step_matches_generic(CellKind cell, int64_t I, int64_t H, int64
   EXPECT_EQ(c1, c2) << what;
 }
 
+// Batch 1 on one thread takes the one-pass step up to 64 units (stream.h), with a last slice
+// part empty at 1, 5, 8, 12, 15, 20, 24, 40, 48 (AVX-512) and 63; against a team's panel step.
 TEST(Stream, SizedStepsMatchTheGenericStepBitwise) {
   for (CellKind cell : {CellKind::RnnTanh, CellKind::RnnRelu, CellKind::Lstm, CellKind::Gru}) {
-    for (int64_t H : {15, 16, 24, 32, 40, 64, 100, 128, 256}) {
+    for (int64_t H : {1, 5, 8, 12, 15, 16, 20, 24, 32, 40, 48, 63, 64, 100, 128, 256}) {
       for (int64_t N : {1, 3}) {
         for (int64_t I : {1, 2, 7}) check_sized_step_matches_generic<float>(cell, I, H, N);
       }
