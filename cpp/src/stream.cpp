@@ -386,7 +386,8 @@ int64_t Stream<S>::bytes_needed(const ModelConfig& config, int64_t batch_size) {
     const int64_t I = config.layer_input_size(k);
     int64_t packed = 0;
     for (const PanelBlock& block : panel_blocks(config.cell, I, H)) {
-      packed = checked_add(packed, packed_elements(block, PanelShape<S>::kHeight, PanelShape<S>::kLanes),
+      packed = checked_add(packed,
+                           packed_elements(block, PanelShape<S>::kHeight, PanelShape<S>::kLanes),
                            "the stream's packed weights");
     }
     // A one-pass step's slices (pack_sliced) hold as many values where H is whole packets, more
@@ -397,9 +398,10 @@ int64_t Stream<S>::bytes_needed(const ModelConfig& config, int64_t batch_size) {
       constexpr int64_t L = PanelShape<S>::kLanes;
       const int64_t lanes = (H + L - 1) / L * L;  // small: H <= kSlicedMax; I checked below
       const int64_t cols = checked_add(I, H, "input_size + hidden_size");
-      const int64_t per_lane = config.cell == CellKind::Gru
-                                   ? checked_add(4, checked_mul(3, cols, "3 * (input_size + hidden_size)"), "a slice")
-                                   : checked_mul(4, checked_add(1, cols, "a slice"), "a slice");
+      const int64_t per_lane =
+          config.cell == CellKind::Gru
+              ? checked_add(4, checked_mul(3, cols, "3 * (input_size + hidden_size)"), "a slice")
+              : checked_mul(4, checked_add(1, cols, "a slice"), "a slice");
       packed = std::max(packed, checked_mul(lanes, per_lane, "the stream's packed weights"));
     }
     elements = checked_add(elements, packed, "the stream's packed weights");
@@ -781,8 +783,8 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
       } else {
         const Packet zero = pset1<Packet>(S(0));  // the hidden r and z sums are in sum[0], sum[1]
         Packet r, z, n_gate;
-        cell::fused::gru_forward(sum[0], sum[1], sum[2], zero, zero, sum[3], load(xh + I + u, lanes),
-                                 r, z, n_gate, h);
+        cell::fused::gru_forward(sum[0], sum[1], sum[2], zero, zero, sum[3],
+                                 load(xh + I + u, lanes), r, z, n_gate, h);
       }
       store(out + u, flush ? flushed(h) : h, lanes);
     };
@@ -806,7 +808,10 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
     if constexpr (HC > 0) {
       std::memcpy(xh + I, out, static_cast<std::size_t>(H) * sizeof(S));
     } else {
-      for (int64_t u = 0; u < H; u += L) store(xh + I + u, load(out + u, std::min(L, H - u)), std::min(L, H - u));
+      for (int64_t u = 0; u < H; u += L) {
+        const int64_t lanes = std::min(L, H - u);
+        store(xh + I + u, load(out + u, lanes), lanes);
+      }
     }
   }
 }

@@ -135,8 +135,8 @@ inline void store(S* p, const Lanes<Packet<S>>& x) {
 // (H not a multiple of the packet: 12, 20, 40, ...) through the same packet math as the others,
 // so each unit gets the same bits wherever it sits, and a small layer is not left to scalar exp
 // and tanh: an LSTM 1 -> 12 streaming step took 4x the time of a 1 -> 16 one with the scalar
-// tail (the 2-vCPU Zen 4 VM, bench/README.md "Layers that are not whole packets").
-// Masked loads and stores where the packet is AVX-512's or AVX's float packet (a copy through
+// tail (the 2-vCPU Zen 4 VM; bench/README.md, "Hidden sizes that are not whole SIMD registers").
+// Masked loads and stores where the packet is AVX-512's or AVX2's float packet (a copy through
 // the stack, element by element, stalled on store forwarding: the 1 -> 12 step took 2.4x the
 // time of the 1 -> 16 one); elsewhere such a copy. No lane past `count` is read or written.
 template <typename S>
@@ -146,7 +146,7 @@ inline Packet<S> load_first(const S* p, int64_t count) noexcept {
     return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
   }
 #endif
-#if defined(EIGEN_VECTORIZE_AVX)
+#if defined(EIGEN_VECTORIZE_AVX2)
   if constexpr (std::is_same<Packet<S>, __m256>::value) {
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
                                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
@@ -164,7 +164,7 @@ inline void store_first(S* p, const Packet<S>& v, int64_t count) noexcept {
     return;
   }
 #endif
-#if defined(EIGEN_VECTORIZE_AVX)
+#if defined(EIGEN_VECTORIZE_AVX2)
   if constexpr (std::is_same<Packet<S>, __m256>::value) {
     _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
@@ -273,8 +273,8 @@ inline void lstm_forward_part(int64_t count, int64_t gate_stride, S* gates, cons
       const int64_t n = count - j;
       S* a = gates + j;
       P i = fused::load_first(a, n), f = fused::load_first(a + gate_stride, n),
-        g = fused::load_first(a + 2 * gate_stride, n), o = fused::load_first(a + 3 * gate_stride, n),
-        c, tc, h;
+        g = fused::load_first(a + 2 * gate_stride, n),
+        o = fused::load_first(a + 3 * gate_stride, n), c, tc, h;
       fused::lstm_forward(i, f, g, o, fused::load_first(c_prev + j, n), c, tc, h);
       fused::store_first(a, i, n);
       fused::store_first(a + gate_stride, f, n);
@@ -373,8 +373,8 @@ inline void gru_forward_part(int64_t count, int64_t gate_stride, S* gates, const
       P r, z, n_gate, h;
       fused::gru_forward(fused::load_first(a, n), fused::load_first(a + gate_stride, n),
                          fused::load_first(a + 2 * gate_stride, n), fused::load_first(hp, n),
-                         fused::load_first(hp + gate_stride, n), hn, fused::load_first(h_prev + j, n),
-                         r, z, n_gate, h);
+                         fused::load_first(hp + gate_stride, n), hn,
+                         fused::load_first(h_prev + j, n), r, z, n_gate, h);
       fused::store_first(a, r, n);
       fused::store_first(a + gate_stride, z, n);
       fused::store_first(a + 2 * gate_stride, n_gate, n);
