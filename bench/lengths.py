@@ -6,7 +6,9 @@ and against PyTorch's PackedSequence, in one run on one machine.
 
 Each case draws lengths uniformly between T/10 and T (seeded), so about 55% of the padded
 (step, sequence) pairs are real. Per round every contender runs once, interleaved (rnncore with
-lengths, rnncore padded, torch packed, torch padded); the medians over the rounds are reported.
+lengths, rnncore padded, torch packed, torch padded); the medians over the rounds are reported,
+and each ratio is the median over the rounds of that round's ratio (the two sides of a ratio ran
+seconds apart, so a VM whose speed drifts between rounds moves both alike).
 Training is forward + BPTT with every gradient (rnncore: forward + backward with dL/dy = 1;
 torch: forward, sum, backward). Columns: 'useful' = sum(lengths) / (T * N); 'vs padded' =
 rnncore's time with lengths / its padded time (the target is <= useful + 0.1); 'x torch packed'
@@ -65,6 +67,11 @@ def timed(fn, min_time=0.05):
         elapsed = time.perf_counter() - start
         if elapsed >= min_time:
             return elapsed / calls
+
+
+def paired_ratio(numerators, denominators):
+    """The median over rounds of numerator / denominator, each pair from the same round."""
+    return statistics.median(a / b for a, b in zip(numerators, denominators))
 
 
 def contenders(cell, H, N, T, mode, lengths, torch):
@@ -190,12 +197,13 @@ def main(argv=None) -> int:
                 for name, fn in calls.items():
                     samples[name].append(timed(fn))
             ms = {name: 1e3 * statistics.median(v) for name, v in samples.items()}
-            ratio = ms["rnncore lengths"] / ms["rnncore padded"]
+            ratio = paired_ratio(samples["rnncore lengths"], samples["rnncore padded"])
             row = dict(cell=cell, hidden=H, batch=N, steps=T, mode=mode, useful=useful, ms=ms,
-                       vs_padded=ratio, target=useful + 0.1)
+                       vs_padded=ratio, target=useful + 0.1,
+                       rounds_ms={name: [1e3 * t for t in v] for name, v in samples.items()})
             torch_pk = ms.get("torch packed")
             if torch_pk is not None:
-                row["x_torch_packed"] = torch_pk / ms["rnncore lengths"]
+                row["x_torch_packed"] = paired_ratio(samples["torch packed"], samples["rnncore lengths"])
             results.append(row)
             print(f"{cell} {H}x{N}x{T:<11} {mode:<9} {useful:6.2f} {ms['rnncore lengths']:9.2f} "
                   f"{ms['rnncore padded']:9.2f} {ratio:9.2f} {useful + 0.1:6.2f} "

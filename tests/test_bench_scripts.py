@@ -63,6 +63,26 @@ def test_lengths_tail_times_the_steps_with_few_sequences_left(tmp_path):
             assert t["padded_us_per_row"] > 0
             assert t["us_per_row"] == pytest.approx(t["us_per_step"] / t["rows_left"])
     assert done.stdout.count("sequence(s) left") == 4
+    for r in results:  # each ratio is the median of the per-round ratios, the pairs kept in order
+        rounds = r["rounds_ms"]
+        assert len(rounds["rnncore lengths"]) == len(rounds["rnncore padded"]) == 1
+        assert r["vs_padded"] == pytest.approx(rounds["rnncore lengths"][0] / rounds["rnncore padded"][0])
+
+
+def test_lengths_ratios_are_medians_of_per_round_ratios(tmp_path):
+    """bench/lengths.py: 'vs padded' is the median over rounds of each round's own ratio, not the
+    ratio of the two medians (they differ when the machine's speed drifts between rounds)."""
+    out = tmp_path / "lengths.json"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "lengths.py"), "--shapes",
+                           "lstm:8x3x10", "--repeats", "4", "--modes", "inference", "--no-torch",
+                           "--json", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (r,) = json.loads(out.read_text())["results"]
+    lengths, padded = r["rounds_ms"]["rnncore lengths"], r["rounds_ms"]["rnncore padded"]
+    assert len(lengths) == len(padded) == 4
+    ratios = sorted(a / b for a, b in zip(lengths, padded))
+    assert r["vs_padded"] == pytest.approx((ratios[1] + ratios[2]) / 2)
+    assert r["ms"]["rnncore lengths"] == pytest.approx(sorted(lengths)[1] / 2 + sorted(lengths)[2] / 2)
     refused = subprocess.run([sys.executable, str(ROOT / "bench" / "lengths.py"), "--shapes",
                               "gru:8x3x12", "--tail", "4", "--no-torch"],
                              capture_output=True, text=True, timeout=120, cwd=ROOT)
