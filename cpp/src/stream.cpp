@@ -45,9 +45,12 @@ struct PanelShape {
 
 // The hidden sizes up to kSlicedMax units take a one-pass step (Stream::sliced_frame) when they
 // have one (LSTM and GRU, float), where the panel step's scratch round trip costs most; a size
-// that is not whole packets then has a last slice part empty.
+// that is not whole packets then has a last slice part empty. At most 8 slices: 128 units with
+// AVX-512 (on the Zen 4 VM, 80-128 units took 0.84-0.95 of the panel step's time, LSTM 100
+// 1.01; in one process, six streams each), 64 with AVX2 (on the Zen 3, 128 units in 16 slices
+// took 1.00-1.04 of the panel step's time), 32 with SSE.
 template <typename S>
-constexpr int64_t kSlicedMax = std::min<int64_t>(64, 8 * PanelShape<S>::kLanes);
+constexpr int64_t kSlicedMax = std::min<int64_t>(128, 8 * PanelShape<S>::kLanes);
 
 // sum[j] = packet j of bias + W_panel v, for one panel NP registers tall (see Stream::Panel for
 // the storage). The summation order depends only on the panel, never on the batch row or batch
@@ -820,8 +823,9 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
 // tanh only, and the sizes where it measured faster than the panel step (batch 1, one thread,
 // input 1, 2-vCPU Zen 3, paired in one process, 3 runs: time against the panel step's LSTM 16
 // 0.80-0.83, 32 0.86-0.88, 64 0.89-0.92, GRU 16 0.77-0.80, 32 0.88-0.94, 64 0.92-0.95; LSTM 128
-// 1.00-1.04, so 128 and up keep the panel step). 16, 32 and 64 units get a step compiled for the
-// size; the others up to kSlicedMax one for their count of slices.
+// 1.00-1.04, so 128 and up keep the panel step; AVX-512 builds go to 128: kSlicedMax). 16, 32
+// and 64 units get a step compiled for the size; the others up to kSlicedMax one for their count
+// of slices.
 template <typename S>
 typename Stream<S>::FrameFn Stream<S>::sliced_frame_for(CellKind cell, int64_t hidden_size) noexcept {
   if constexpr (cell::fused::enabled<S>()) {

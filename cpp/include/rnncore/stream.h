@@ -26,8 +26,8 @@
 // hidden sizes 16, 32, 64, 128 and 256, for the size (picked at construction), with all it calls
 // inlined: no dispatch per step, cell.h's loops with known trip counts. Every other step walks
 // the panels back to front, so what the previous step read last is read first, still cached.
-// A single stream (batch 1) on one thread of an LSTM or GRU of up to 64 units (float; 32 with SSE
-// only) takes a one-pass step instead: its weights are packed by slices of one SIMD register's
+// A single stream (batch 1) on one thread of an LSTM or GRU of up to 128 units with AVX-512 (64
+// with AVX2, 32 with SSE only; float) takes a one-pass step instead: its weights are packed by slices of one SIMD register's
 // worth of units (the LSTM's i, f, g, o rows of those units; the GRU's r, z, n rows), so that a
 // slice's gate sums stay in registers and go straight into the cell math, with no scratch row
 // between the product and the cell math; slices go two at a time, both products first, so that one
