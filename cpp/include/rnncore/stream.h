@@ -27,15 +27,15 @@
 // inlined: no dispatch per step, cell.h's loops with known trip counts. Every other step walks
 // the panels back to front, so what the previous step read last is read first, still cached.
 // A single stream (batch 1) on one thread of an LSTM or GRU of up to 128 units with AVX-512 (64
-// with AVX2, 32 with SSE only; float) takes a one-pass step instead: its weights are packed by slices of one SIMD register's
-// worth of units (the LSTM's i, f, g, o rows of those units; the GRU's r, z, n rows), so that a
-// slice's gate sums stay in registers and go straight into the cell math, with no scratch row
-// between the product and the cell math; slices go two at a time, both products first, so that one
-// slice's product runs while the other's cell math waits on its activations. Each gate row is
-// summed in the same order as in its panel and the cell math is the same code, so the results are
-// the same bit for bit as the panel step's (and so as a batch's or a team's). A size that is not
-// whole registers (12, 20, 40 units) has a last slice part empty: zero weights in its empty lanes,
-// its state read and written with masked loads and stores.
+// with AVX2, 32 with SSE only; float) takes a one-pass step instead: its weights are packed by
+// slices of one SIMD register's worth of units (the LSTM's i, f, g, o rows of those units; the
+// GRU's r, z, n rows), so that a slice's gate sums stay in registers and go straight into the cell
+// math, with no scratch row between the product and the cell math; slices go two at a time, both
+// products first, so that one slice's product runs while the other's cell math waits on its
+// activations. Each gate row is summed in the same order as in its panel and the cell math is the
+// same code, so the results are the same bit for bit as the panel step's (and so as a batch's or a
+// team's). A size that is not whole registers (12, 20, 40 units) has a last slice part empty: zero
+// weights in its empty lanes, its state read and written with masked loads and stores.
 //
 // Subnormals. While flush_denormals() is on (parallel.h), a stream flushes subnormal values to
 // zero like the other kernels, but without touching the thread's floating-point control state
