@@ -139,39 +139,40 @@ inline void store(S* p, const Lanes<Packet<S>>& x) {
 // Masked loads and stores where the packet is AVX-512's or AVX2's float packet (a copy through
 // the stack, element by element, stalled on store forwarding: the 1 -> 12 step took 2.4x the
 // time of the 1 -> 16 one); elsewhere such a copy. No lane past `count` is read or written.
-template <typename S>
-inline Packet<S> load_first(const S* p, int64_t count) noexcept {
+// P: Packet<S>, or a narrower packet of S (the streaming step's half-width slices).
+template <typename S, typename P = Packet<S>>
+inline P load_first(const S* p, int64_t count) noexcept {
 #if defined(EIGEN_VECTORIZE_AVX512)
-  if constexpr (std::is_same<Packet<S>, __m512>::value) {
+  if constexpr (std::is_same<P, __m512>::value) {
     return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << count) - 1u), p);
   }
 #endif
 #if defined(EIGEN_VECTORIZE_AVX2)
-  if constexpr (std::is_same<Packet<S>, __m256>::value) {
+  if constexpr (std::is_same<P, __m256>::value) {
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
                                                     _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
   }
 #endif
-  alignas(64) S lanes[width<S>()] = {};
+  alignas(64) S lanes[Eigen::internal::unpacket_traits<P>::size] = {};
   for (int64_t j = 0; j < count; ++j) lanes[j] = p[j];
-  return Eigen::internal::pload<Packet<S>>(lanes);
+  return Eigen::internal::pload<P>(lanes);
 }
-template <typename S>
-inline void store_first(S* p, const Packet<S>& v, int64_t count) noexcept {
+template <typename S, typename P>
+inline void store_first(S* p, const P& v, int64_t count) noexcept {
 #if defined(EIGEN_VECTORIZE_AVX512)
-  if constexpr (std::is_same<Packet<S>, __m512>::value) {
+  if constexpr (std::is_same<P, __m512>::value) {
     _mm512_mask_storeu_ps(p, static_cast<__mmask16>((1u << count) - 1u), v);
     return;
   }
 #endif
 #if defined(EIGEN_VECTORIZE_AVX2)
-  if constexpr (std::is_same<Packet<S>, __m256>::value) {
+  if constexpr (std::is_same<P, __m256>::value) {
     _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
                                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
     return;
   }
 #endif
-  alignas(64) S lanes[width<S>()];
+  alignas(64) S lanes[Eigen::internal::unpacket_traits<P>::size];
   Eigen::internal::pstore(lanes, v);
   for (int64_t j = 0; j < count; ++j) p[j] = lanes[j];
 }

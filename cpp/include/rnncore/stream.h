@@ -35,7 +35,8 @@
 // activations. Each gate row is summed in the same order as in its panel and the cell math is the
 // same code, so the results are the same bit for bit as the panel step's (and so as a batch's or a
 // team's). A size that is not whole registers (12, 20, 40 units) has a last slice part empty: zero
-// weights in its empty lanes, its state read and written with masked loads and stores.
+// weights in its empty lanes, its state read and written with masked loads and stores. With
+// AVX-512 a layer of 8 units takes one slice 8 floats wide.
 //
 // Subnormals. While flush_denormals() is on (parallel.h), a stream flushes subnormal values to
 // zero like the other kernels, but without touching the thread's floating-point control state
@@ -217,8 +218,8 @@ class Stream {
   // The one-pass step of a batch-1 stream on one thread (stream.cpp), for the cells and hidden
   // sizes that have one (nullptr for the others); its weights are packed by pack_sliced. HC > 0:
   // the hidden size known to the compiler; 0: read from config_, in NS slices, the last one
-  // possibly part empty.
-  template <CellKind C, int HC, int NS>
+  // possibly part empty. Lanes: a slice's width (a SIMD register, or half of one).
+  template <CellKind C, int HC, int NS, int Lanes>
   void sliced_frame(const S* x, S* y) noexcept;
   static FrameFn sliced_frame_for(CellKind cell, int64_t hidden_size) noexcept;
   void pack_sliced(Layer& layer, const S* w_ih, const S* w_hh, const S* b_ih, const S* b_hh);
