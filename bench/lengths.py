@@ -69,6 +69,16 @@ def timed(fn, min_time=0.05):
             return elapsed / calls
 
 
+def interleaved_samples(calls, repeats):
+    """Seconds per call of each of `calls` (name -> function), `repeats` rounds, every call once
+    per round in turn."""
+    samples = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            samples[name].append(timed(fn))
+    return samples
+
+
 def paired_ratio(numerators, denominators):
     """The median over rounds of numerator / denominator, each pair from the same round."""
     return statistics.median(a / b for a, b in zip(numerators, denominators))
@@ -129,10 +139,7 @@ def tail_costs(cell, H, N, T, mode, ks, repeats):
     for k in ks:
         model_calls[k] = contenders(cell, H, N, T, mode, [T] * k + [half] * (N - k),
                                     None)["rnncore lengths"]
-    samples = {name: [] for name in model_calls}
-    for _ in range(repeats):
-        for name, fn in model_calls.items():
-            samples[name].append(timed(fn))
+    samples = interleaved_samples(model_calls, repeats)
     med = {name: statistics.median(v) for name, v in samples.items()}
     per_row_padded = 1e6 * med["padded"] / (T * N)
     rows = []
@@ -192,10 +199,7 @@ def main(argv=None) -> int:
         useful = sum(lengths) / (T * N)
         for mode in args.modes.split(","):
             calls = contenders(cell, H, N, T, mode, lengths, torch)
-            samples = {name: [] for name in calls}
-            for _ in range(args.repeats):
-                for name, fn in calls.items():
-                    samples[name].append(timed(fn))
+            samples = interleaved_samples(calls, args.repeats)
             ms = {name: 1e3 * statistics.median(v) for name, v in samples.items()}
             ratio = paired_ratio(samples["rnncore lengths"], samples["rnncore padded"])
             row = dict(cell=cell, hidden=H, batch=N, steps=T, mode=mode, useful=useful, ms=ms,

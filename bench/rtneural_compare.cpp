@@ -321,30 +321,23 @@ bool report(int rounds, double gflops) {
   return r.max_diff <= 1e-4;
 }
 
+// report() for input size I and each hidden size in turn; false when any output disagreed.
+template <bool Lstm, int I, int... H>
+bool report_sizes(int rounds, double gflops) {
+  bool same = true;
+  ((same &= report<I, H, Lstm>(rounds, gflops)), ...);  // left to right
+  return same;
+}
+
 // The cases of the table for one cell, or (odd) hidden sizes that are not a multiple of
 // a SIMD register (8 floats with AVX2, 16 with AVX-512) and sizes between the powers of two;
 // false when any output disagreed.
 template <bool Lstm>
 bool report_cases(int rounds, double gflops, bool odd) {
-  bool same = true;
-  if (odd) {
-    same &= report<1, 8, Lstm>(rounds, gflops);
-    same &= report<1, 12, Lstm>(rounds, gflops);
-    same &= report<1, 20, Lstm>(rounds, gflops);
-    same &= report<1, 24, Lstm>(rounds, gflops);
-    same &= report<1, 40, Lstm>(rounds, gflops);
-    same &= report<1, 48, Lstm>(rounds, gflops);
-    same &= report<1, 80, Lstm>(rounds, gflops);
-    same &= report<1, 96, Lstm>(rounds, gflops);
-    return same;
-  }
-  same &= report<1, 16, Lstm>(rounds, gflops);
-  same &= report<1, 32, Lstm>(rounds, gflops);
-  same &= report<1, 64, Lstm>(rounds, gflops);
-  same &= report<1, 128, Lstm>(rounds, gflops);
-  same &= report<128, 128, Lstm>(rounds, gflops);
-  same &= report<256, 256, Lstm>(rounds, gflops);
-  return same;
+  if (odd) return report_sizes<Lstm, 1, 8, 12, 20, 24, 40, 48, 80, 96>(rounds, gflops);
+  const bool one_input = report_sizes<Lstm, 1, 16, 32, 64, 128>(rounds, gflops);
+  const bool square = report_sizes<Lstm, 128, 128>(rounds, gflops);
+  return report_sizes<Lstm, 256, 256>(rounds, gflops) && one_input && square;
 }
 
 }  // namespace
