@@ -108,23 +108,6 @@ class RecurrentPass {
   }
   // Two state buffers [N, H] used in turn, then others: buffer i of state_.
   S* state(int64_t i) { return state_.data() + i * run_.batch * run_.hidden_size; }
-  // Where the pass writes the caller's [T, N, *] rows (run.out_rows), asks for the `n` columns
-  // from j0 of packed rows [r0 + b0, r0 + b1) to be fetched for writing. Those rows are the
-  // step's sequences in the layout's order (longest first), not the caller's, and only those
-  // still running: a walk the hardware prefetcher does not follow, where each row's first store
-  // otherwise waited on L3 (LSTM 64x16x1000 with lengths, Zen 4: 0.94 of the time with the rows
-  // fetched during the step's product; bench/README.md, "Variable lengths: fetching the
-  // caller's rows"). Dense rows: nothing (the hardware prefetcher follows them).
-  void fetch_output_rows(const S* out, int64_t stride, int64_t r0, int64_t b0, int64_t b1,
-                         int64_t j0, int64_t n) const noexcept {
-    if (run_.out_rows == nullptr) return;
-    constexpr int64_t kLine = 64;
-    const int64_t bytes = n * static_cast<int64_t>(sizeof(S));
-    for (int64_t b = b0; b < b1; ++b) {
-      const char* row = reinterpret_cast<const char*>(out + run_.out_rows[r0 + b] * stride + j0);
-      for (int64_t at = 0; at < bytes; at += kLine) __builtin_prefetch(row + at, 1);
-    }
-  }
   // W_hh packed for the time loop's product (see the constructor).
   const detail::PackedPanels<S>& w_hh() const { return *w_hh_; }
 
@@ -282,7 +265,7 @@ class ForwardPass : public RecurrentPass<S> {
       }
 
       // The step's output rows arrive while its product runs.
-      this->fetch_output_rows(out, out_stride, r0, b0, b1, j0, n);
+      fetch_output_rows(out, out_stride, r0, b0, b1, j0, n);
       if (direct_) {
         for (int64_t b = b0; b < b1; ++b) {
           const auto product = Eigen::Map<const RowVec<S>>(h + b * H, H) * weights(run_.w.w_hh, H).transpose();
@@ -343,6 +326,23 @@ class ForwardPass : public RecurrentPass<S> {
   // no packing"). Prepared weights are packed already.
   static bool direct(const DirectionRun<S>& run) {
     return run.prepared == nullptr && run.steps == 1 && run.batch <= 4;
+  }
+  // Where the pass writes the caller's [T, N, *] rows (run.out_rows), asks for the `n` columns
+  // from j0 of packed rows [r0 + b0, r0 + b1) to be fetched for writing. Those rows are the
+  // step's sequences in the layout's order (longest first), not the caller's, and only those
+  // still running: a walk the hardware prefetcher does not follow, where each row's first store
+  // otherwise waited on L3 (LSTM 64x16x1000 with lengths, Zen 4: 0.94 of the time with the rows
+  // fetched during the step's product; bench/README.md, "Variable lengths: fetching the
+  // caller's rows"). Dense rows: nothing (the hardware prefetcher follows them).
+  void fetch_output_rows(const S* out, int64_t stride, int64_t r0, int64_t b0, int64_t b1,
+                         int64_t j0, int64_t n) const noexcept {
+    if (run_.out_rows == nullptr) return;
+    constexpr int64_t kLine = 64;
+    const int64_t bytes = n * static_cast<int64_t>(sizeof(S));
+    for (int64_t b = b0; b < b1; ++b) {
+      const char* row = reinterpret_cast<const char*>(out + run_.out_rows[r0 + b] * stride + j0);
+      for (int64_t at = 0; at < bytes; at += kLine) __builtin_prefetch(row + at, 1);
+    }
   }
   // A row-major [G*H, width] weight.
   Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> weights(

@@ -782,33 +782,24 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
         gru_slice_sums<S>(w, xh, I, xh + I, config_.hidden_size, sum);
       }
     };
-    // Units [u, u + lanes) of a state array: whole packets, or the first `lanes` of one.
-    const auto load = [](const S* p, int64_t lanes) {
-      return lanes == L ? ploadu<Packet>(p) : cell::fused::load_first<S, Packet>(p, lanes);
-    };
-    const auto store = [](S* p, const Packet& v, int64_t lanes) {
-      if (lanes == L) {
-        pstoreu(p, v);
-      } else {
-        cell::fused::store_first(p, v, lanes);
-      }
-    };
+    // Units [u, u + units.count) of a state array: a whole packet, or its first units.
+    using Units = cell::fused::PacketUnits<S, Packet>;
     const auto cell_math = [&](int64_t slice, Packet (&sum)[4]) {
       const int64_t u = slice * L;
-      const int64_t lanes = HC > 0 ? L : std::min(L, H - u);
+      const Units units{HC > 0 ? L : std::min(L, H - u)};
       Packet h;
       if constexpr (C == CellKind::Lstm) {
         S* c_row = layer.cell.data() + u;
         Packet c, tanh_c;
-        cell::fused::lstm_forward(sum[0], sum[1], sum[2], sum[3], load(c_row, lanes), c, tanh_c, h);
-        store(c_row, flush ? flushed(c) : c, lanes);
+        cell::fused::lstm_forward(sum[0], sum[1], sum[2], sum[3], units.load(c_row), c, tanh_c, h);
+        units.store(c_row, flush ? flushed(c) : c);
       } else {
         const Packet zero = pset1<Packet>(S(0));  // the hidden r and z sums are in sum[0], sum[1]
         Packet r, z, n_gate;
-        cell::fused::gru_forward(sum[0], sum[1], sum[2], zero, zero, sum[3],
-                                 load(xh + I + u, lanes), r, z, n_gate, h);
+        cell::fused::gru_forward(sum[0], sum[1], sum[2], zero, zero, sum[3], units.load(xh + I + u),
+                                 r, z, n_gate, h);
       }
-      store(out + u, flush ? flushed(h) : h, lanes);
+      units.store(out + u, flush ? flushed(h) : h);
     };
     // Two slices at a time, both products first: the second slice's product then runs while the
     // first one's cell math waits on its activations, and the two cell maths run side by side
@@ -833,8 +824,8 @@ RNNCORE_FLATTEN void Stream<S>::sliced_frame(const S* x, S* y) noexcept {
       // By slices with the masked tail: copy_flushed's scalar tail took 1.06x the step at GRU
       // 1 -> 12 (one process, six streams each, Zen 4).
       for (int64_t u = 0; u < H; u += L) {
-        const int64_t lanes = std::min(L, H - u);
-        store(xh + I + u, load(out + u, lanes), lanes);
+        const Units units{std::min(L, H - u)};
+        units.store(xh + I + u, units.load(out + u));
       }
     }
   }

@@ -130,6 +130,14 @@ inline void store(S* p, const Lanes<Packet<S>>& x) {
   Eigen::internal::pstoreu(p, x.v);
 }
 
+// AVX2's mask for lanes [0, count) of a float packet (load_first, store_first).
+#if defined(EIGEN_VECTORIZE_AVX2)
+inline __m256i first_lanes_avx2(int64_t count) noexcept {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
 // The first `count` (< width) values at p in a packet, the lanes past them zero; and the
 // first `count` lanes of a packet stored to p. The forward passes below run their last units
 // (H not a multiple of the packet: 12, 20, 40, ...) through the same packet math as the others,
@@ -149,8 +157,7 @@ inline P load_first(const S* p, int64_t count) noexcept {
 #endif
 #if defined(EIGEN_VECTORIZE_AVX2)
   if constexpr (std::is_same<P, __m256>::value) {
-    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
-                                                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+    return _mm256_maskload_ps(p, first_lanes_avx2(count));
   }
 #endif
   alignas(64) S lanes[Eigen::internal::unpacket_traits<P>::size] = {};
@@ -167,14 +174,43 @@ inline void store_first(S* p, const P& v, int64_t count) noexcept {
 #endif
 #if defined(EIGEN_VECTORIZE_AVX2)
   if constexpr (std::is_same<P, __m256>::value) {
-    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)),
-                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), v);
+    _mm256_maskstore_ps(p, first_lanes_avx2(count), v);
     return;
   }
 #endif
   alignas(64) S lanes[Eigen::internal::unpacket_traits<P>::size];
   Eigen::internal::pstore(lanes, v);
   for (int64_t j = 0; j < count; ++j) p[j] = lanes[j];
+}
+
+// The first `count` (1..size) units of a packet at p, read and written: a whole packet with
+// plain unaligned loads and stores, fewer with load_first / store_first. Where count is the
+// packet's size as a constant the choice folds away.
+template <typename S, typename P = Packet<S>>
+struct PacketUnits {
+  static constexpr int64_t kSize = Eigen::internal::unpacket_traits<P>::size;
+  int64_t count;
+  P load(const S* p) const noexcept {
+    return count == kSize ? Eigen::internal::ploadu<P>(p) : load_first<S, P>(p, count);
+  }
+  void store(S* p, const P& v) const noexcept {
+    if (count == kSize) {
+      Eigen::internal::pstoreu(p, v);
+    } else {
+      store_first(p, v, count);
+    }
+  }
+};
+
+// Calls body(j, units) for each packet of units [j, j + units.count) in [0, count): whole
+// packets, then the last units, if any, as one packet part full (PacketUnits), so that every unit
+// gets the same packet arithmetic wherever it sits.
+template <typename S, typename Body>
+inline void each_packet_with_tail(int64_t count, Body&& body) {
+  constexpr int64_t W = width<S>();
+  int64_t j = 0;
+  for (; j + W <= count; j += W) body(j, PacketUnits<S>{W});
+  if (j < count) body(j, PacketUnits<S>{count - j});
 }
 
 // Calls body(j) for each whole packet [j, j + width) of units in [0, count) where the fused
@@ -203,21 +239,12 @@ inline void rnn_forward_part(int64_t count, bool relu, S* gates, S* h_new) noexc
   if constexpr (fused::enabled<S>()) {
     using namespace Eigen::internal;
     using P = fused::Packet<S>;
-    constexpr int64_t W = fused::width<S>();
-    int64_t j = 0;
-    for (; j + W <= count; j += W) {
-      const P a = ploadu<P>(gates + j);
+    fused::each_packet_with_tail<S>(count, [&](int64_t j, const auto& units) {
+      const P a = units.load(gates + j);
       const P h = relu ? pmax(a, pset1<P>(S(0))) : ptanh(a);
-      pstoreu(gates + j, h);
-      pstoreu(h_new + j, h);
-    }
-    if (j < count) {  // the last units: one packet padded with zeros (fused::load_first)
-      const int64_t n = count - j;
-      const P a = fused::load_first(gates + j, n);
-      const P h = relu ? pmax(a, pset1<P>(S(0))) : ptanh(a);
-      fused::store_first(gates + j, h, n);
-      fused::store_first(h_new + j, h, n);
-    }
+      units.store(gates + j, h);
+      units.store(h_new + j, h);
+    });
     return;
   }
   for (int64_t j = 0; j < count; ++j) {
@@ -253,38 +280,20 @@ template <typename S>
 inline void lstm_forward_part(int64_t count, int64_t gate_stride, S* gates, const S* c_prev,
                               S* c_new, S* tanh_c, S* h_new) noexcept {
   if constexpr (fused::enabled<S>()) {
-    using namespace Eigen::internal;
     using P = fused::Packet<S>;
-    constexpr int64_t W = fused::width<S>();
-    int64_t j = 0;
-    for (; j + W <= count; j += W) {
+    fused::each_packet_with_tail<S>(count, [&](int64_t j, const auto& units) {
       S* a = gates + j;
-      P i = ploadu<P>(a), f = ploadu<P>(a + gate_stride), g = ploadu<P>(a + 2 * gate_stride),
-        o = ploadu<P>(a + 3 * gate_stride), c, tc, h;
-      fused::lstm_forward(i, f, g, o, ploadu<P>(c_prev + j), c, tc, h);
-      pstoreu(a, i);
-      pstoreu(a + gate_stride, f);
-      pstoreu(a + 2 * gate_stride, g);
-      pstoreu(a + 3 * gate_stride, o);
-      pstoreu(c_new + j, c);
-      pstoreu(tanh_c + j, tc);
-      pstoreu(h_new + j, h);
-    }
-    if (j < count) {  // the last units: one packet padded with zeros (fused::load_first)
-      const int64_t n = count - j;
-      S* a = gates + j;
-      P i = fused::load_first(a, n), f = fused::load_first(a + gate_stride, n),
-        g = fused::load_first(a + 2 * gate_stride, n),
-        o = fused::load_first(a + 3 * gate_stride, n), c, tc, h;
-      fused::lstm_forward(i, f, g, o, fused::load_first(c_prev + j, n), c, tc, h);
-      fused::store_first(a, i, n);
-      fused::store_first(a + gate_stride, f, n);
-      fused::store_first(a + 2 * gate_stride, g, n);
-      fused::store_first(a + 3 * gate_stride, o, n);
-      fused::store_first(c_new + j, c, n);
-      fused::store_first(tanh_c + j, tc, n);
-      fused::store_first(h_new + j, h, n);
-    }
+      P i = units.load(a), f = units.load(a + gate_stride), g = units.load(a + 2 * gate_stride),
+        o = units.load(a + 3 * gate_stride), c, tc, h;
+      fused::lstm_forward(i, f, g, o, units.load(c_prev + j), c, tc, h);
+      units.store(a, i);
+      units.store(a + gate_stride, f);
+      units.store(a + 2 * gate_stride, g);
+      units.store(a + 3 * gate_stride, o);
+      units.store(c_new + j, c);
+      units.store(tanh_c + j, tc);
+      units.store(h_new + j, h);
+    });
     return;
   }
   for (int64_t j = 0; j < count; ++j) {
@@ -348,40 +357,21 @@ inline void gru_forward_part(int64_t count, int64_t gate_stride, S* gates, const
   if constexpr (fused::enabled<S>()) {
     using namespace Eigen::internal;
     using P = fused::Packet<S>;
-    constexpr int64_t W = fused::width<S>();
-    int64_t j = 0;
-    for (; j + W <= count; j += W) {
+    fused::each_packet_with_tail<S>(count, [&](int64_t j, const auto& units) {
       S* a = gates + j;
       const S* hp = hidden_proj + j;
-      P hn = ploadu<P>(hp + 2 * gate_stride);
-      if (b_hn != nullptr) hn = padd(hn, ploadu<P>(b_hn + j));
+      P hn = units.load(hp + 2 * gate_stride);
+      if (b_hn != nullptr) hn = padd(hn, units.load(b_hn + j));
       P r, z, n, h;
-      fused::gru_forward(ploadu<P>(a), ploadu<P>(a + gate_stride), ploadu<P>(a + 2 * gate_stride),
-                         ploadu<P>(hp), ploadu<P>(hp + gate_stride), hn, ploadu<P>(h_prev + j), r,
-                         z, n, h);
-      pstoreu(a, r);
-      pstoreu(a + gate_stride, z);
-      pstoreu(a + 2 * gate_stride, n);
-      pstoreu(hn_out + j, hn);
-      pstoreu(h_new + j, h);
-    }
-    if (j < count) {  // the last units: one packet padded with zeros (fused::load_first)
-      const int64_t n = count - j;
-      S* a = gates + j;
-      const S* hp = hidden_proj + j;
-      P hn = fused::load_first(hp + 2 * gate_stride, n);
-      if (b_hn != nullptr) hn = padd(hn, fused::load_first(b_hn + j, n));
-      P r, z, n_gate, h;
-      fused::gru_forward(fused::load_first(a, n), fused::load_first(a + gate_stride, n),
-                         fused::load_first(a + 2 * gate_stride, n), fused::load_first(hp, n),
-                         fused::load_first(hp + gate_stride, n), hn,
-                         fused::load_first(h_prev + j, n), r, z, n_gate, h);
-      fused::store_first(a, r, n);
-      fused::store_first(a + gate_stride, z, n);
-      fused::store_first(a + 2 * gate_stride, n_gate, n);
-      fused::store_first(hn_out + j, hn, n);
-      fused::store_first(h_new + j, h, n);
-    }
+      fused::gru_forward(units.load(a), units.load(a + gate_stride), units.load(a + 2 * gate_stride),
+                         units.load(hp), units.load(hp + gate_stride), hn, units.load(h_prev + j),
+                         r, z, n, h);
+      units.store(a, r);
+      units.store(a + gate_stride, z);
+      units.store(a + 2 * gate_stride, n);
+      units.store(hn_out + j, hn);
+      units.store(h_new + j, h);
+    });
     return;
   }
   for (int64_t j = 0; j < count; ++j) {
