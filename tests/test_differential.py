@@ -14,8 +14,9 @@ which alternates between a call's threads and one thread from call to call (its 
 time both); the fixed plan with every forced split of the time loop (layer by layer) and with
 the wavefront. Each call is repeated, so that a plan that alternates is caught, and every repeat of the model call under every setting must give the same
 bits (the kernels promise that, whatever the split). A second, smaller grid runs the sizes at
-which the default plan itself splits the time loop (H 128-512). A third set is 48 cases off the grid drawn with a
-fixed seed (hidden sizes to 160, input sizes 1-70, batches to 40, up to 3 layers).
+which the default plan itself splits the time loop (H 128-512). A third set is 48 cases off
+the grid drawn with a fixed seed (hidden sizes to 160, input sizes 1-70, batches to 40, up to 3
+layers).
 
 Tolerances are those of test_kernels.py: float64 rtol 1e-10; float32 against the float64
 reference 1e-5 relative to the largest magnitude.
@@ -274,9 +275,9 @@ def random_cases(count, seed):
     """Cases off the grid, drawn with a fixed seed: hidden sizes up to 160, input sizes 1-70,
     batches up to 40, up to 30 steps and 3 layers, every other axis at random. A float32 ReLU
     RNN is drawn in float64 instead: a stack of them in float32 meets pre-activations within
-    float32 rounding of 0 (a sweep of some 37k such draws found five, e.g. a unit at 7.5e-9 in the
-    kernel and at or below 0 in the reference), which take the other branch and move the gradients by ~1e-2 on
-    one machine and not on another; the kernel's float64 arithmetic is the same code."""
+    float32 rounding of 0 (a sweep of some 37k such draws found five, e.g. a unit at 7.5e-9 in
+    the kernel and at or below 0 in the reference), which take the other branch and move the
+    gradients by ~1e-2 on one machine and not on another; float64 runs the same kernel code."""
     rng = np.random.default_rng(seed)
     cases = []
     for i in range(count):
