@@ -335,9 +335,10 @@ bool report_sizes(int rounds, double gflops) {
 template <bool Lstm>
 bool report_cases(int rounds, double gflops, bool odd) {
   if (odd) return report_sizes<Lstm, 1, 8, 12, 20, 24, 40, 48, 80, 96>(rounds, gflops);
-  const bool one_input = report_sizes<Lstm, 1, 16, 32, 64, 128>(rounds, gflops);
-  const bool square = report_sizes<Lstm, 128, 128>(rounds, gflops);
-  return report_sizes<Lstm, 256, 256>(rounds, gflops) && one_input && square;
+  bool same = report_sizes<Lstm, 1, 16, 32, 64, 128>(rounds, gflops);
+  same &= report_sizes<Lstm, 128, 128>(rounds, gflops);
+  same &= report_sizes<Lstm, 256, 256>(rounds, gflops);
+  return same;
 }
 
 }  // namespace
